@@ -1,0 +1,255 @@
+"""Checkpoint directories: safetensors weights, JSON config, tokenizer, sha256 manifest.
+
+A directory is written whole into a temporary sibling and renamed into place,
+so a crash never leaves a half-written checkpoint where a good one stood. Loading
+checks every file against the manifest before anything is parsed, and no file
+is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+from safetensors import SafetensorError
+from torch import Tensor
+
+from .network import LanguageModel, ModelConfig
+from .tokenizer import TRAINER_SETTINGS, Tokenizer
+
+FORMAT = "lyricist-checkpoint"
+VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.model"
+MANIFEST_FILE = "manifest.json"
+REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE)
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class Checkpoint:
+    model: LanguageModel
+    tokenizer: Tokenizer
+    training: dict[str, Any] = field(default_factory=dict)  # corpus, steps, validation figures...
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.path else "model"
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: LanguageModel,
+    tokenizer: Tokenizer,
+    training: Mapping[str, Any] | None = None,
+    extra_files: Mapping[str, bytes] | None = None,
+) -> Path:
+    """Write a checkpoint to `directory`, replacing any there, atomically.
+
+    `extra_files` (name -> content) travel inside the checkpoint and are covered
+    by the manifest too: optimizer state for resuming, a model card, a plot.
+    """
+    directory = Path(directory)
+    recover_interrupted_save(directory)
+    if model.config.vocab_size != tokenizer.vocab_size:
+        raise ValueError(
+            f"model vocab_size {model.config.vocab_size} != tokenizer vocab_size {tokenizer.vocab_size}"
+        )
+    config = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": model.config.to_dict(),
+        "tokenizer": {"vocab_size": tokenizer.vocab_size, **TRAINER_SETTINGS},
+        "training": dict(training or {}),
+    }
+    files = {
+        CONFIG_FILE: (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode(),
+        WEIGHTS_FILE: safetensors.torch.save(stored_tensors(model), metadata={"format": "pt"}),
+        TOKENIZER_FILE: tokenizer.model_proto,
+        **(extra_files or {}),
+    }
+    for name in files:
+        if name == MANIFEST_FILE or not _is_plain_file_name(name):
+            raise ValueError(f"not a valid checkpoint file name: {name!r}")
+    manifest = {"files": {name: {"sha256": _sha256(data), "bytes": len(data)} for name, data in files.items()}}
+    files[MANIFEST_FILE] = (json.dumps(manifest, indent=2) + "\n").encode()
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}")
+    previous = _previous_path(directory)
+    try:
+        staging.mkdir()
+        for name, data in files.items():
+            _write_durably(staging / name, data)
+        _fsync_directory(staging)
+        if directory.exists():
+            os.rename(directory, previous)
+        os.rename(staging, directory)
+        _fsync_directory(directory.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        recover_interrupted_save(directory)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
+    return directory
+
+
+def load_checkpoint(directory: str | Path) -> Checkpoint:
+    """Load and validate a checkpoint; any problem raises one CheckpointError."""
+    directory = Path(directory)
+    recover_interrupted_save(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such checkpoint directory")
+    contents = _read_verified(directory)
+    config = _parse_config(directory / CONFIG_FILE, contents[CONFIG_FILE])
+    try:
+        model_config = ModelConfig.from_dict(config["model"])
+    except ValueError as error:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: invalid model config: {error}") from None
+    try:
+        tokenizer = Tokenizer(contents[TOKENIZER_FILE])
+    except (RuntimeError, ValueError) as error:
+        raise CheckpointError(f"{directory / TOKENIZER_FILE}: not a usable tokenizer model: {error}") from None
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise CheckpointError(
+            f"{directory / TOKENIZER_FILE}: tokenizer has {tokenizer.vocab_size} pieces "
+            f"but the model config says vocab_size {model_config.vocab_size}"
+        )
+    model = LanguageModel(model_config)
+    _load_weights(model, directory / WEIGHTS_FILE, contents[WEIGHTS_FILE])
+    model.eval()
+    return Checkpoint(model, tokenizer, config.get("training") or {}, directory)
+
+
+def read_extra_file(directory: str | Path, name: str) -> bytes:
+    """One of a checkpoint's extra files, verified against the manifest."""
+    directory = Path(directory)
+    manifest = _read_manifest(directory)
+    if name not in manifest:
+        raise CheckpointError(f"{directory / name}: not in {MANIFEST_FILE}")
+    return _read_one_verified(directory, name, manifest[name])
+
+
+def stored_tensors(model: LanguageModel) -> dict[str, Tensor]:
+    """The tensors a checkpoint holds: the state dict with a tied decoder stored once."""
+    state = model.state_dict()
+    if model.config.tie_weights:
+        del state["decoder.weight"]
+    return {name: tensor.contiguous() for name, tensor in state.items()}
+
+
+def recover_interrupted_save(directory: Path) -> None:
+    """Put back the previous checkpoint if a save died between its two renames."""
+    previous = _previous_path(directory)
+    if previous.is_dir() and not directory.exists():
+        os.rename(previous, directory)
+
+
+def _read_verified(directory: Path) -> dict[str, bytes]:
+    manifest = _read_manifest(directory)
+    for name in REQUIRED_FILES:
+        if name not in manifest:
+            raise CheckpointError(f"{directory / name}: missing from {MANIFEST_FILE}")
+    return {name: _read_one_verified(directory, name, entry) for name, entry in manifest.items()}
+
+
+def _read_manifest(directory: Path) -> dict[str, dict[str, Any]]:
+    path = directory / MANIFEST_FILE
+    try:
+        files = json.loads(path.read_bytes())["files"]
+        if not all(isinstance(e, dict) and {"sha256", "bytes"} <= e.keys() for e in files.values()):
+            raise ValueError("an entry lacks sha256 or bytes")
+        return files
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing (is this a lyricist checkpoint?)") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{path}: not a valid manifest ({error})") from None
+
+
+def _read_one_verified(directory: Path, name: str, entry: dict[str, Any]) -> bytes:
+    if not _is_plain_file_name(name):
+        raise CheckpointError(f"{directory / MANIFEST_FILE}: {name!r} is not a valid checkpoint file name")
+    path = directory / name
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing (listed in {MANIFEST_FILE})") from None
+    if len(data) != entry["bytes"]:
+        raise CheckpointError(f"{path}: {len(data)} bytes, {MANIFEST_FILE} says {entry['bytes']} (truncated?)")
+    if _sha256(data) != entry["sha256"]:
+        raise CheckpointError(f"{path}: sha256 differs from {MANIFEST_FILE} (file changed or corrupted)")
+    return data
+
+
+def _parse_config(path: Path, data: bytes) -> dict[str, Any]:
+    try:
+        config = json.loads(data)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a {FORMAT} config")
+    if config.get("version") != VERSION:
+        raise CheckpointError(f"{path}: format version {config.get('version')!r}, this lyricist reads {VERSION}")
+    if "model" not in config:
+        raise CheckpointError(f"{path}: no model section")
+    return config
+
+
+def _load_weights(model: LanguageModel, path: Path, data: bytes) -> None:
+    try:
+        tensors = safetensors.torch.load(data)
+    except (SafetensorError, ValueError) as error:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({error})") from None
+    expected = stored_tensors(model)
+    problems = [f"missing tensor {name}" for name in expected if name not in tensors]
+    problems += [f"unexpected tensor {name}" for name in tensors if name not in expected]
+    problems += [
+        f"{name} has shape {tuple(tensors[name].shape)}, the config needs {tuple(tensor.shape)}"
+        for name, tensor in expected.items()
+        if name in tensors and tensors[name].shape != tensor.shape
+    ]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise CheckpointError(f"{path}: weights do not fit the config: {shown}")
+    model.load_state_dict(tensors, strict=False)  # the tied decoder weight is the embedding
+
+
+def _is_plain_file_name(name: str) -> bool:
+    """A name inside the checkpoint directory itself: no path, nothing hidden."""
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
+
+
+def _previous_path(directory: Path) -> Path:
+    return directory.with_name(f".{directory.name}.previous")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

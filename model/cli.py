@@ -1,0 +1,68 @@
+"""The `lyricist` command. Each package adds its subcommands through the
+`lyricist.commands` entry points in pyproject.toml, so this dispatcher knows
+none of them by name."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import entry_points
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .generation import generate
+from .sampling import SamplingParams
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lyricist", description="Train and serve LSTM language models.")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for entry in sorted(entry_points(group="lyricist.commands"), key=lambda e: e.name):
+        entry.load()(subcommands)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (CheckpointError, ValueError) as error:
+        print(f"lyricist {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def add_generate_command(subcommands: argparse._SubParsersAction) -> None:
+    p = subcommands.add_parser("generate", help="print a generation from a checkpoint")
+    p.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory")
+    p.add_argument("--prompt", default="", help="text to continue (default: start of a text)")
+    p.add_argument("--max-new-tokens", type=int, default=200, metavar="N")
+    defaults = SamplingParams()
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=defaults.top_k, help="0 = off")
+    p.add_argument("--top-p", type=float, default=defaults.top_p, help="1 = off")
+    p.add_argument("--min-p", type=float, default=defaults.min_p, help="0 = off")
+    p.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty, help="1 = off")
+    p.add_argument("--noise", type=float, default=defaults.noise, help="Gumbel noise scale, 0 = off")
+    p.add_argument("--seed", type=int, default=None, help="make the output reproducible")
+    p.set_defaults(run=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> None:
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    params = SamplingParams(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+        noise=args.noise,
+        seed=args.seed,
+    )
+    checkpoint = load_checkpoint(args.model)
+    sys.stdout.write(args.prompt)
+    for text in generate(checkpoint.model, checkpoint.tokenizer, args.prompt, args.max_new_tokens, params):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

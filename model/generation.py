@@ -1,0 +1,43 @@
+"""Autoregressive generation for one prompt: the plain loop a Python shell or the CLI uses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from .network import LanguageModel
+from .sampling import SamplingParams, make_generator, random_seed, sample
+from .tokenizer import Tokenizer
+
+
+@torch.inference_mode()
+def generate(
+    model: LanguageModel,
+    tokenizer: Tokenizer,
+    prompt: str = "",
+    max_new_tokens: int = 200,
+    params: SamplingParams = SamplingParams(),
+) -> Iterator[str]:
+    """Yield the continuation of `prompt` piece by piece until max_new_tokens or end of text.
+
+    An unseeded `params` gets a fresh seed; pass `seed` to reproduce a result.
+    """
+    model.eval()
+    prompt_ids = tokenizer.encode(prompt, add_bos=True)
+    generator = make_generator(random_seed() if params.seed is None else params.seed)
+    seen = torch.zeros(1, tokenizer.vocab_size, dtype=torch.bool)
+    seen[0, prompt_ids] = True
+    decoder = tokenizer.incremental_decoder()
+    logits, state = model(torch.tensor([prompt_ids]))
+    for _ in range(max_new_tokens):
+        token = sample(logits[:, -1], [params], [generator], seen)
+        token_id = int(token)
+        if token_id == tokenizer.eos_id:
+            break
+        seen[0, token_id] = True
+        if text := decoder.push(token_id):
+            yield text
+        logits, state = model(token.view(1, 1), state)
+    if text := decoder.flush():
+        yield text

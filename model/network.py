@@ -1,0 +1,203 @@
+"""The recurrent language model: embedding, stacked RNN layers, tied decoder.
+
+The state of a batch is one tensor of shape (layers, parts, batch, hidden),
+`parts` being 2 for an LSTM (h and c) and 1 otherwise, so rows of a batch are
+taken apart with `select_rows` and put together with `stack_rows`. Which
+dropout masks what, and why: docs/model.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
+DROPOUT_MODES = ("locked", "naive")
+STATE_BATCH_DIM = 2
+
+
+@dataclass
+class DropoutConfig:
+    """Dropout rates (0 = off) and whether activation masks are locked over time."""
+
+    embedding: float = 0.0  # whole word types: rows of the embedding matrix
+    input: float = 0.0  # the embeddings fed to the first layer
+    between_layers: float = 0.0  # the outputs of every layer but the last
+    output: float = 0.0  # the last layer's output, before the decoder
+    weight: float = 0.0  # DropConnect on each layer's hidden-to-hidden matrix
+    mode: str = "locked"  # "locked": one mask per sequence; "naive": a new mask each timestep
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    cell: str = "lstm"
+    layers: int = 2
+    embedding_size: int = 512
+    hidden_size: int = 512
+    tie_weights: bool = True
+    dropout: DropoutConfig = field(default_factory=DropoutConfig)
+
+    def __post_init__(self):
+        if isinstance(self.dropout, dict):
+            self.dropout = from_dict(DropoutConfig, self.dropout, "dropout")
+        problems = []
+        if self.cell not in CELLS:
+            problems.append(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        for name in ("vocab_size", "layers", "embedding_size", "hidden_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                problems.append(f"{name} must be a positive integer, got {value!r}")
+        for name in ("embedding", "input", "between_layers", "output", "weight"):
+            value = getattr(self.dropout, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                problems.append(f"dropout.{name} must be in [0, 1), got {value!r}")
+        if self.dropout.mode not in DROPOUT_MODES:
+            problems.append(f"dropout.mode must be one of {', '.join(DROPOUT_MODES)}, got {self.dropout.mode!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def state_parts(self) -> int:
+        return 2 if self.cell == "lstm" else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return from_dict(cls, data, "model")
+
+
+def from_dict(cls, data: Any, where: str):
+    """Build dataclass `cls` from `data`, refusing unknown or missing keys by name."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be an object, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    try:
+        return cls(**data)
+    except TypeError as error:  # a required key is missing
+        raise ValueError(f"{where}: {error}") from None
+
+
+class Features(NamedTuple):
+    hidden: Tensor  # the last layer's output, before output dropout (what TAR penalises)
+    dropped: Tensor  # the same after output dropout (what AR penalises and the decoder reads)
+    state: Tensor
+
+
+class SequenceDropout(nn.Module):
+    """Dropout on (batch, time, features) activations.
+
+    Locked: one mask per sequence, shape (batch, 1, features), reused at every
+    timestep and drawn anew at every call. Naive: a new mask at every timestep.
+    """
+
+    def __init__(self, p: float, locked: bool):
+        super().__init__()
+        self.p = p
+        self.locked = locked
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        shape = (x.shape[0], 1, x.shape[2]) if self.locked else x.shape
+        mask = x.new_empty(shape).bernoulli_(1 - self.p) / (1 - self.p)
+        return x * mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, locked={self.locked}"
+
+
+class LanguageModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c, d = config, config.dropout
+        locked = d.mode == "locked"
+        self.embedding = nn.Embedding(c.vocab_size, c.embedding_size)
+        rnn_class = CELLS[c.cell]
+        extra = {"nonlinearity": c.cell.removeprefix("rnn_")} if rnn_class is nn.RNN else {}
+        self.rnns = nn.ModuleList(
+            rnn_class(c.embedding_size if i == 0 else c.hidden_size, c.hidden_size, batch_first=True, **extra)
+            for i in range(c.layers)
+        )
+        self.input_dropout = SequenceDropout(d.input, locked)
+        self.layer_dropout = SequenceDropout(d.between_layers, locked)
+        self.output_dropout = SequenceDropout(d.output, locked)
+        decoder_in = c.embedding_size if c.tie_weights else c.hidden_size
+        self.projection = nn.Linear(c.hidden_size, decoder_in, bias=False) if decoder_in != c.hidden_size else None
+        self.decoder = nn.Linear(decoder_in, c.vocab_size)
+        if c.tie_weights:
+            self.decoder.weight = self.embedding.weight
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+
+    def initial_state(self, batch_size: int) -> Tensor:
+        c = self.config
+        return self.embedding.weight.new_zeros(c.layers, c.state_parts, batch_size, c.hidden_size)
+
+    def forward(self, tokens: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(batch, time) token ids -> (batch, time, vocab) logits and the next state."""
+        features = self.features(tokens, state)
+        return self.logits(features.dropped), features.state
+
+    def features(self, tokens: Tensor, state: Tensor | None = None) -> Features:
+        if state is None:
+            state = self.initial_state(tokens.shape[0])
+        x = self.input_dropout(self._embed(tokens))
+        next_state = []
+        for index, rnn in enumerate(self.rnns):
+            x, layer_state = self._run_layer(rnn, x, state[index])
+            next_state.append(layer_state)
+            if index < len(self.rnns) - 1:
+                x = self.layer_dropout(x)
+        return Features(x, self.output_dropout(x), torch.stack(next_state))
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        if self.projection is not None:
+            hidden = self.projection(hidden)
+        return self.decoder(hidden)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # a tied matrix counts once
+
+    def _embed(self, tokens: Tensor) -> Tensor:
+        weight = self.embedding.weight
+        p = self.config.dropout.embedding
+        if self.training and p > 0:
+            keep = weight.new_empty(weight.shape[0], 1).bernoulli_(1 - p) / (1 - p)
+            weight = weight * keep
+        return F.embedding(tokens, weight)
+
+    def _run_layer(self, rnn: nn.RNNBase, x: Tensor, layer_state: Tensor) -> tuple[Tensor, Tensor]:
+        hx = (layer_state[0:1], layer_state[1:2]) if self.config.state_parts == 2 else layer_state
+        p = self.config.dropout.weight
+        if self.training and p > 0:
+            # DropConnect: one mask on W_hh for the whole sequence, passed in for this
+            # call only, so the parameter stays a leaf and the fused kernel still runs.
+            dropped = {"weight_hh_l0": F.dropout(rnn.weight_hh_l0, p)}
+            out, new_hx = functional_call(rnn, dropped, (x, hx), strict=False)
+        else:
+            out, new_hx = rnn(x, hx)
+        return out, torch.cat(new_hx) if isinstance(new_hx, tuple) else new_hx
+
+
+def select_rows(state: Tensor, rows: Tensor | list[int] | slice) -> Tensor:
+    """The state of some sequences of a batch."""
+    return state[:, :, rows]
+
+
+def stack_rows(states: list[Tensor]) -> Tensor:
+    """One batch state from the states of several sequences (or sub-batches)."""
+    return torch.cat(states, dim=STATE_BATCH_DIM)
+

@@ -1,0 +1,132 @@
+"""Choosing the next token for a batch, every row with its own settings and generator.
+
+The formulas (docs/sampling.md): repetition penalty on the raw logits, then
+temperature, then top-k, top-p and min-p filters, then Gumbel noise of scale
+`noise`, then the choice: argmax at temperature 0, otherwise one draw from the
+softmax by inverse CDF with a uniform from the row's own generator. No row's
+result depends on another row's settings or random numbers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+MAX_TEMPERATURE = 5.0
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0  # 0 = argmax
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    min_p: float = 0.0  # 0 = off
+    repetition_penalty: float = 1.0  # 1 = off
+    noise: float = 0.0  # scale of Gumbel noise on the logits; 0 = off
+    seed: int | None = None
+
+    def __post_init__(self):
+        rules = (
+            ("temperature", 0 <= self.temperature <= MAX_TEMPERATURE, f"between 0 and {MAX_TEMPERATURE:g}"),
+            ("top_k", isinstance(self.top_k, int) and self.top_k >= 0, "an integer >= 0 (0 = off)"),
+            ("top_p", 0 < self.top_p <= 1, "in (0, 1] (1 = off)"),
+            ("min_p", 0 <= self.min_p < 1, "in [0, 1) (0 = off)"),
+            ("repetition_penalty", 0 < self.repetition_penalty < float("inf"), "> 0 (1 = off)"),
+            ("noise", 0 <= self.noise < float("inf"), "a finite number >= 0 (0 = off)"),
+            ("seed", self.seed is None or 0 <= self.seed <= MAX_SEED, f"between 0 and {MAX_SEED}"),
+        )
+        problems = [f"{name} must be {rule}, got {getattr(self, name)!r}" for name, ok, rule in rules if not ok]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.temperature == 0 and self.noise == 0
+
+
+def random_seed() -> int:
+    return random.SystemRandom().randrange(2**31)
+
+
+def make_generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def sample(
+    logits: Tensor,
+    params: Sequence[SamplingParams],
+    generators: Sequence[torch.Generator | None],
+    seen: Tensor | None = None,
+) -> Tensor:
+    """Pick one token per row of `logits` (batch, vocab).
+
+    `generators[i]` supplies row i's random numbers (greedy rows may pass None);
+    `seen` (batch, vocab, bool) marks the tokens already in each row's context,
+    for the repetition penalty.
+    """
+    z = logits.float()
+    if seen is not None and any(p.repetition_penalty != 1 for p in params):
+        theta = _column(z, [p.repetition_penalty for p in params])
+        z = torch.where(seen, torch.where(z > 0, z / theta, z * theta), z)
+    if all(p.is_greedy for p in params):
+        return z.argmax(dim=-1)
+
+    temperature = _column(z, [p.temperature or 1.0 for p in params])
+    z = filter_logits(z / temperature, params)
+    if any(p.noise > 0 for p in params):
+        z = z + _column(z, [p.noise for p in params]) * _gumbel_rows(z, params, generators)
+    choice = z.argmax(dim=-1)
+    draw_rows = [i for i, p in enumerate(params) if p.temperature > 0]
+    if draw_rows:
+        uniforms = torch.cat([torch.rand(1, generator=generators[i], dtype=torch.float64) for i in draw_rows])
+        choice[draw_rows] = _inverse_cdf(torch.softmax(z[draw_rows].double(), dim=-1), uniforms)
+    return choice
+
+
+def filter_logits(z: Tensor, params: Sequence[SamplingParams]) -> Tensor:
+    """Set to -inf every logit that top-k, then top-p, then min-p leaves out."""
+    if any(p.top_k > 0 or p.top_p < 1 for p in params):
+        sorted_z, order = z.sort(dim=-1, descending=True)
+        rank = torch.arange(z.shape[-1], device=z.device).expand_as(z)
+        top_k = torch.tensor([p.top_k or z.shape[-1] for p in params], device=z.device).unsqueeze(1)
+        keep = rank < top_k
+        sorted_z = sorted_z.masked_fill(~keep, float("-inf"))
+        if any(p.top_p < 1 for p in params):
+            probs = torch.softmax(sorted_z, dim=-1)
+            mass_before = probs.cumsum(dim=-1) - probs
+            top_p = _column(z, [p.top_p if p.top_p < 1 else 2.0 for p in params])
+            keep &= mass_before < top_p
+        z = z.masked_fill(~torch.zeros_like(keep).scatter(1, order, keep), float("-inf"))
+    if any(p.min_p > 0 for p in params):
+        probs = torch.softmax(z, dim=-1)
+        floor = _column(z, [p.min_p for p in params]) * probs.max(dim=-1, keepdim=True).values
+        z = z.masked_fill(probs < floor, float("-inf"))
+    return z
+
+
+def _inverse_cdf(probs: Tensor, uniforms: Tensor) -> Tensor:
+    cdf = probs.cumsum(dim=-1)
+    target = (uniforms * cdf[:, -1]).unsqueeze(1)
+    index = torch.searchsorted(cdf, target, right=True).squeeze(1)
+    # Rounding can put the target at the very end; fall back to the last token with mass.
+    last_possible = probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(dim=-1)
+    return torch.minimum(index, last_possible)
+
+
+def _gumbel_rows(z: Tensor, params: Sequence[SamplingParams], generators) -> Tensor:
+    rows = [
+        -torch.log(-torch.log(torch.rand(z.shape[-1], generator=g).clamp_min(1e-20)))
+        if p.noise > 0
+        else torch.zeros(z.shape[-1])
+        for p, g in zip(params, generators)
+    ]
+    return torch.stack(rows).to(z.device)
+
+
+def _column(like: Tensor, values: list[float]) -> Tensor:
+    return torch.tensor(values, dtype=like.dtype, device=like.device).unsqueeze(1)

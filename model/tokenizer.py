@@ -1,0 +1,163 @@
+"""A sentencepiece tokenizer that round-trips any Unicode string exactly.
+
+Why each setting is what it is: docs/tokenizer.md.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import sentencepiece as spm
+
+SPACE_MARK = "\u2581"  # sentencepiece's stand-in for a space
+LITERAL_SPACE_MARK = "<literal-u2581>"  # control piece for a U+2581 in the text itself
+USER_SYMBOLS = ("\n", "\t", "\r")
+MIN_VOCAB_SIZE = 300  # 256 byte pieces + specials + the symbols above + room to learn
+MAX_CHUNK_CHARS = 2000  # training "sentences": multi-line chunks of at most this many chars
+
+TRAINER_SETTINGS = {
+    "normalization_rule_name": "identity",
+    "remove_extra_whitespaces": False,
+    "add_dummy_prefix": False,
+    "byte_fallback": True,
+    "character_coverage": 1.0,
+    "user_defined_symbols": list(USER_SYMBOLS),
+    "control_symbols": [LITERAL_SPACE_MARK],
+    "allow_whitespace_only_pieces": True,
+    "split_digits": False,
+    "hard_vocab_limit": False,
+    "max_sentence_length": 4 * MAX_CHUNK_CHARS,  # bytes; a code point is at most 4
+    "unk_id": 0,
+    "bos_id": 1,
+    "eos_id": 2,
+    "pad_id": -1,
+}
+
+
+class Tokenizer:
+    """Text <-> piece ids. `decode(encode(text)) == text` for every string."""
+
+    def __init__(self, model_proto: bytes):
+        self.model_proto = model_proto
+        self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        self.vocab_size = self._sp.get_piece_size()
+        self.bos_id = self._sp.bos_id()
+        self.eos_id = self._sp.eos_id()
+        self.unk_id = self._sp.unk_id()
+        self._literal_mark_id = self._sp.piece_to_id(LITERAL_SPACE_MARK)
+        if self._sp.id_to_piece(self._literal_mark_id) != LITERAL_SPACE_MARK:
+            raise ValueError("tokenizer model was not trained by lyricist (no literal U+2581 piece)")
+        self.piece_bytes = [self._bytes_of(i) for i in range(self.vocab_size)]
+        self.pieces = [self._sp.id_to_piece(i) for i in range(self.vocab_size)]
+
+    # -- building ---------------------------------------------------------------
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int, model_type: str = "unigram") -> Tokenizer:
+        """Learn a vocabulary of at most `vocab_size` pieces from `text`."""
+        if vocab_size < MIN_VOCAB_SIZE:
+            raise ValueError(f"vocab_size must be at least {MIN_VOCAB_SIZE}, got {vocab_size}")
+        if model_type not in ("unigram", "bpe"):
+            raise ValueError(f"model_type must be 'unigram' or 'bpe', got {model_type!r}")
+        if not text:
+            raise ValueError("cannot train a tokenizer on an empty text")
+        writer = _BytesSink()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=_training_chunks(text),
+            model_writer=writer,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            minloglevel=2,
+            num_threads=1,  # a given corpus always yields the same vocabulary
+            **TRAINER_SETTINGS,
+        )
+        return cls(writer.data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        return cls(Path(path).read_bytes())
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(self.model_proto)
+
+    # -- use --------------------------------------------------------------------
+
+    def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
+        """Piece ids of `text`; `add_bos` marks it as the start of a text."""
+        ids = [self.bos_id] if add_bos else []
+        # sentencepiece would read a literal U+2581 as a space, so the text is cut
+        # at each one and the cuts are joined by a control piece that decodes to it.
+        parts = text.split(SPACE_MARK)
+        for index, part_ids in enumerate(self._sp.encode(parts)):
+            if index:
+                ids.append(self._literal_mark_id)
+            ids.extend(part_ids)
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return b"".join(self.piece_bytes[i] for i in ids).decode("utf-8", errors="replace")
+
+    def incremental_decoder(self) -> IncrementalDecoder:
+        return IncrementalDecoder(self)
+
+    def _bytes_of(self, piece_id: int) -> bytes:
+        sp = self._sp
+        if piece_id == self._literal_mark_id:
+            return SPACE_MARK.encode()
+        if sp.is_byte(piece_id):
+            return bytes([int(sp.id_to_piece(piece_id)[3:5], 16)])  # "<0xE2>"
+        if sp.is_unknown(piece_id):
+            return "\ufffd".encode()
+        if sp.is_control(piece_id):
+            return b""
+        return sp.id_to_piece(piece_id).replace(SPACE_MARK, " ").encode()
+
+
+class IncrementalDecoder:
+    """Feeds ids one at a time and returns exactly the text each one completes.
+
+    A character spread over several byte pieces is held back until its last
+    byte arrives, so the concatenation of what `push` returns always equals
+    `Tokenizer.decode` of all the ids pushed (after `flush`).
+    """
+
+    def __init__(self, tokenizer: Tokenizer):
+        self._piece_bytes = tokenizer.piece_bytes
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, piece_id: int) -> str:
+        return self._utf8.decode(self._piece_bytes[piece_id])
+
+    def flush(self) -> str:
+        """The text still held back (an unfinished character decodes as U+FFFD)."""
+        return self._utf8.decode(b"", final=True)
+
+
+def _training_chunks(text: str) -> Iterator[str]:
+    """Multi-line pieces of `text`, so the trainer sees newlines; cut as `encode` cuts."""
+    yield " "  # a space piece must exist even if the corpus has none, or spaces fall back to bytes
+    for part in text.split(SPACE_MARK):
+        lines = part.splitlines(keepends=True)
+        chunk = ""
+        for line in lines:
+            while len(line) > MAX_CHUNK_CHARS:
+                yield line[:MAX_CHUNK_CHARS]
+                line = line[MAX_CHUNK_CHARS:]
+            if len(chunk) + len(line) > MAX_CHUNK_CHARS:
+                yield chunk
+                chunk = ""
+            chunk += line
+        if chunk:
+            yield chunk
+
+
+class _BytesSink:
+    """The file-like object sentencepiece writes its model into."""
+
+    def __init__(self):
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data

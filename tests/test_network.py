@@ -1,0 +1,245 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model import LanguageModel, ModelConfig, select_rows, stack_rows
+from model.network import CELLS, SequenceDropout
+
+from .helpers import tiny_model
+
+V = 50
+
+
+def tokens(batch=3, time=9, seed=1):
+    return torch.randint(0, V, (batch, time), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_shapes_and_state_layout(cell):
+    model = tiny_model(V, cell, layers=3)
+    logits, state = model(tokens(batch=4, time=7))
+    assert logits.shape == (4, 7, V)
+    assert state.shape == (3, 2 if cell == "lstm" else 1, 4, 16)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_stepping_with_carried_state_equals_one_pass(cell):
+    model = tiny_model(V, cell).eval()
+    x = tokens()
+    whole, whole_state = model(x)
+    state, steps = None, []
+    for t in range(x.shape[1]):
+        logits, state = model(x[:, t : t + 1], state)
+        steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), whole)
+    torch.testing.assert_close(state, whole_state)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_rows_split_from_a_batch_and_stacked_again_behave_as_in_the_batch(cell):
+    model = tiny_model(V, cell).eval()
+    x = tokens(batch=3, time=5)
+    _, state = model(x)
+    rows = [select_rows(state, [i]) for i in range(3)]
+    torch.testing.assert_close(stack_rows(rows), state)
+
+    nxt = tokens(batch=3, time=4, seed=2)
+    batched, _ = model(nxt, state)
+    for i in range(3):  # each row alone, from its own slice of the state
+        alone, _ = model(nxt[i : i + 1], rows[i])
+        torch.testing.assert_close(alone, batched[i : i + 1])
+    reordered, _ = model(nxt[[2, 0]], stack_rows([rows[2], rows[0]]))
+    torch.testing.assert_close(reordered, batched[[2, 0]])
+
+
+def test_tied_embeddings_share_one_matrix_and_project_when_sizes_differ():
+    same = tiny_model(V, embedding_size=16, hidden_size=16)
+    assert same.decoder.weight is same.embedding.weight and same.projection is None
+    differ = tiny_model(V, embedding_size=12, hidden_size=16)
+    assert differ.decoder.weight is differ.embedding.weight
+    assert differ.projection.weight.shape == (12, 16)
+    untied = tiny_model(V, tie_weights=False)
+    assert untied.decoder.weight is not untied.embedding.weight and untied.projection is None
+    assert untied.num_parameters() - differ.num_parameters() == V * 16 - 12 * 16  # tied counted once
+
+
+def test_every_cell_learns_a_pattern():
+    # Gradients reach all parameters and training lowers the loss.
+    x = torch.arange(40).remainder(5).repeat(4, 1)
+    for cell in CELLS:
+        model = tiny_model(V, cell)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        losses = []
+        for _ in range(30):
+            logits, _ = model(x[:, :-1])
+            loss = F.cross_entropy(logits.reshape(-1, V), x[:, 1:].reshape(-1))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()), cell
+        assert losses[-1] < 0.5 * losses[0], cell
+
+
+@pytest.mark.parametrize("bad", [{"cell": "transformer"}, {"layers": 0}, {"hidden_size": -1},
+                                 {"dropout": {"weight": 1.0}}, {"dropout": {"mode": "sometimes"}}])
+def test_impossible_config_is_refused_by_name(bad):
+    field = next(iter(bad))
+    with pytest.raises(ValueError, match=field if field != "dropout" else r"dropout\.(weight|mode)"):
+        ModelConfig.from_dict({"vocab_size": V, **bad})
+
+
+def test_config_round_trips_through_a_dict():
+    config = ModelConfig(vocab_size=V, cell="gru", dropout={"weight": 0.3, "mode": "naive"})
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown key.*colour"):
+        ModelConfig.from_dict({**config.to_dict(), "colour": "red"})
+
+
+# -- dropout: each kind's defining property ------------------------------------------
+
+
+def masks_seen_by(model: LanguageModel, x: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+    """The multiplicative masks each activation dropout applied during one forward."""
+    seen = {"input_dropout": [], "layer_dropout": [], "output_dropout": []}
+
+    def hook(name):
+        def record(module, inputs, output):
+            seen[name].append(output / inputs[0])
+        return record
+
+    handles = [getattr(model, name).register_forward_hook(hook(name)) for name in seen]
+    model(x)
+    for h in handles:
+        h.remove()
+    return seen
+
+
+ALL_ACTIVATION_DROPOUT = {"input": 0.5, "between_layers": 0.5, "output": 0.5}
+
+
+def test_locked_dropout_uses_one_mask_per_sequence_at_every_place():
+    model = tiny_model(V, layers=3, dropout={**ALL_ACTIVATION_DROPOUT, "mode": "locked"}).train()
+    first = masks_seen_by(model, tokens(batch=4, time=10))
+    assert len(first["layer_dropout"]) == 2  # between each pair of the three layers
+    for name, masks in first.items():
+        for mask in masks:
+            assert set(mask.unique().tolist()) == {0.0, 2.0}, name  # dropped, or scaled by 1/(1-p)
+            assert torch.equal(mask, mask[:, :1].expand_as(mask)), name  # same at every timestep
+            assert not torch.equal(mask[0], mask[1]), name  # each sequence has its own
+    second = masks_seen_by(model, tokens(batch=4, time=10))
+    assert not torch.equal(first["input_dropout"][0], second["input_dropout"][0])  # drawn anew per call
+    layer_masks = first["layer_dropout"]
+    assert not torch.equal(layer_masks[0], layer_masks[1])  # each place has its own
+
+
+def test_naive_dropout_draws_a_new_mask_every_timestep():
+    model = tiny_model(V, dropout={**ALL_ACTIVATION_DROPOUT, "mode": "naive"}).train()
+    for name, masks in masks_seen_by(model, tokens(batch=4, time=10)).items():
+        for mask in masks:
+            assert set(mask.unique().tolist()) == {0.0, 2.0}, name
+            changes_over_time = (mask[:, 1:] != mask[:, :-1]).any(dim=2)
+            assert changes_over_time.all(), name
+
+
+def test_sequence_dropout_is_off_in_eval_and_at_zero():
+    x = torch.randn(2, 5, 8)
+    assert torch.equal(SequenceDropout(0.5, locked=True).eval()(x), x)
+    assert torch.equal(SequenceDropout(0.0, locked=False).train()(x), x)
+
+
+def test_embedding_dropout_drops_whole_word_types():
+    model = tiny_model(V, dropout={"embedding": 0.5}).train()
+    x = torch.arange(V).repeat(3, 2)  # every type, several times per row, in every row
+    captured = []
+    handle = model.input_dropout.register_forward_hook(lambda m, i, o: captured.append(i[0]))
+    model(x)
+    handle.remove()
+    embedded = captured[0]
+    raw = model.embedding.weight.detach()
+    dropped_types = set()
+    for word in range(V):
+        vectors = embedded[x == word]  # every occurrence of this type
+        if vectors.abs().sum() == 0:
+            dropped_types.add(word)
+        else:
+            torch.testing.assert_close(vectors, (raw[word] * 2).expand_as(vectors))
+    assert 0 < len(dropped_types) < V
+
+
+def single_layer_with_weight_drop(p=0.5, cell="lstm"):
+    return tiny_model(V, cell, layers=1, embedding_size=16, hidden_size=16, dropout={"weight": p})
+
+
+def reference_rnn(model: LanguageModel, weight_hh: torch.Tensor) -> nn.RNNBase:
+    reference = copy.deepcopy(model.rnns[0])
+    with torch.no_grad():
+        reference.weight_hh_l0.copy_(weight_hh)
+    return reference
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_weight_drop_masks_the_recurrent_matrix_once_per_sequence(cell):
+    model = single_layer_with_weight_drop(cell=cell).train()
+    x = tokens(batch=2, time=12)
+    raw = model.rnns[0].weight_hh_l0
+
+    torch.manual_seed(123)
+    hidden = model.features(x).hidden
+    torch.manual_seed(123)  # replay the one random draw of that forward: the W_hh mask
+    dropped = F.dropout(raw.detach(), 0.5)
+    assert (dropped == 0).float().mean().item() == pytest.approx(0.5, abs=0.1)
+
+    # A plain RNN running the dropped matrix at every step reproduces the output,
+    # so the same mask served all twelve timesteps.
+    expected, _ = reference_rnn(model, dropped)(model.embedding(x))
+    torch.testing.assert_close(hidden, expected)
+
+    # The gradient reaches the raw weight, and exactly not through the dropped entries.
+    hidden.sum().backward()
+    assert raw.grad is not None
+    assert torch.all(raw.grad[dropped == 0] == 0)
+    assert raw.grad[dropped != 0].abs().sum() > 0
+    assert isinstance(raw, nn.Parameter) and raw.is_leaf
+
+
+def test_weight_drop_is_off_and_deterministic_in_eval_with_the_fused_kernel():
+    model = single_layer_with_weight_drop()
+    x = tokens(batch=2, time=12)
+    model.train()
+    model(x)  # a training forward first must leave nothing behind
+    model.eval()
+    with torch.profiler.profile() as profile:
+        first, _ = model(x)
+    second, _ = model(x)
+    assert torch.equal(first, second)
+    expected, _ = reference_rnn(model, model.rnns[0].weight_hh_l0.detach())(model.embedding(x))
+    torch.testing.assert_close(model.features(x).hidden, expected)
+    ops = {event.name for event in profile.events()}
+    assert "aten::lstm" in ops and "aten::lstm_cell" not in ops
+
+
+def test_training_forward_with_weight_drop_also_runs_the_fused_kernel():
+    model = single_layer_with_weight_drop().train()
+    with torch.profiler.profile() as profile:
+        model(tokens())
+    assert "aten::lstm" in {event.name for event in profile.events()}
+
+
+def test_eval_turns_every_dropout_off():
+    dropout = {"embedding": 0.3, "input": 0.3, "between_layers": 0.3, "output": 0.3, "weight": 0.3}
+    noisy = tiny_model(V, dropout=dropout, seed=5)
+    plain = tiny_model(V, seed=5)
+    plain.load_state_dict(noisy.state_dict())
+    x = tokens()
+    noisy.train()
+    a, _ = noisy(x)
+    b, _ = noisy(x)
+    assert not torch.equal(a, b)
+    noisy.eval()
+    plain.eval()
+    torch.testing.assert_close(noisy(x)[0], plain(x)[0])
+    assert torch.equal(noisy(x)[0], noisy(x)[0])

@@ -1,0 +1,94 @@
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from model import Tokenizer
+from model.tokenizer import MIN_VOCAB_SIZE
+
+TRICKY = ["\n", "\r", "\t", " ", "  ", "\u2581", "\x00", "\ufeff", "\u200b", "\u00a0", "\u3000", "\U0010ffff",
+          "\ufffd", "\uffff", "😀", "👩‍👩‍👧", "漢", "e\u0301", "<0x41>", "<s>", "</s>", "<unk>", "<literal-u2581>"]
+any_text = st.lists(st.one_of(st.characters(), st.sampled_from(TRICKY)), max_size=120).map("".join)
+hypothesis_settings = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@hypothesis_settings
+@given(text=any_text)
+def test_any_string_round_trips(tokenizer, text):
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+@hypothesis_settings
+@given(text=any_text)
+def test_incremental_decoding_of_encoded_text_rebuilds_it(tokenizer, text):
+    decoder = tokenizer.incremental_decoder()
+    emitted = [decoder.push(i) for i in tokenizer.encode(text)] + [decoder.flush()]
+    assert "".join(emitted) == text
+    assert all("\ufffd" not in part for part in emitted if "\ufffd" not in text)
+
+
+@hypothesis_settings
+@given(ids=st.lists(st.integers(min_value=0, max_value=999), max_size=60))
+def test_incremental_decoding_of_any_ids_equals_decode(tokenizer, ids):
+    # Random ids include byte pieces in any order: broken UTF-8 must come out
+    # exactly as the one-shot decode shows it.
+    decoder = tokenizer.incremental_decoder()
+    assert "".join(decoder.push(i) for i in ids) + decoder.flush() == tokenizer.decode(ids)
+
+
+def test_whole_corpus_round_trips(tokenizer, shakespeare_text):
+    ids = tokenizer.encode(shakespeare_text)
+    assert len(ids) < len(shakespeare_text) / 2  # it learned real pieces, not just characters
+    assert tokenizer.decode(ids) == shakespeare_text
+    decoder = tokenizer.incremental_decoder()
+    assert "".join(decoder.push(i) for i in ids) + decoder.flush() == shakespeare_text
+
+
+def test_spaces_and_newlines_are_kept_exactly(tokenizer):
+    text = "  ROMEO:\n\n\tBut soft!   what light\r\n through yonder window breaks?  "
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+    newline = tokenizer.encode("\n")
+    assert len(newline) == 1 and tokenizer.pieces[newline[0]] == "\n"
+
+
+def test_multibyte_character_is_emitted_only_when_complete(tokenizer):
+    ids = tokenizer.encode("😀")
+    assert len(ids) == 4  # not in the vocabulary: four byte pieces
+    decoder = tokenizer.incremental_decoder()
+    assert [decoder.push(i) for i in ids] == ["", "", "", "😀"]
+
+
+def test_literal_space_mark_is_not_a_space(tokenizer):
+    assert tokenizer.encode("a\u2581b") != tokenizer.encode("a b")
+    assert tokenizer.decode(tokenizer.encode("a\u2581b")) == "a\u2581b"
+
+
+def test_start_of_text_marker(tokenizer):
+    ids = tokenizer.encode("hi", add_bos=True)
+    assert ids[0] == tokenizer.bos_id and ids[1:] == tokenizer.encode("hi")
+    assert tokenizer.decode(ids) == "hi"
+
+
+def test_save_and_load_keep_the_vocabulary(tokenizer, tmp_path, shakespeare_text):
+    tokenizer.save(tmp_path / "t.model")
+    loaded = Tokenizer.load(tmp_path / "t.model")
+    sample = shakespeare_text[:5000]
+    assert loaded.encode(sample) == tokenizer.encode(sample)
+    assert loaded.pieces == tokenizer.pieces
+
+
+def test_training_is_deterministic():
+    text = "the cat sat on the mat\nthe dog sat on the log\n" * 200
+    assert Tokenizer.train(text, 400).model_proto == Tokenizer.train(text, 400).model_proto
+
+
+@pytest.mark.parametrize(
+    "text, vocab_size, message",
+    [("", 1000, "empty"), ("abc", 10, f"at least {MIN_VOCAB_SIZE}"), ("abc", 1000, None)],
+)
+def test_training_input_is_checked(text, vocab_size, message):
+    if message is None:
+        tokenizer = Tokenizer.train(text, vocab_size)  # tiny text: the vocabulary is what it can be
+        assert tokenizer.decode(tokenizer.encode("abc cab")) == "abc cab"
+    else:
+        with pytest.raises(ValueError, match=message):
+            Tokenizer.train(text, vocab_size)
