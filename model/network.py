@@ -36,7 +36,7 @@ class DropoutConfig:
 
 @dataclass
 class ModelConfig:
-    vocab_size: int
+    vocab_size: int = 4000  # in training, the ceiling for the tokenizer; the model gets its real size
     cell: str = "lstm"
     layers: int = 2
     embedding_size: int = 512

@@ -1,0 +1,68 @@
+"""The likelihood of a given text under a model, with the state carried through all of it.
+
+Used by training's validation, `lyricist eval` and the service's scoring, so
+that every figure is computed the same way: the text is encoded from the
+start-of-text marker, and every piece of it is predicted from everything
+before it, whatever the text's length (no evaluation batches, so no figure
+depends on a batch size).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .network import LanguageModel
+from .tokenizer import Tokenizer
+
+CHUNK_TOKENS = 1024  # pieces per forward call; only memory depends on it
+# The unit of word perplexity, as the API defines a word: a run of letters,
+# digits and apostrophes; each punctuation mark and line break counts alone.
+WORD_UNIT = re.compile(r"(?:[^\W_]|')+|\n|[^\s]")
+
+
+@dataclass
+class Score:
+    token_ids: list[int]  # the text's pieces (without the start marker)
+    logprobs: torch.Tensor  # natural-log probability of each piece, float64
+    chars: int
+    words: int
+
+    @property
+    def nll(self) -> float:
+        return -float(self.logprobs.sum())
+
+    def metrics(self) -> dict[str, float | int]:
+        nll, tokens = self.nll, len(self.token_ids)
+        return {
+            "nll": nll,
+            "chars": self.chars,
+            "tokens": tokens,
+            "words": self.words,
+            "nats_per_char": nll / self.chars if self.chars else 0.0,
+            "bits_per_char": nll / self.chars / math.log(2) if self.chars else 0.0,
+            "perplexity": math.exp(nll / tokens) if tokens else 1.0,
+            "word_perplexity": math.exp(nll / self.words) if self.words else 1.0,
+        }
+
+
+@torch.inference_mode()
+def score_text(model: LanguageModel, tokenizer: Tokenizer, text: str) -> Score:
+    was_training = model.training
+    model.eval()
+    device = model.embedding.weight.device
+    ids = tokenizer.encode(text, add_bos=True)
+    stream = torch.tensor(ids, device=device).unsqueeze(0)
+    logprobs, state = [], None
+    for start in range(0, stream.shape[1] - 1, CHUNK_TOKENS):
+        inputs = stream[:, start : start + CHUNK_TOKENS]
+        targets = stream[:, start + 1 : start + 1 + CHUNK_TOKENS]
+        logits, state = model(inputs[:, : targets.shape[1]], state)
+        logprobs.append(-F.cross_entropy(logits[0].double(), targets[0], reduction="none"))
+    model.train(was_training)
+    scores = torch.cat(logprobs).cpu() if logprobs else torch.zeros(0, dtype=torch.float64)
+    return Score(ids[1:], scores, len(text), len(WORD_UNIT.findall(text)))

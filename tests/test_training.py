@@ -1,0 +1,230 @@
+"""lyricist train / eval: real runs of tiny models on a slice of tiny shakespeare."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from model import load_checkpoint
+from model.checkpoint import MANIFEST_FILE, read_extra_file
+from model.cli import main as lyricist_main
+from training.config import OptimSettings, TrainConfig, load_config
+from training.data import VALIDATION_FRACTION, read_corpus
+from training.trainer import LOG_FILE, teacher_forcing_probability
+
+from .helpers import SHAKESPEARE
+
+TINY = [
+    "model.vocab_size=400", "model.hidden_size=32", "model.embedding_size=16", "optim.batch_size=8",
+    "optim.bptt=16", "optim.warmup_steps=5", "run.log_every_steps=1", "run.eval_every_steps=10",
+    "run.samples_in_card=1", "run.threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "shakespeare-slice.txt"
+    path.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:40_000], encoding="utf-8")
+    return path
+
+
+def train_args(corpus, out, *settings):
+    args = ["train", "--corpus", str(corpus), "--out", str(out)]
+    for setting in [*TINY, *settings]:
+        args += ["--set", setting]
+    return args
+
+
+def train_losses(out) -> list[float]:
+    return [e["loss"] for e in read_log(out) if e["event"] == "train"]
+
+
+def read_log(out) -> list[dict]:
+    return [json.loads(line) for line in read_extra_file(out, LOG_FILE).decode().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def finished_run(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    assert lyricist_main(train_args(corpus, out, "optim.max_steps=30")) == 0
+    return out
+
+
+def test_a_run_leaves_a_checkpoint_card_log_and_plot(finished_run):
+    checkpoint = load_checkpoint(finished_run)
+    facts = checkpoint.training
+    assert facts["finished"] and facts["steps"] == 30 and facts["corpus"] == "shakespeare-slice"
+    assert facts["val_nats_per_char"] == min(e["val"]["nats_per_char"] for e in read_log(finished_run)
+                                             if e["event"] == "eval")
+    losses = train_losses(finished_run)
+    assert len(losses) == 30 and losses[-1] < losses[0]
+    assert read_extra_file(finished_run, "training.png").startswith(b"\x89PNG")
+    card = read_extra_file(finished_run, "README.md").decode()
+    assert "nats_per_char" in card and "Samples" in card and "hardware" in card
+    # A finished run keeps only the model: no optimizer state to carry around.
+    assert "trainer_state.safetensors" not in json.loads((finished_run / MANIFEST_FILE).read_text())["files"]
+
+
+def test_eval_prints_the_figures_of_the_validation_text(finished_run, corpus, tmp_path, capsys):
+    text = read_corpus(corpus).validation_text
+    (tmp_path / "val.txt").write_text(text, encoding="utf-8")
+    capsys.readouterr()
+    assert lyricist_main(["eval", "--model", str(finished_run), "--text", str(tmp_path / "val.txt")]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert set(figures) >= {"nll", "chars", "tokens", "nats_per_char", "bits_per_char", "perplexity",
+                            "word_perplexity"}
+    assert figures["chars"] == len(text)
+    assert figures["nats_per_char"] == pytest.approx(figures["nll"] / len(text))
+    assert figures["bits_per_char"] == pytest.approx(figures["nats_per_char"] / math.log(2))
+    assert figures["perplexity"] == pytest.approx(math.exp(figures["nll"] / figures["tokens"]))
+    last_eval = [e for e in read_log(finished_run) if e["event"] == "eval"][-1]["val"]
+    best = load_checkpoint(finished_run).training["val"]
+    assert figures["nats_per_char"] == pytest.approx(best["nats_per_char"], rel=1e-9) or \
+        figures["nats_per_char"] == pytest.approx(last_eval["nats_per_char"], rel=1e-9)
+
+
+def test_same_seed_same_model_other_seed_other_model(corpus, tmp_path, finished_run):
+    assert lyricist_main(train_args(corpus, tmp_path / "again", "optim.max_steps=30")) == 0
+    assert train_losses(tmp_path / "again") == train_losses(finished_run)
+    assert lyricist_main(train_args(corpus, tmp_path / "other", "optim.max_steps=30", "seed=7")) == 0
+    assert train_losses(tmp_path / "other") != train_losses(finished_run)
+
+
+def run_cli(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "model.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_interrupted_and_resumed_run_has_the_losses_of_one_that_never_stopped(corpus, tmp_path, finished_run, how):
+    out = tmp_path / "interrupted"
+    # Checkpoints every step or so, so the interruption can land anywhere.
+    process = run_cli(*train_args(corpus, out, "optim.max_steps=30", "run.checkpoint_every_minutes=0.0001"))
+    deadline = time.monotonic() + 120
+    while not (out / MANIFEST_FILE).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    process.send_signal(how)
+    stdout, stderr = process.communicate(timeout=120)
+    if how == signal.SIGKILL:
+        assert process.returncode == -signal.SIGKILL
+    else:
+        assert process.returncode == 0, stderr
+        assert "--resume" in stderr and "Traceback" not in stderr
+    stopped_at = load_checkpoint(out).training["steps"]
+    assert 0 < stopped_at < 30, "the interruption should land mid-run"
+
+    resumed = run_cli(*train_args(corpus, out, "optim.max_steps=30", "run.checkpoint_every_minutes=0.0001"),
+                      "--resume")
+    _, stderr = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, stderr
+    assert train_losses(out) == train_losses(finished_run)
+    assert load_checkpoint(out).training["finished"]
+
+
+def test_max_minutes_ends_the_run_with_a_checkpoint(corpus, tmp_path):
+    start = time.monotonic()
+    assert lyricist_main(train_args(corpus, tmp_path / "timed", "optim.max_steps=100000") + ["--max-minutes",
+                                                                                               "0.05"]) == 0
+    assert time.monotonic() - start < 60
+    facts = load_checkpoint(tmp_path / "timed").training
+    assert facts["finished"] and facts["stop_reason"] == "budget reached"
+    assert 0.04 < facts["train_minutes"] < 0.2
+
+
+def test_a_checkpoint_is_never_overwritten_by_a_new_run(finished_run, corpus, capsys):
+    before = (finished_run / "model.safetensors").read_bytes()
+    assert lyricist_main(train_args(corpus, finished_run, "optim.max_steps=5")) == 1
+    assert "already holds a checkpoint" in capsys.readouterr().err
+    assert (finished_run / "model.safetensors").read_bytes() == before
+    assert lyricist_main(train_args(corpus, finished_run, "optim.max_steps=5") + ["--resume"]) == 1
+    assert "has finished" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty"), (b"   \n\n", "is empty"), (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "looks binary"),
+    ("caf\u00e9".encode("latin-1") * 100, "not UTF-8"), (b"to be or not to be\n" * 20, "too small"),
+])
+def test_bad_corpus_stops_before_training_with_one_message(tmp_path, capsys, content, message):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(content)
+    assert lyricist_main(train_args(corpus, tmp_path / "out", "optim.batch_size=64")) == 1
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("model.cell=tcn", "cell must be one of"), ("optim.lr=-1", "optim.lr must be > 0"),
+    ("optim.optimizer=rmsprop", "optim.optimizer must be one of"), ("optim.colour=3", "unknown config key"),
+    ("model.dropout.weight=1.5", "dropout.weight must be in [0, 1)"), ("optim.bptt=2", "at least 5"),
+])
+def test_impossible_config_stops_before_training(corpus, tmp_path, capsys, setting, message):
+    assert lyricist_main(train_args(corpus, tmp_path / "out", setting)) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_file_and_flags_layer_over_the_defaults(tmp_path):
+    (tmp_path / "c.toml").write_text('seed = 5\n[optim]\nlr = 0.01\nbatch_size = 16\n[model.dropout]\nweight = 0.1\n')
+    config = load_config(tmp_path / "c.toml", ["optim.lr=0.02"])
+    assert (config.seed, config.optim.lr, config.optim.batch_size, config.model.dropout.weight) == (5, 0.02, 16, 0.1)
+    assert config.optim.clip == TrainConfig().optim.clip
+
+
+def test_teacher_forcing_schedules():
+    def probabilities(**settings):
+        o = OptimSettings(**settings)
+        return [teacher_forcing_probability(o, step) for step in (0, 100, 1000, 10000)]
+
+    assert probabilities() == [1.0] * 4
+    assert probabilities(scheduled_sampling="linear", ss_k=1.0, ss_c=1e-4, ss_min=0.5) == \
+        pytest.approx([1.0, 0.99, 0.9, 0.5])
+    exponential = probabilities(scheduled_sampling="exponential", ss_k=0.999, ss_min=0.0)
+    assert exponential == pytest.approx([1.0, 0.999**100, 0.999**1000, 0.999**10000])
+    sigmoid = probabilities(scheduled_sampling="inverse_sigmoid", ss_k=200.0, ss_min=0.1)
+    assert sigmoid[0] > sigmoid[1] > sigmoid[2] > 0.1 == sigmoid[3]
+
+
+def test_scheduled_sampling_and_nt_asgd_train(corpus, tmp_path):
+    out = tmp_path / "variants"
+    args = train_args(corpus, out, "optim.max_steps=40", "optim.scheduled_sampling=linear", "optim.ss_c=0.02",
+                      "optim.ss_min=0.3", "optim.optimizer=nt-asgd", "optim.lr=20", "optim.nonmono=1",
+                      "optim.schedule=constant", "run.eval_every_steps=4")
+    assert lyricist_main(args) == 0
+    log = read_log(out)
+    losses = train_losses(out)
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+    assert any(e["event"] == "averaging_started" for e in log)
+
+
+def test_validation_split_is_the_benchmark_split():
+    corpus = read_corpus(SHAKESPEARE)
+    assert VALIDATION_FRACTION == 0.1
+    assert len(corpus.train_text) == 1_003_854 and len(corpus.validation_text) == 111_540
+    assert corpus.name == "tinyshakespeare"
+
+
+def test_two_processes_train_like_one(corpus, tmp_path):
+    # Without dropout, two replicas on half the rows each must follow the
+    # single-process run: DDP averages the gradients of equal halves.
+    plain = ["model.dropout.embedding=0", "model.dropout.input=0", "model.dropout.between_layers=0",
+             "model.dropout.output=0", "model.dropout.weight=0", "optim.max_steps=12"]
+    assert lyricist_main(train_args(corpus, tmp_path / "one", *plain)) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "model.cli", *train_args(corpus, tmp_path / "two", *plain)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    two = load_checkpoint(tmp_path / "two")
+    assert two.training["processes"] == 2
+    assert train_losses(tmp_path / "two") == pytest.approx(train_losses(tmp_path / "one"), rel=1e-4)
+    one = load_checkpoint(tmp_path / "one")
+    for (name, a), b in zip(one.model.state_dict().items(), two.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5, msg=name)

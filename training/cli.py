@@ -1,0 +1,79 @@
+"""`lyricist train` and `lyricist eval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from model import load_checkpoint
+from model.scoring import score_text
+
+from .config import TrainConfig, load_config
+from .data import read_corpus
+from .trainer import Trainer, has_checkpoint, load_for_resume
+
+
+def add_train_command(subcommands: argparse._SubParsersAction) -> None:
+    p = subcommands.add_parser("train", help="train a tokenizer and a model on a text file")
+    p.add_argument("--corpus", required=True, metavar="FILE", help="any UTF-8 text file")
+    p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory (written atomically)")
+    p.add_argument("--config", metavar="FILE.toml", help="settings; see docs/training.md")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in DIR")
+    p.add_argument("--max-minutes", type=float, metavar="M", help="wall-clock budget; ends with a checkpoint")
+    p.add_argument("--seed", type=int, metavar="S")
+    p.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set optim.lr=0.001 (repeatable)")
+    p.set_defaults(run=_run_train)
+
+
+def add_eval_command(subcommands: argparse._SubParsersAction) -> None:
+    p = subcommands.add_parser("eval", help="score a text file with a checkpoint (JSON figures)")
+    p.add_argument("--model", required=True, metavar="DIR")
+    p.add_argument("--text", required=True, metavar="FILE")
+    p.set_defaults(run=_run_eval)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    overrides = list(args.set)
+    if args.max_minutes is not None:
+        overrides.append(f"optim.max_minutes={args.max_minutes}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.device:
+        overrides.append(f'run.device="{args.device}"')
+    corpus = read_corpus(args.corpus)
+    command = "lyricist " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("lyricist") else ""
+    if args.resume:
+        if not has_checkpoint(out):
+            raise ValueError(f"nothing to resume: {out} holds no checkpoint")
+        saved = load_for_resume(out)
+        config = TrainConfig.from_dict(saved["state"]["config"])
+        config = load_config(None, overrides, base=config) if overrides else config
+        if args.config:
+            raise ValueError("--resume continues with the run's own config; leave out --config")
+        trainer = Trainer(corpus, out, config, saved["state"]["command"] or command, resume_from=saved)
+    else:
+        if has_checkpoint(out):
+            raise ValueError(f"{out} already holds a checkpoint: continue it with --resume, or choose another --out")
+        config = load_config(args.config, overrides)
+        trainer = Trainer(corpus, out, config, command)
+    progress = trainer.run()
+    if trainer.replicas.is_main:
+        done = "finished" if progress.finished else "stopped"
+        hint = "" if progress.finished else f"; continue with: lyricist train --corpus {args.corpus} --out {out} --resume"
+        print(f"{done} after {progress.step} steps ({progress.stop_reason}); checkpoint in {out}{hint}",
+              file=sys.stderr)
+    return 0
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    checkpoint = load_checkpoint(args.model)
+    corpus = read_corpus(args.text)
+    metrics = score_text(checkpoint.model, checkpoint.tokenizer, corpus.text).metrics()
+    print(json.dumps(metrics, indent=2))
+    return 0

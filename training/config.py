@@ -1,0 +1,163 @@
+"""Training configuration: plain dataclasses, read from TOML, overridden by flags.
+
+Every default is documented here and in docs/training.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from model.network import DropoutConfig, ModelConfig, from_dict
+
+OPTIMIZERS = ("adamw", "nt-asgd")
+SCHEDULES = ("cosine", "constant")
+SCHEDULED_SAMPLING = ("none", "linear", "exponential", "inverse_sigmoid")
+
+
+@dataclass
+class TokenizerSettings:
+    model_type: str = "unigram"  # or "bpe"; the vocabulary size is model.vocab_size
+    reuse: str = ""  # a checkpoint directory or tokenizer.model to reuse instead of training one
+
+
+@dataclass
+class OptimSettings:
+    optimizer: str = "adamw"  # or "nt-asgd": SGD, then averaging once validation stalls (AWD-LSTM)
+    lr: float = 3e-3  # peak learning rate (AWD-LSTM's NT-ASGD uses 30)
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    schedule: str = "cosine"  # cosine decay to lr * min_lr_ratio over the run, or "constant"
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    nonmono: int = 5  # NT-ASGD: evaluations without improvement before averaging starts
+    clip: float = 0.25  # gradient norm clipping
+    batch_size: int = 32  # sequences per step, over all processes
+    bptt: int = 70  # mean truncated-BPTT length in pieces
+    variable_bptt: bool = True  # AWD: bptt w.p. 0.95 else bptt/2, then N(len, 5), at least 5; lr scaled by len/bptt
+    ar: float = 2.0  # activation regularisation on the dropped last-layer output
+    tar: float = 1.0  # temporal activation regularisation on the raw last-layer output
+    scheduled_sampling: str = "none"  # or linear / exponential / inverse_sigmoid (Bengio et al. 2015)
+    ss_k: float = 1.0  # schedule parameter: linear slope start, exponential base, inverse-sigmoid k
+    ss_c: float = 0.0  # linear: decrease of the teacher-forcing probability per step
+    ss_min: float = 0.75  # teacher-forcing probability never goes below this
+    max_epochs: float = 100.0
+    max_steps: int = 0  # 0 = no limit
+    max_minutes: float = 0.0  # 0 = no limit; the run ends with a checkpoint
+    patience: int = 10  # early stopping: evaluations without improvement; 0 = never stop early
+
+
+@dataclass
+class RunSettings:
+    eval_every_steps: int = 500
+    eval_every_minutes: float = 10.0  # whichever of the two comes first
+    checkpoint_every_minutes: float = 1.0
+    log_every_steps: int = 20
+    samples_in_card: int = 3
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+
+
+def default_model() -> ModelConfig:
+    return ModelConfig(
+        vocab_size=4000,
+        dropout=DropoutConfig(embedding=0.1, input=0.3, between_layers=0.25, output=0.4, weight=0.4),
+    )
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 1234
+    tokenizer: TokenizerSettings = field(default_factory=TokenizerSettings)
+    model: ModelConfig = field(default_factory=default_model)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+
+    def __post_init__(self):
+        problems = []
+        o = self.optim
+        if o.optimizer not in OPTIMIZERS:
+            problems.append(f"optim.optimizer must be one of {', '.join(OPTIMIZERS)}, got {o.optimizer!r}")
+        if o.schedule not in SCHEDULES:
+            problems.append(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {o.schedule!r}")
+        if o.scheduled_sampling not in SCHEDULED_SAMPLING:
+            problems.append(
+                f"optim.scheduled_sampling must be one of {', '.join(SCHEDULED_SAMPLING)}, got {o.scheduled_sampling!r}"
+            )
+        for name in ("lr", "clip", "batch_size", "bptt", "max_epochs"):
+            if not getattr(o, name) > 0:
+                problems.append(f"optim.{name} must be > 0, got {getattr(o, name)!r}")
+        for name in ("weight_decay", "warmup_steps", "ar", "tar", "max_steps", "max_minutes", "patience", "ss_c"):
+            if not getattr(o, name) >= 0:
+                problems.append(f"optim.{name} must be >= 0, got {getattr(o, name)!r}")
+        if not 0 <= o.min_lr_ratio <= 1 or not 0 <= o.ss_min <= 1:
+            problems.append("optim.min_lr_ratio and optim.ss_min must be in [0, 1]")
+        if o.bptt < 5:
+            problems.append(f"optim.bptt must be at least 5, got {o.bptt}")
+        if self.tokenizer.model_type not in ("unigram", "bpe"):
+            problems.append(f"tokenizer.model_type must be 'unigram' or 'bpe', got {self.tokenizer.model_type!r}")
+        r = self.run
+        if r.eval_every_steps < 1 or r.log_every_steps < 1 or r.checkpoint_every_minutes <= 0:
+            problems.append("run.eval_every_steps and run.log_every_steps must be >= 1, "
+                            "run.checkpoint_every_minutes > 0")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        sections = {"tokenizer": TokenizerSettings, "model": ModelConfig, "optim": OptimSettings, "run": RunSettings}
+        for name, section_class in sections.items():
+            if name in data:
+                data[name] = from_dict(section_class, data[name], name)
+        if "optim" in data:
+            data["optim"].betas = tuple(data["optim"].betas)
+        return from_dict(cls, data, "config")
+
+
+def load_config(path: str | Path | None, overrides: list[str] = (), base: TrainConfig | None = None) -> TrainConfig:
+    """`base` (the defaults), updated by a TOML file, updated by `section.key=value` overrides."""
+    data = (base or TrainConfig()).to_dict()
+    if path:
+        try:
+            _merge(data, tomllib.loads(Path(path).read_text(encoding="utf-8")), "")
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+            raise ValueError(f"cannot read config {path}: {error}") from None
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE, got {override!r}")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word is a string
+        *parents, leaf = key.strip().split(".")
+        node = {}
+        _nested(node, parents)[leaf] = value
+        _merge(data, node, "")
+    return TrainConfig.from_dict(data)
+
+
+def _nested(node: dict, keys: list[str]) -> dict:
+    for key in keys:
+        node = node.setdefault(key, {})
+    return node
+
+
+def _merge(base: dict, update: dict, where: str) -> None:
+    for key, value in update.items():
+        path = f"{where}{key}"
+        if key not in base:
+            raise ValueError(f"unknown config key {path}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ValueError(f"config key {path} is a section, got {value!r}")
+            _merge(base[key], value, f"{path}.")
+        else:
+            base[key] = value

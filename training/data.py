@@ -1,0 +1,112 @@
+"""Corpus reading, the train/validation split, and batches for truncated BPTT."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+VALIDATION_FRACTION = 0.1  # the tiny shakespeare benchmark split, applied to every corpus
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be trained on; the message says why."""
+
+
+@dataclass
+class Corpus:
+    name: str
+    text: str
+    sha256: str
+
+    @property
+    def split_at(self) -> int:
+        return int(len(self.text) * (1 - VALIDATION_FRACTION))
+
+    @property
+    def train_text(self) -> str:
+        return self.text[: self.split_at]
+
+    @property
+    def validation_text(self) -> str:
+        return self.text[self.split_at :]
+
+
+def read_corpus(path: str | Path) -> Corpus:
+    """Any UTF-8 text file; a binary or empty file is refused with the reason."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise CorpusError(f"cannot read corpus {path}: {error.strerror}") from None
+    if not raw.strip():
+        raise CorpusError(f"corpus {path} is empty")
+    if b"\x00" in raw:
+        raise CorpusError(f"corpus {path} looks binary (it contains NUL bytes); give a UTF-8 text file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CorpusError(f"corpus {path} is not UTF-8 text (bad byte at offset {error.start})") from None
+    name = path.parent.name if path.stem == "input" else path.stem  # data/NAME/input.txt -> NAME
+    return Corpus(name, text, hashlib.sha256(raw).hexdigest())
+
+
+class BatchStream:
+    """A token stream laid out as `rows` parallel streams, cut into BPTT chunks.
+
+    Position (epoch, offset) and the generator of chunk lengths are the whole
+    state, so a resumed run continues with exactly the chunks it would have had.
+    """
+
+    def __init__(self, ids: list[int], rows: int, bptt: int, variable: bool, seed: int):
+        columns = len(ids) // rows
+        if columns < 2 * bptt:
+            raise CorpusError(
+                f"the training text is too small: {len(ids)} pieces, and a batch of {rows} rows "
+                f"needs at least {rows * 2 * bptt} (2 chunks of bptt={bptt} per row)"
+            )
+        self.data = torch.tensor(ids[: rows * columns]).view(rows, columns)
+        self.bptt = bptt
+        self.variable = variable
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch = 0
+        self.offset = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return (self.data.shape[1] - 1) // self.bptt
+
+    @property
+    def epoch_progress(self) -> float:
+        return self.epoch + self.offset / (self.data.shape[1] - 1)
+
+    def next_chunk(self) -> tuple[Tensor, Tensor, bool]:
+        """(inputs, targets, starts_epoch): the next chunk of every row."""
+        starts_epoch = self.offset == 0
+        length = self._chunk_length()
+        end = min(self.offset + length, self.data.shape[1] - 1)
+        inputs = self.data[:, self.offset : end]
+        targets = self.data[:, self.offset + 1 : end + 1]
+        self.offset = end
+        if self.offset >= self.data.shape[1] - 1:
+            self.epoch += 1
+            self.offset = 0
+        return inputs, targets, starts_epoch
+
+    def _chunk_length(self) -> int:
+        if not self.variable:
+            return self.bptt
+        # AWD-LSTM: mostly the full length, sometimes half, jittered, so that
+        # chunk boundaries fall at different places every epoch.
+        base = self.bptt if torch.rand(1, generator=self.generator).item() < 0.95 else self.bptt / 2
+        return max(5, int(base + 5 * torch.randn(1, generator=self.generator).item()))
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    def restore(self, state: dict, generator_state: Tensor) -> None:
+        self.epoch, self.offset = state["epoch"], state["offset"]
+        self.generator.set_state(generator_state)
