@@ -164,6 +164,8 @@ def test_bad_corpus_stops_before_training_with_one_message(tmp_path, capsys, con
     ("model.cell=tcn", "cell must be one of"), ("optim.lr=-1", "optim.lr must be > 0"),
     ("optim.optimizer=rmsprop", "optim.optimizer must be one of"), ("optim.colour=3", "unknown config key"),
     ("model.dropout.weight=1.5", "dropout.weight must be in [0, 1)"), ("optim.bptt=2", "at least 5"),
+    ("run.device=tpu", "run.device must be"),
+    *([] if torch.cuda.is_available() else [("run.device=cuda", "no CUDA GPU is available")]),
 ])
 def test_impossible_config_stops_before_training(corpus, tmp_path, capsys, setting, message):
     assert lyricist_main(train_args(corpus, tmp_path / "out", setting)) == 1
