@@ -230,3 +230,16 @@ def test_two_processes_train_like_one(corpus, tmp_path):
     one = load_checkpoint(tmp_path / "one")
     for (name, a), b in zip(one.model.state_dict().items(), two.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_two_processes_with_dropout_and_a_time_budget_stay_in_sync(corpus, tmp_path):
+    # Each replica draws its own dropout masks, and the schedule follows the clock:
+    # the replicas must still agree (the trainer checks at every evaluation).
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "model.cli", *train_args(corpus, tmp_path / "two", "run.eval_every_steps=15"),
+               "--max-minutes", "0.15"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    facts = load_checkpoint(tmp_path / "two").training
+    assert facts["finished"] and facts["stop_reason"] == "budget reached" and facts["steps"] > 15

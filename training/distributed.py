@@ -34,13 +34,14 @@ class Replicas:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         return cls(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")))
 
-    def any(self, flag: bool) -> bool:
-        """True on every replica if it is true on any (so all stop at the same step)."""
+    def agree(self, *values: float | bool) -> tuple:
+        """The largest of each value over the replicas: a shared clock, and a flag
+        that is true everywhere if it is true anywhere."""
         if not self.active:
-            return flag
-        value = torch.tensor([int(flag)])
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
+            return values
+        reduced = torch.tensor([float(v) for v in values], dtype=torch.float64)
+        dist.all_reduce(reduced, op=dist.ReduceOp.MAX)
+        return tuple(type(v)(r) for v, r in zip(values, reduced.tolist()))
 
     def mean(self, value: float) -> float:
         """The mean of `value` over the replicas (each trains on its own rows)."""

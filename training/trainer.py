@@ -170,32 +170,38 @@ class Trainer:
                 break
             loss = self._step()
             p.step += 1
-            p.elapsed_s = time.monotonic() - started
+            now = time.monotonic()
+            # One collective decides for every replica, so they all follow the same clock and stop,
+            # evaluate and save at the same step (the schedule depends on the elapsed time).
+            p.elapsed_s, due_eval, due_save, stopping = self.replicas.agree(
+                now - started,
+                p.step - p.last_eval_step >= r.eval_every_steps or now - last_eval >= r.eval_every_minutes * 60,
+                now - last_save >= r.checkpoint_every_minutes * 60,
+                self._stop_signal is not None,
+            )
             p.window_loss += loss
             p.window_steps += 1
             window_tokens += self._last_tokens
             bar.update(1)
             if p.step % r.log_every_steps == 0:
-                rate = window_tokens / max(time.monotonic() - window_started, 1e-9)
+                rate = window_tokens / max(now - window_started, 1e-9)
                 loss = self.replicas.mean(p.window_loss / p.window_steps)
                 self._record({"event": "train", "loss": loss, "tokens_per_s": rate, "lr": self._last_lr})
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}")
                 bar.total = max(bar.n, int(p.step / max(self._budget_used(), 1e-9)))  # projected, for the ETA
                 p.window_loss, p.window_steps = 0.0, 0
-                window_started, window_tokens = time.monotonic(), 0
-            due_eval = (p.step - p.last_eval_step >= r.eval_every_steps
-                        or time.monotonic() - last_eval >= r.eval_every_minutes * 60)
-            if self.replicas.any(due_eval):
+                window_started, window_tokens = now, 0
+            if due_eval:
                 self._evaluate()
                 last_eval = last_save = time.monotonic()
                 self._save()
                 if o.patience and p.evals_since_best >= o.patience:
                     p.stop_reason = f"early stopping: no improvement in {o.patience} evaluations"
                     break
-            elif self.replicas.any(time.monotonic() - last_save >= r.checkpoint_every_minutes * 60):
+            elif due_save:
                 last_save = time.monotonic()
                 self._save()
-            if self.replicas.any(self._stop_signal is not None):
+            if stopping:
                 p.stop_reason = "interrupted"
                 bar.close()
                 self._save()
