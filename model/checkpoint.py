@@ -108,11 +108,13 @@ def save_checkpoint(
 
 
 def load_checkpoint(directory: str | Path) -> Checkpoint:
-    """Load and validate a checkpoint; any problem raises one CheckpointError."""
-    directory = Path(directory)
-    recover_interrupted_save(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"{directory}: no such checkpoint directory")
+    """Load and validate a checkpoint; any problem raises one CheckpointError.
+
+    Reading never changes anything on disk, so a model can be loaded while a
+    training run writes its next checkpoint over it.
+    """
+    requested = Path(directory)
+    directory = _readable_path(requested)
     contents = _read_verified(directory)
     config = _parse_config(directory / CONFIG_FILE, contents[CONFIG_FILE])
     try:
@@ -131,12 +133,12 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     model = LanguageModel(model_config)
     _load_weights(model, directory / WEIGHTS_FILE, contents[WEIGHTS_FILE])
     model.eval()
-    return Checkpoint(model, tokenizer, config.get("training") or {}, directory)
+    return Checkpoint(model, tokenizer, config.get("training") or {}, requested)
 
 
 def read_extra_file(directory: str | Path, name: str) -> bytes:
     """One of a checkpoint's extra files, verified against the manifest."""
-    directory = Path(directory)
+    directory = _readable_path(Path(directory))
     manifest = _read_manifest(directory)
     if name not in manifest:
         raise CheckpointError(f"{directory / name}: not in {MANIFEST_FILE}")
@@ -151,8 +153,24 @@ def stored_tensors(model: LanguageModel) -> dict[str, Tensor]:
     return {name: tensor.contiguous() for name, tensor in state.items()}
 
 
+def checkpoint_exists(directory: str | Path) -> bool:
+    """Whether `directory` holds a checkpoint (counting one a crashed save left aside)."""
+    directory = Path(directory)
+    return any((d / MANIFEST_FILE).exists() for d in (directory, _previous_path(directory)))
+
+
+def _readable_path(directory: Path) -> Path:
+    """The directory, or during a save's swap (or after a crash in it) the previous one."""
+    if directory.is_dir():
+        return directory
+    previous = _previous_path(directory)
+    if previous.is_dir():
+        return previous
+    raise CheckpointError(f"{directory}: no such checkpoint directory")
+
+
 def recover_interrupted_save(directory: Path) -> None:
-    """Put back the previous checkpoint if a save died between its two renames."""
+    """Put back the previous checkpoint if a save died between its two renames (writers only)."""
     previous = _previous_path(directory)
     if previous.is_dir() and not directory.exists():
         os.rename(previous, directory)

@@ -10,19 +10,17 @@ depends on a batch size).
 from __future__ import annotations
 
 import math
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from .network import LanguageModel
+from .prediction import count_units
 from .tokenizer import Tokenizer
 
 CHUNK_TOKENS = 1024  # pieces per forward call; only memory depends on it
-# The unit of word perplexity, as the API defines a word: a run of letters,
-# digits and apostrophes; each punctuation mark and line break counts alone.
-WORD_UNIT = re.compile(r"(?:[^\W_]|')+|\n|[^\s]")
 
 
 @dataclass
@@ -30,7 +28,7 @@ class Score:
     token_ids: list[int]  # the text's pieces (without the start marker)
     logprobs: torch.Tensor  # natural-log probability of each piece, float64
     chars: int
-    words: int
+    words: int  # units as the API counts them (model.prediction), for word perplexity
 
     @property
     def nll(self) -> float:
@@ -51,7 +49,9 @@ class Score:
 
 
 @torch.inference_mode()
-def score_text(model: LanguageModel, tokenizer: Tokenizer, text: str) -> Score:
+def score_text(model: LanguageModel, tokenizer: Tokenizer, text: str,
+               logits_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Score:
+    """`logits_fn(hidden (N, H)) -> (N, V)` lets the serving engine use its own decoder."""
     was_training = model.training
     model.eval()
     device = model.embedding.weight.device
@@ -61,8 +61,10 @@ def score_text(model: LanguageModel, tokenizer: Tokenizer, text: str) -> Score:
     for start in range(0, stream.shape[1] - 1, CHUNK_TOKENS):
         inputs = stream[:, start : start + CHUNK_TOKENS]
         targets = stream[:, start + 1 : start + 1 + CHUNK_TOKENS]
-        logits, state = model(inputs[:, : targets.shape[1]], state)
-        logprobs.append(-F.cross_entropy(logits[0].double(), targets[0], reduction="none"))
+        features = model.features(inputs[:, : targets.shape[1]], state)
+        state = features.state
+        logits = (logits_fn or model.logits)(features.dropped[0])
+        logprobs.append(-F.cross_entropy(logits.double(), targets[0], reduction="none"))
     model.train(was_training)
     scores = torch.cat(logprobs).cpu() if logprobs else torch.zeros(0, dtype=torch.float64)
-    return Score(ids[1:], scores, len(text), len(WORD_UNIT.findall(text)))
+    return Score(ids[1:], scores, len(text), count_units(text))

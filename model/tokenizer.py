@@ -63,6 +63,7 @@ class Tokenizer:
             raise ValueError(f"model_type must be 'unigram' or 'bpe', got {model_type!r}")
         if not text:
             raise ValueError("cannot train a tokenizer on an empty text")
+        check_unicode(text)
         writer = _BytesSink()
         spm.SentencePieceTrainer.train(
             sentence_iterator=_training_chunks(text),
@@ -86,6 +87,8 @@ class Tokenizer:
 
     def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
         """Piece ids of `text`; `add_bos` marks it as the start of a text."""
+        if not text.isascii():
+            check_unicode(text)
         ids = [self.bos_id] if add_bos else []
         # sentencepiece would read a literal U+2581 as a space, so the text is cut
         # at each one and the cuts are joined by a control piece that decodes to it.
@@ -133,6 +136,17 @@ class IncrementalDecoder:
     def flush(self) -> str:
         """The text still held back (an unfinished character decodes as U+FFFD)."""
         return self._utf8.decode(b"", final=True)
+
+
+def check_unicode(text: str) -> str:
+    """`text`, refusing lone surrogates (JSON can carry "\\ud800"): they are not Unicode characters."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"text is not valid Unicode: lone surrogate U+{ord(text[error.start]):04X} at position {error.start}"
+        ) from None
+    return text
 
 
 def _training_chunks(text: str) -> Iterator[str]:

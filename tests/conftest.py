@@ -14,3 +14,19 @@ def shakespeare_text() -> str:
 def tokenizer(shakespeare_text) -> Tokenizer:
     """A small vocabulary learned from the whole corpus (a few seconds)."""
     return Tokenizer.train(shakespeare_text, vocab_size=1000)
+
+
+@pytest.fixture(scope="session")
+def served_checkpoint(tmp_path_factory, tokenizer):
+    """A small random-weight checkpoint for the serving tests (its name: "tiny-lstm")."""
+    import torch
+
+    from model import save_checkpoint
+
+    from .helpers import tiny_model
+
+    model = tiny_model(tokenizer.vocab_size, embedding_size=32, hidden_size=48, seed=11)
+    with torch.no_grad():  # it never ends a text, so a long generation runs as long as it was asked to
+        model.decoder.bias[tokenizer.eos_id] = -1e4
+    return save_checkpoint(tmp_path_factory.mktemp("serving") / "tiny-lstm", model, tokenizer,
+                           {"corpus": "tinyshakespeare", "val_nats_per_char": 4.2})

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from model import CheckpointError, LanguageModel, load_checkpoint, save_checkpoint
-from model.checkpoint import CONFIG_FILE, MANIFEST_FILE, TOKENIZER_FILE, WEIGHTS_FILE, _sha256, read_extra_file
+from model.checkpoint import checkpoint_exists, CONFIG_FILE, MANIFEST_FILE, TOKENIZER_FILE, WEIGHTS_FILE, _sha256, read_extra_file
 
 from .helpers import tiny_model
 
@@ -90,12 +90,16 @@ def test_a_save_that_dies_midway_leaves_the_previous_checkpoint_intact(saved, mo
     assert [p.name for p in saved.parent.iterdir()] == ["ckpt"]
 
 
-def test_a_save_that_died_between_its_renames_is_recovered(saved, model, tokenizer):
+def test_a_save_that_died_between_its_renames_loses_nothing(saved, model, tokenizer):
     # The crash window: the old directory moved aside, the new one not yet in place.
     previous = saved.with_name(f".{saved.name}.previous")
     saved.rename(previous)
-    assert load_checkpoint(saved).training["steps"] == 12
-    assert saved.is_dir() and not previous.exists()
+    assert load_checkpoint(saved).training["steps"] == 12  # readers see the previous one...
+    assert previous.is_dir() and not saved.exists()  # ...without touching the disk
+    assert checkpoint_exists(saved)  # so no new training run takes the directory for empty
+    save_checkpoint(saved, model, tokenizer, {"steps": 13})  # the next save repairs, then replaces
+    assert load_checkpoint(saved).training["steps"] == 13
+    assert [p.name for p in saved.parent.iterdir()] == ["ckpt"]
 
 
 def corrupt(path, how):

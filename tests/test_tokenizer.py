@@ -7,7 +7,8 @@ from model.tokenizer import MIN_VOCAB_SIZE
 
 TRICKY = ["\n", "\r", "\t", " ", "  ", "\u2581", "\x00", "\ufeff", "\u200b", "\u00a0", "\u3000", "\U0010ffff",
           "\ufffd", "\uffff", "😀", "👩‍👩‍👧", "漢", "e\u0301", "<0x41>", "<s>", "</s>", "<unk>", "<literal-u2581>"]
-any_text = st.lists(st.one_of(st.characters(), st.sampled_from(TRICKY)), max_size=120).map("".join)
+# Every Unicode scalar value (codec="utf-8" leaves out only lone surrogates, which are not characters).
+any_text = st.lists(st.one_of(st.characters(codec="utf-8"), st.sampled_from(TRICKY)), max_size=120).map("".join)
 hypothesis_settings = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -92,3 +93,10 @@ def test_training_input_is_checked(text, vocab_size, message):
     else:
         with pytest.raises(ValueError, match=message):
             Tokenizer.train(text, vocab_size)
+
+
+@pytest.mark.parametrize("text", ["\ud800", "ok \udfff", "\U0001F600\udc00"])
+def test_lone_surrogates_are_refused_by_position(tokenizer, text):
+    position = next(i for i, c in enumerate(text) if 0xD800 <= ord(c) <= 0xDFFF)
+    with pytest.raises(ValueError, match=f"lone surrogate U\\+{ord(text[position]):04X} at position {position}"):
+        tokenizer.encode(text)

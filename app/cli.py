@@ -1,0 +1,29 @@
+"""`lyricist serve`: run the service with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_serve_command(subcommands: argparse._SubParsersAction) -> None:
+    p = subcommands.add_parser("serve", help="run the HTTP service (API.md)")
+    p.add_argument("--host", default=None, help="address to listen on (LYRICIST_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (LYRICIST_PORT, default 8000)")
+    p.add_argument("--model", action="append", default=None, metavar="DIR",
+                   help="checkpoint directory; repeat for more, the first is the default (LYRICIST_MODELS)")
+    p.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from model import load_checkpoint
+
+    from .server import create_app
+    from .settings import Settings
+
+    settings = Settings.from_env(host=args.host, port=args.port, models=tuple(args.model) if args.model else None)
+    for path in settings.models:
+        load_checkpoint(path)  # a broken checkpoint is reported in one line before the server starts
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                timeout_graceful_shutdown=int(settings.request_timeout_s))

@@ -1,0 +1,462 @@
+"""The serving engine: continuous batching of generation over one model, usable without HTTP.
+
+One worker thread per model owns the model. Every iteration it runs the queued
+one-off jobs (predict, score), admits waiting requests while batch slots are
+free (each prompt prefilled by its own forward call), then samples one token
+for every running sequence and advances them all with ONE batched model call.
+Finished, cancelled and timed-out sequences leave the batch before the next
+call; new ones join at the next iteration. An LSTM's state is a fixed-size
+tensor per sequence, so joining and leaving is just stacking and selecting
+rows. Results go back to the asyncio side through `loop.call_soon_threadsafe`,
+so the event loop never waits on the model. docs/serving.md explains why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from model import Checkpoint, SamplingParams, sample, select_rows, stack_rows
+from model.prediction import Prediction, predict
+from model.scoring import Score, score_text
+from model.sampling import make_generator, random_seed
+
+from .metrics import Metrics
+
+log = logging.getLogger("lyricist.engine")
+
+# A row's logits must not depend on the rows that share its batch, or a seeded
+# request would change with the traffic around it. MKL's hidden @ weight.T (what
+# nn.Linear does, the weight read column-major) gives a row other bits when fewer
+# than 16 rows share the call; with the transposed weight stored row-major the
+# bits are the same for any number of rows from 2 on (a lone row takes a GEMV
+# kernel), and large batches run faster too. So the engine decodes with its own
+# row-major copy of the decoder, on at least 2 rows; tests/test_engine.py checks it.
+DECODER_MIN_ROWS = 2
+
+
+class QueueFull(Exception):
+    """The waiting queue is at its bound; try again later."""
+
+
+class ShuttingDown(Exception):
+    """The engine takes no new work."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str  # read as the start of a text
+    max_new_tokens: int
+    params: SamplingParams = field(default_factory=SamplingParams)  # a missing seed is drawn and reported
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None  # None: no logprobs; k: the chosen token's and the k most likely
+    timeout_s: float | None = None
+    incremental: bool = True  # False: all events come at the end (saves the event loop a wake-up per token)
+
+
+@dataclass
+class TokenEvent:
+    id: int
+    text: str  # the text this token releases (held back while it may be the start of a stop string)
+    logprob: float | None = None
+    top: list[tuple[str, float]] | None = None
+
+
+@dataclass
+class Finished:
+    reason: str  # "length", "stop", "eos"; "timeout", "shutdown" or "error" when the engine ended it
+    text: str
+    completion_tokens: int
+
+
+@dataclass
+class _Sequence:
+    request: GenerationRequest
+    stream: Stream
+    prompt_ids: list[int]
+    generator: torch.Generator
+    decoder: Any
+    deadline: float
+    created: float = field(default_factory=time.perf_counter)
+    text: str = ""  # everything decoded so far
+    released: int = 0  # how much of `text` has been sent
+    tokens: int = 0
+    cancelled: bool = False
+    held: list = field(default_factory=list)  # events of a non-incremental request, sent at its end
+
+
+class Stream:
+    """One request's events, on the asyncio side: TokenEvent... then one Finished."""
+
+    def __init__(self, engine: ModelEngine, seed: int, prompt_tokens: int, loop: asyncio.AbstractEventLoop):
+        self.id = f"gen-{uuid.uuid4().hex[:24]}"
+        self.loop = loop
+        self.seed = seed
+        self.prompt_tokens = prompt_tokens
+        self._engine = engine
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._sequence: _Sequence | None = None
+        self.done = False
+
+    async def __aiter__(self) -> AsyncIterator[TokenEvent | Finished]:
+        while True:
+            event = await self._queue.get()
+            yield event
+            if isinstance(event, Finished):
+                self.done = True
+                return
+
+    async def result(self) -> tuple[list[TokenEvent], Finished]:
+        tokens = []
+        async for event in self:
+            if isinstance(event, Finished):
+                return tokens, event
+            tokens.append(event)
+        raise AssertionError("unreachable")
+
+    def cancel(self) -> None:
+        """Stop generating (the client left): the slot is freed before the next model step."""
+        if not self.done and self._sequence is not None:
+            self._engine._cancel(self._sequence)
+
+
+class ModelEngine:
+    def __init__(self, checkpoint: Checkpoint, name: str | None = None, max_batch_size: int = 64,
+                 max_queue: int = 256, metrics: Metrics | None = None):
+        self.checkpoint = checkpoint
+        self.model = checkpoint.model.eval()
+        projection = self.model.projection
+        self._projection_t = projection.weight.detach().T.contiguous() if projection is not None else None
+        self._decoder_t = self.model.decoder.weight.detach().T.contiguous()  # see DECODER_MIN_ROWS
+        self.tokenizer = checkpoint.tokenizer
+        self.name = name or checkpoint.name
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
+        self.metrics = metrics or Metrics()
+        self._series = self.metrics.for_model(self.name)
+        self._lock = threading.Condition()
+        self._waiting: deque[_Sequence] = deque()
+        self._jobs: deque[tuple[Callable[[], Any], asyncio.Future, asyncio.AbstractEventLoop]] = deque()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        # The running batch: one row per sequence, in the same order everywhere.
+        self._running: list[_Sequence] = []
+        self._state: Tensor | None = None
+        self._logits: Tensor | None = None
+        self._seen: Tensor | None = None
+
+    # -- the asyncio side ---------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._work, name=f"engine-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Take no new work; end what is waiting or running with reason "shutdown"."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._waiting) + len(self._jobs)
+
+    def submit(self, request: GenerationRequest, timeout_s: float | None = None) -> Stream:
+        """Queue a generation; its events arrive on the returned `Stream`. Call from the event loop."""
+        loop = asyncio.get_running_loop()
+        seed = random_seed() if request.params.seed is None else request.params.seed
+        request = replace(request, params=replace(request.params, seed=seed))
+        prompt_ids = self.tokenizer.encode(request.prompt, add_bos=True)
+        stream = Stream(self, seed, len(prompt_ids), loop)
+        timeout = request.timeout_s if request.timeout_s is not None else timeout_s
+        sequence = _Sequence(request, stream, prompt_ids, make_generator(seed), self.tokenizer.incremental_decoder(),
+                             deadline=time.monotonic() + timeout if timeout else float("inf"))
+        stream._sequence = sequence
+        with self._lock:
+            self._admissible()
+            self._waiting.append(sequence)
+            self._series.queue_depth.set(self.queue_depth)
+            self._lock.notify()
+        return stream
+
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn()` on the worker thread between two model steps (it owns the model)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._lock:
+            self._admissible()
+            self._jobs.append((fn, future, loop))
+            self._series.queue_depth.set(self.queue_depth)
+            self._lock.notify()
+        return await future
+
+    async def predict(self, prompt: str, top_k: int, unit: str, temperature: float) -> Prediction:
+        return await self.call(lambda: predict(self.model, self.tokenizer, prompt, top_k, unit, temperature,
+                                               logits_fn=self.decode))
+
+    async def score(self, text: str) -> Score:
+        """The likelihood of `text` read as a whole text (model.scoring, with this engine's decoder)."""
+        return await self.call(lambda: self._score(text))
+
+    def _admissible(self) -> None:
+        if self._stopping:
+            raise ShuttingDown("the server is shutting down")
+        if self.queue_depth >= self.max_queue:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise QueueFull(f"model {self.name!r} has {self.queue_depth} requests waiting, the most allowed")
+
+    def _cancel(self, sequence: _Sequence) -> None:
+        with self._lock:
+            if sequence.cancelled:
+                return
+            sequence.cancelled = True
+            self._series.cancelled.inc()
+            if sequence in self._waiting:
+                self._waiting.remove(sequence)
+                self._series.queue_depth.set(self.queue_depth)
+            self._lock.notify()
+
+    # -- the worker thread --------------------------------------------------------
+
+    def decode(self, hidden: Tensor) -> Tensor:
+        """`model.logits` of (rows, hidden), each row's bits independent of the others (DECODER_MIN_ROWS)."""
+        rows = hidden.shape[0]
+        if rows < DECODER_MIN_ROWS:
+            hidden = torch.cat([hidden, hidden.new_zeros(DECODER_MIN_ROWS - rows, hidden.shape[1])])
+        if self._projection_t is not None:
+            hidden = hidden @ self._projection_t
+        return torch.addmm(self.model.decoder.bias, hidden, self._decoder_t)[:rows]
+
+    def _work(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._lock:
+                    while not (self._stopping or self._jobs or self._running or self._waiting):
+                        self._lock.wait()
+                    if self._stopping:
+                        break
+                    jobs = list(self._jobs)
+                    self._jobs.clear()
+                    joining = []
+                    while self._waiting and len(self._running) + len(joining) < self.max_batch_size:
+                        joining.append(self._waiting.popleft())
+                    self._series.queue_depth.set(self.queue_depth)
+                for fn, future, loop in jobs:
+                    self._run_job(fn, future, loop)
+                events: list[tuple[Stream, Any]] = []
+                try:
+                    self._expire_waiting(events)
+                    self._admit(joining, events)
+                    if self._running:
+                        self._step(events)
+                except Exception:  # a bug must not kill the worker: end the batch, keep serving
+                    log.exception("engine step failed; ending the running sequences")
+                    events = [(s.stream, self._finish(s, "error")) for s in self._running + joining]
+                    self._keep([])
+                self._post(events)
+            self._shut_down()
+
+    def _run_job(self, fn, future: asyncio.Future, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            result = fn()
+        except Exception as error:  # noqa: BLE001 -- handed to the awaiting request, which answers with it
+            _call_soon(loop, _settle, future, None, error)
+        else:
+            _call_soon(loop, _settle, future, result, None)
+
+    def _expire_waiting(self, events: list) -> None:
+        now = time.monotonic()
+        with self._lock:
+            expired = [s for s in self._waiting if s.deadline < now]
+            for sequence in expired:
+                self._waiting.remove(sequence)
+        for sequence in expired:
+            events.append((sequence.stream, Finished("timeout", "", 0)))
+
+    def _admit(self, joining: list[_Sequence], events: list) -> None:
+        """Prefill each new prompt alone and add its row to the running batch."""
+        states, logits, seen = [], [], []
+        for sequence in joining:
+            if sequence.cancelled:
+                continue
+            ids = sequence.prompt_ids
+            features = self.model.features(torch.tensor([ids]))
+            states.append(features.state)
+            logits.append(self.decode(features.dropped[:, -1]))
+            row = torch.zeros(1, self.tokenizer.vocab_size, dtype=torch.bool)
+            row[0, ids] = True
+            seen.append(row)
+            self._running.append(sequence)
+            self._series.prompt_tokens.inc(len(ids))
+        if states:
+            self._state = stack_rows(([self._state] if self._state is not None else []) + states)
+            self._logits = torch.cat(([self._logits] if self._logits is not None else []) + logits)
+            self._seen = torch.cat(([self._seen] if self._seen is not None else []) + seen)
+            self._series.running.set(len(self._running))
+
+    def _step(self, events: list) -> None:
+        """Sample a token for every running sequence, then advance the survivors in one call."""
+        now = time.monotonic()
+        for sequence in self._running:
+            if not sequence.cancelled and sequence.deadline < now:
+                events.append((sequence.stream, self._finish(sequence, "timeout")))
+                sequence.cancelled = True
+        alive = [i for i, s in enumerate(self._running) if not s.cancelled]
+        if len(alive) < len(self._running):
+            self._keep(alive)
+            if not self._running:
+                return
+        running = self._running
+        batch = len(running)
+        self._series.batch_size.observe(batch)
+        params = [s.request.params for s in running]
+        penalised = any(p.repetition_penalty != 1 for p in params)
+        tokens = sample(self._logits, params, [s.generator for s in running], self._seen if penalised else None)
+        token_ids = tokens.tolist()
+        wanted = [i for i, s in enumerate(running) if s.request.logprobs is not None]
+        logprobs = torch.log_softmax(self._logits[wanted].float(), dim=-1) if wanted else None
+        keep = []
+        now = time.perf_counter()
+        for i, (sequence, token_id) in enumerate(zip(running, token_ids)):
+            made = self._accept(sequence, token_id, logprobs[wanted.index(i)] if i in wanted else None)
+            if sequence.request.incremental or isinstance(made[-1], Finished):
+                events.extend((sequence.stream, event) for event in sequence.held + made)
+                sequence.held = []
+            else:
+                sequence.held.extend(made)
+            if sequence.tokens == 1:
+                self._series.ttft.observe(now - sequence.created)
+            if not isinstance(made[-1], Finished):
+                keep.append(i)
+        self._series.generated_tokens.inc(batch)
+        self._seen[torch.arange(batch), tokens] = True
+        if len(keep) < batch:
+            self._keep(keep)
+            tokens = tokens[keep]
+            if not self._running:
+                return
+        started = time.perf_counter()
+        features = self.model.features(tokens.view(-1, 1), self._state)
+        self._state = features.state
+        self._logits = self.decode(features.dropped[:, 0])
+        self._series.tpot.observe(time.perf_counter() - started)
+
+    def _keep(self, rows: list[int]) -> None:
+        self._running = [self._running[i] for i in rows]
+        self._series.running.set(len(rows))
+        if not rows:
+            self._state = self._logits = self._seen = None
+            return
+        self._state = select_rows(self._state, rows)
+        self._logits = self._logits[rows]
+        self._seen = self._seen[rows]
+
+    def _accept(self, sequence: _Sequence, token_id: int, logprobs: Tensor | None) -> list:
+        """The events one sampled token makes: its TokenEvent and, if the sequence ends, Finished."""
+        request = sequence.request
+        sequence.tokens += 1
+        if token_id == self.tokenizer.eos_id:
+            sequence.text += sequence.decoder.flush()
+            return [self._finish(sequence, "eos")]
+        logprob = top = None
+        if logprobs is not None:
+            logprob = float(logprobs[token_id])
+            if request.logprobs:
+                values, index = logprobs.topk(request.logprobs)
+                top = [(self.tokenizer.decode([j]), v) for v, j in zip(values.tolist(), index.tolist())]
+        before = len(sequence.text)
+        sequence.text += sequence.decoder.push(token_id)
+        last = sequence.tokens >= request.max_new_tokens
+        if last:
+            sequence.text += sequence.decoder.flush()
+        stop_at = _find_stop(sequence.text, request.stop, before)
+        if stop_at is not None:
+            sequence.text = sequence.text[:stop_at]
+        safe = len(sequence.text) if stop_at is not None or last else _safe_end(sequence.text, request.stop)
+        event = TokenEvent(token_id, sequence.text[sequence.released:safe], logprob, top)
+        sequence.released = max(sequence.released, safe)
+        if stop_at is not None:
+            return [event, self._finish(sequence, "stop")]
+        if last:
+            return [event, self._finish(sequence, "length")]
+        return [event]
+
+    def _finish(self, sequence: _Sequence, reason: str) -> Finished:
+        """The end of a sequence. Ended early (timeout, shutdown, error), a non-incremental
+        request gets no held token events, only this, with all its text."""
+        sequence.stream.done = True
+        return Finished(reason, sequence.text, sequence.tokens)
+
+    def _post(self, events: list[tuple[Stream, Any]]) -> None:
+        """Hand a step's events to the event loop in one wake-up."""
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for stream, event in events:
+            by_loop.setdefault(stream.loop, []).append((stream, event))
+        for loop, batch in by_loop.items():
+            _call_soon(loop, _deliver, batch)
+
+    def _score(self, text: str) -> Score:
+        score = score_text(self.model, self.tokenizer, text, logits_fn=self.decode)
+        self._series.prompt_tokens.inc(len(score.token_ids) + 1)  # and the start marker
+        return score
+
+    def _shut_down(self) -> None:
+        events = [(s.stream, self._finish(s, "shutdown")) for s in itertools.chain(self._running, self._waiting)
+                  if not s.cancelled]
+        self._keep([])
+        self._waiting.clear()
+        self._post(events)
+        for _, future, loop in self._jobs:
+            _call_soon(loop, _settle, future, None, ShuttingDown("the server is shutting down"))
+        self._jobs.clear()
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable, *args: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # that event loop is closed: whoever waited there is gone
+        pass
+
+
+def _deliver(events: list[tuple[Stream, Any]]) -> None:
+    for stream, event in events:
+        stream._queue.put_nowait(event)
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _find_stop(text: str, stops: tuple[str, ...], new_from: int) -> int | None:
+    """Where the first stop string begins in `text`, looking only where new text could complete one."""
+    found = [i for stop in stops if (i := text.find(stop, max(0, new_from - len(stop) + 1))) >= 0]
+    return min(found) if found else None
+
+
+def _safe_end(text: str, stops: tuple[str, ...]) -> int:
+    """The end of the text that can be sent: what follows may still be the start of a stop string."""
+    hold = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), hold, -1):
+            if text.endswith(stop[:n]):
+                hold = n
+                break
+    return len(text) - hold

@@ -1,0 +1,185 @@
+"""The continuous-batching engine, without HTTP."""
+
+import asyncio
+import time
+
+import pytest
+import torch
+
+from app.engine import GenerationRequest, ModelEngine, QueueFull
+from model import Checkpoint, LanguageModel, ModelConfig, SamplingParams, generate, load_checkpoint
+
+
+@pytest.fixture
+def engine(served_checkpoint):
+    engine = ModelEngine(load_checkpoint(served_checkpoint), max_batch_size=16, max_queue=8)
+    engine.start()
+    yield engine
+    engine.stop()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def generate_text(engine, request):
+    tokens, finished = await engine.submit(request).result()
+    return "".join(t.text for t in tokens), finished
+
+
+NEIGHBOURS = [
+    GenerationRequest("KING:", 40, SamplingParams(temperature=1.3, top_k=20, seed=5)),
+    GenerationRequest("", 25, SamplingParams(temperature=0.7, top_p=0.8, repetition_penalty=1.3)),
+    GenerationRequest("To be, or not", 50, SamplingParams(temperature=0, noise=0.5, seed=9)),
+    GenerationRequest("O Romeo", 10, SamplingParams(temperature=1.0, min_p=0.1)),
+    GenerationRequest("First Citizen:\nBefore we proceed", 60, SamplingParams(temperature=0.9)),
+]
+
+
+@pytest.mark.parametrize("params", [SamplingParams(temperature=0), SamplingParams(temperature=0.9, top_k=50, seed=3),
+                                    SamplingParams(temperature=1.0, repetition_penalty=1.5, noise=0.3, seed=4)])
+def test_a_sequence_gives_the_same_tokens_alone_and_in_a_busy_batch(engine, params):
+    request = GenerationRequest("ROMEO:\n", 30, params)
+
+    async def alone():
+        return await generate_text(engine, request)
+
+    async def crowded():
+        others = [engine.submit(r) for r in NEIGHBOURS]  # they join first and leave at various steps
+        await asyncio.sleep(0.01)
+        mine = asyncio.ensure_future(generate_text(engine, request))
+        more = [engine.submit(r) for r in NEIGHBOURS[:3]]  # and some join after it
+        results = await asyncio.gather(mine, *(s.result() for s in others + more))
+        return results[0]
+
+    solo = run(alone())
+    assert solo[1].completion_tokens == 30 and solo[0]
+    assert run(crowded()) == solo
+
+
+def test_greedy_engine_output_equals_the_plain_loop(engine):
+    text, finished = run(generate_text(engine, GenerationRequest("ROMEO:", 20, SamplingParams(temperature=0))))
+    plain = "".join(generate(engine.model, engine.tokenizer, "ROMEO:", 20, SamplingParams(temperature=0)))
+    assert text == plain and finished.reason == "length"
+
+
+def test_decoder_rows_do_not_depend_on_the_batch_at_the_shipped_shape(served_checkpoint):
+    """The bits of a row's logits must not change with the rows around it (DECODER_MIN_ROWS)."""
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=4000, layers=2, hidden_size=512, embedding_size=512)).eval()
+    engine = ModelEngine(Checkpoint(model, load_checkpoint(served_checkpoint).tokenizer))  # decode needs no tokenizer
+    hidden = torch.randn(64, 512)
+    with torch.inference_mode():
+        reference = engine.decode(hidden)
+        assert torch.allclose(reference, model.logits(hidden), atol=1e-5)
+        for rows in (1, 2, 3, 7, 15, 16, 17, 40):
+            picked = torch.randperm(64)[:rows]
+            assert torch.equal(engine.decode(hidden[picked]), reference[picked]), rows
+        state = torch.randn(2, 2, 64, 512)
+        tokens = torch.randint(0, 4000, (64, 1))
+        full = model.features(tokens, state).state
+        for rows in (1, 5, 16):
+            assert torch.equal(model.features(tokens[:rows], state[:, :, :rows]).state, full[:, :, :rows]), rows
+
+
+def test_a_seed_is_drawn_and_reported_and_reproduces_the_output(engine):
+    async def go():
+        first = engine.submit(GenerationRequest("KING:", 15, SamplingParams(temperature=1.0)))
+        tokens, _ = await first.result()
+        again = engine.submit(GenerationRequest("KING:", 15, SamplingParams(temperature=1.0, seed=first.seed)))
+        tokens2, _ = await again.result()
+        return [t.id for t in tokens], [t.id for t in tokens2]
+
+    a, b = run(go())
+    assert a == b
+
+
+def test_cancelling_frees_the_slot_before_the_next_step(engine):
+    async def go():
+        stream = engine.submit(GenerationRequest("", 100000, SamplingParams(temperature=1.0)))
+        seen = 0
+        async for event in stream:
+            seen += 1
+            if seen == 3:
+                break
+        assert len(engine._running) == 1
+        stream.cancel()
+        deadline = time.monotonic() + 2
+        while engine._running and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        return engine._running
+
+    assert run(go()) == []
+    assert engine.metrics.cancelled.labels(engine.name)._value.get() == 1
+
+
+def test_the_waiting_queue_is_bounded(served_checkpoint):
+    engine = ModelEngine(load_checkpoint(served_checkpoint), max_batch_size=1, max_queue=2)
+    engine.start()
+
+    async def go():
+        long = [engine.submit(GenerationRequest("", 100000, SamplingParams())) for _ in range(3)]
+        await asyncio.sleep(0.05)  # the first is running, two wait
+        with pytest.raises(QueueFull):
+            engine.submit(GenerationRequest("", 5, SamplingParams()))
+        long[2].cancel()  # a waiting request that leaves makes room at once
+        engine.submit(GenerationRequest("", 5, SamplingParams())).cancel()
+        for s in long:
+            s.cancel()
+
+    try:
+        run(go())
+    finally:
+        engine.stop()
+
+
+def test_stop_string_ends_before_it_and_is_not_included(engine):
+    greedy = SamplingParams(temperature=0)
+    full, _ = run(generate_text(engine, GenerationRequest("ROMEO:", 30, greedy)))
+    stop = full[len(full) // 2: len(full) // 2 + 3]
+    cut = full.index(stop)
+    text, finished = run(generate_text(engine, GenerationRequest("ROMEO:", 30, greedy, stop=(stop, "never-seen"))))
+    assert finished.reason == "stop" and text == full[:cut] and finished.text == full[:cut]
+
+
+def test_logprobs_are_the_model_distribution(engine):
+    async def go():
+        return await engine.submit(GenerationRequest("ROMEO:", 3, SamplingParams(temperature=0), logprobs=3)).result()
+
+    tokens, _ = run(go())
+    for token in tokens:
+        assert len(token.top) == 3 and token.logprob == pytest.approx(token.top[0][1])  # greedy takes the top one
+        assert [lp for _, lp in token.top] == sorted((lp for _, lp in token.top), reverse=True)
+
+
+def test_a_request_past_its_timeout_is_ended(engine):
+    async def go():
+        return await engine.submit(GenerationRequest("", 10**7, SamplingParams(), timeout_s=0.2)).result()
+
+    started = time.monotonic()
+    tokens, finished = run(go())
+    assert finished.reason == "timeout" and time.monotonic() - started < 2 and len(tokens) > 0
+
+
+def test_stopping_the_engine_ends_running_requests_with_a_reason(served_checkpoint):
+    engine = ModelEngine(load_checkpoint(served_checkpoint))
+    engine.start()
+
+    async def go():
+        stream = engine.submit(GenerationRequest("", 10**7, SamplingParams()))
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(engine.stop)
+        return await stream.result()
+
+    _, finished = run(go())
+    assert finished.reason == "shutdown"
+
+
+def test_score_matches_a_full_forward_pass(engine):
+    ids = engine.tokenizer.encode("ROMEO: hello", add_bos=True)
+    scored = run(engine.score("ROMEO: hello"))
+    with torch.inference_mode():
+        logits, _ = engine.model(torch.tensor([ids]))
+    want = torch.log_softmax(logits[0, :-1], -1).gather(1, torch.tensor(ids[1:]).unsqueeze(1)).squeeze(1)
+    assert scored.token_ids == ids[1:]
+    assert scored.logprobs.tolist() == pytest.approx(want.tolist(), abs=1e-5)

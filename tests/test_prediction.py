@@ -1,0 +1,143 @@
+"""The next-word search against brute-force enumeration, and the predict command."""
+
+import itertools
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from model import load_checkpoint, save_checkpoint
+from model.prediction import EOS_TEXT, classify, is_word_char, predict, search_words
+
+from .helpers import tiny_model
+
+# A tiny vocabulary whose pieces cross word boundaries in every way: words split
+# over pieces, a piece holding a word's end and a comma, spaces, a UTF-8
+# character split over two byte pieces, and the end of the text.
+PIECES = [b"", b"", b"", b" ", b"a", b"b", b"ab", b"b,", b",", b"\n", b" a", b"\xc3", b"\xa9"]
+EOS = 2
+
+
+def _markov_probs(last: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1000 + last)
+    logits = torch.randn(len(PIECES), generator=g, dtype=torch.float64) * 1.5
+    logits[:2] = float("-inf")  # unk and bos never come
+    logits[[3, 4, 5, 6, 10, 11, 12]] -= 1.5  # pieces that leave the unit open: keep enumeration short
+    return torch.softmax(logits, dim=0)
+
+
+MARKOV = [_markov_probs(last) for last in range(len(PIECES))]
+
+
+def markov_probs(last: int) -> torch.Tensor:
+    """A fixed distribution over the next piece that depends on the previous one."""
+    return MARKOV[last]
+
+
+MARKOV_LISTS = [p.tolist() for p in MARKOV]
+
+
+def markov_step(states, pieces):
+    return torch.stack([markov_probs(p) for p in pieces]), list(pieces)
+
+
+def brute_force(depth: int) -> tuple[dict[str, float], float]:
+    """Every piece sequence up to `depth`, each settled the slow, obvious way."""
+    totals: dict[str, float] = {}
+    unsettled = 0.0
+    frontier = [(b"", 1.0, 1)]
+    for _ in range(depth):
+        nxt = []
+        for data, prob, last in frontier:
+            for piece, q in enumerate(MARKOV_LISTS[last]):
+                if q == 0:
+                    continue
+                if piece == EOS:
+                    text = data.decode("utf-8", errors="replace").lstrip(" ")
+                    word = "".join(itertools.takewhile(is_word_char, text))
+                    unit = word or text[:1] or EOS_TEXT
+                    totals[unit] = totals.get(unit, 0) + prob * q
+                    continue
+                unit, _ = classify(data + PIECES[piece])
+                if unit is None:
+                    nxt.append((data + PIECES[piece], prob * q, piece))
+                else:
+                    totals[unit] = totals.get(unit, 0) + prob * q
+        frontier = nxt
+        unsettled = sum(p for _, p, _ in frontier)
+    return totals, unsettled
+
+
+def test_classify_follows_the_definition_of_a_word():
+    assert classify(b"  the") == (None, "the")
+    assert classify(b"  the ") == ("the", "")
+    assert classify(b" don't,") == ("don't", "")
+    assert classify(b"\n") == ("\n", "")
+    assert classify(b"  ") == (None, "")
+    assert classify(b" caf\xc3") == (None, "caf")  # the unfinished character may still be a letter
+    assert classify(b" caf\xc3\xa9!") == ("caf\u00e9", "")
+    assert classify(b" caf", final=True) == ("caf", "") and classify(b" ", final=True) == (EOS_TEXT, "")
+    assert classify(b" \xc3", final=True) == ("\ufffd", "")
+
+
+def test_word_search_matches_brute_force_enumeration():
+    expected, unsettled = brute_force(depth=9)
+    assert unsettled < 2e-7
+    words, exact = search_words(markov_probs(1), 1, markov_step, PIECES, EOS, top_k=5, tolerance=1e-7,
+                                max_rounds=400)
+    assert exact
+    best = sorted(expected.items(), key=lambda kv: -kv[1])[:5]
+    assert [w for w, _ in words] == [w for w, _ in best]
+    for (_, got), (_, want) in zip(words, best):
+        assert got == pytest.approx(want, abs=5e-7)
+
+
+def test_word_search_with_a_small_budget_says_it_is_not_exact():
+    words, exact = search_words(markov_probs(1), 1, markov_step, PIECES, EOS, top_k=5, tolerance=1e-12,
+                                max_rounds=1)
+    assert not exact and len(words) > 0
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory, tokenizer):
+    model = tiny_model(tokenizer.vocab_size, embedding_size=32, hidden_size=32, seed=5)
+    return save_checkpoint(tmp_path_factory.mktemp("pred") / "tiny", model, tokenizer, {"corpus": "none"})
+
+
+def test_word_distribution_of_a_real_model_is_sorted_and_its_mass_at_most_one(checkpoint_dir):
+    ckpt = load_checkpoint(checkpoint_dir)
+    result = predict(ckpt.model, ckpt.tokenizer, "ROMEO:\nWhat say", top_k=10)
+    probs = [p for _, p in result.distribution]
+    assert len(probs) == 10 and probs == sorted(probs, reverse=True)
+    assert 0 < result.coverage <= 1 + 1e-9
+    assert all(" " not in text.strip("\n") or text == "\n" for text, _ in result.distribution)
+    assert 0 < result.entropy <= math.log(ckpt.tokenizer.vocab_size) + 1e-9
+
+
+def test_token_distribution_is_the_softmax_of_the_last_logits(checkpoint_dir):
+    ckpt = load_checkpoint(checkpoint_dir)
+    result = predict(ckpt.model, ckpt.tokenizer, "KING", top_k=5, unit="token", temperature=0.5)
+    with torch.inference_mode():
+        logits, _ = ckpt.model(torch.tensor([ckpt.tokenizer.encode("KING", add_bos=True)]))
+    want = torch.softmax(logits[0, -1].double() / 0.5, -1).topk(5)
+    assert [p for _, p in result.distribution] == pytest.approx(want.values.tolist())
+    assert [t for t, _ in result.distribution] == [ckpt.tokenizer.decode([i]) for i in want.indices.tolist()]
+
+
+def test_cli_predict_prints_the_distribution(checkpoint_dir):
+    result = subprocess.run([sys.executable, "-m", "model.cli", "predict", "--model", str(checkpoint_dir),
+                             "--prompt", "ROMEO:", "--top-k", "3"], check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3 and all("%" in line for line in lines)
+
+
+def test_units_are_counted_as_the_word_search_reads_them():
+    from model.prediction import count_units
+
+    # Don't | stop | , | ROMEO | ! | \n | x | _ | y | 3rd
+    assert count_units("Don't stop, ROMEO!\n  x_y 3rd") == 10
+    assert count_units("") == count_units("   \t ") == 0
+    assert count_units("a\n\nb") == 4

@@ -1,0 +1,179 @@
+"""The real server: `lyricist serve` in a subprocess, over HTTP, with the official openai client."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(served_checkpoint):
+    port = free_port()
+    env = {**os.environ, "LYRICIST_MAX_NEW_TOKENS": "1000000", "LYRICIST_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "model.cli", "serve", "--port", str(port), "--model",
+                                str(served_checkpoint)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    else:
+        process.kill()
+        pytest.fail(process.stdout.read().decode())
+    yield base, process
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def metric(base: str, name: str) -> float:
+    text = httpx.get(f"{base}/metrics").text
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def wait_for(predicate, seconds=5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=f"{server[0]}/v1", api_key="unused", max_retries=0)
+
+
+def test_openai_client_completion(client):
+    result = client.completions.create(model="tiny-lstm", prompt="ROMEO:", max_tokens=10, seed=3, logprobs=2)
+    (choice,) = result.choices
+    assert result.object == "text_completion" and choice.finish_reason in ("length", "stop")
+    assert result.usage.completion_tokens == len(choice.logprobs.tokens) and choice.text
+    assert all(len(top) == 2 for top in choice.logprobs.top_logprobs)
+    again = client.completions.create(model="tiny-lstm", prompt="ROMEO:", max_tokens=10, seed=3)
+    assert again.choices[0].text == choice.text
+
+
+def test_openai_client_stream_equals_the_plain_completion(client):
+    kwargs = {"model": "tiny-lstm", "prompt": ["KING:", "QUEEN:"], "max_tokens": 8, "seed": 11, "n": 2}
+    plain = client.completions.create(**kwargs)
+    chunks = list(client.completions.create(stream=True, stream_options={"include_usage": True}, **kwargs))
+    texts = {}
+    for chunk in chunks[:-1]:
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + choice.text
+    assert [texts[c.index] for c in plain.choices] == [c.text for c in plain.choices]
+    assert len(plain.choices) == 4 and chunks[-1].usage.total_tokens == plain.usage.total_tokens
+
+
+def test_openai_client_echo_scoring(client):
+    result = client.completions.create(model="tiny-lstm", prompt="To be, or not to be", max_tokens=0, echo=True,
+                                       logprobs=0)
+    logprobs = result.choices[0].logprobs
+    assert result.choices[0].text == "To be, or not to be" and "".join(logprobs.tokens) == "To be, or not to be"
+    assert all(lp < 0 for lp in logprobs.token_logprobs)
+
+
+def test_openai_client_raises_its_usual_errors(client):
+    with pytest.raises(openai.BadRequestError) as error:
+        client.completions.create(model="tiny-lstm", prompt="x", max_tokens=5, logprobs=6)
+    assert "logprobs" in str(error.value)
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="nope", prompt="x", max_tokens=5)
+
+
+def test_generate_stream_over_http(server):
+    base, _ = server
+    with httpx.stream("POST", f"{base}/v1/generate", json={"prompt": "A", "max_new_tokens": 5, "stream": True}) as r:
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]" and json.loads(lines[-2][6:])["usage"]["completion_tokens"] == 5
+
+
+def test_a_streaming_client_that_leaves_frees_its_slot(server):
+    base, _ = server
+    before = metric(base, 'lyricist_cancelled_requests_total{model="tiny-lstm"}')
+    with httpx.stream("POST", f"{base}/v1/generate", json={"prompt": "", "max_new_tokens": 900000,
+                                                            "stream": True}) as response:
+        events = (line for line in response.iter_lines() if line)
+        assert all("finish_reason" not in next(events) for _ in range(3))
+        assert metric(base, 'lyricist_running_sequences{model="tiny-lstm"}') == 1
+    assert wait_for(lambda: metric(base, 'lyricist_running_sequences{model="tiny-lstm"}') == 0)
+    assert metric(base, 'lyricist_cancelled_requests_total{model="tiny-lstm"}') == before + 1
+
+
+def test_a_waiting_client_that_leaves_frees_its_slot(server):
+    base, _ = server
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{base}/v1/generate", json={"prompt": "", "max_new_tokens": 900000}, timeout=0.5)
+    assert wait_for(lambda: metric(base, 'lyricist_running_sequences{model="tiny-lstm"}') == 0)
+
+
+def test_many_concurrent_clients_each_get_their_own_answer(server):
+    base, _ = server
+    import concurrent.futures
+
+    def ask(seed):
+        return httpx.post(f"{base}/v1/generate", json={"prompt": "KING:", "max_new_tokens": 20, "seed": seed},
+                          timeout=60).json()
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(ask, [1, 2, 3, 4] * 6))
+    for seed, result in zip([1, 2, 3, 4] * 6, results):
+        assert result["seed"] == seed and result["text"] == results[seed - 1]["text"]
+    assert len({r["text"] for r in results[:4]}) > 1
+
+
+def test_sigterm_lets_running_requests_finish_then_exits(served_checkpoint):
+    import concurrent.futures
+
+    port = free_port()
+    env = {**os.environ, "LYRICIST_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "model.cli", "serve", "--port", str(port), "--model",
+                                str(served_checkpoint)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: _ready(port), 60)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            running = pool.submit(httpx.post, f"http://127.0.0.1:{port}/v1/generate",
+                                  json={"prompt": "", "max_new_tokens": 1000, "temperature": 0}, timeout=60)
+            time.sleep(0.3)  # it is under way
+            process.send_signal(signal.SIGTERM)
+            response = running.result()
+        assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] == 1000
+        process.wait(timeout=20)  # uvicorn re-raises the signal once it has shut down
+        assert "Application shutdown complete" in process.stdout.read().decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_a_broken_checkpoint_fails_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "model.cli", "serve", "--port", str(free_port()), "--model",
+                             str(tmp_path / "missing")], check=False, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "missing" in result.stderr
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+    except httpx.TransportError:
+        return False
