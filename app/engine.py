@@ -29,6 +29,7 @@ from torch import Tensor
 
 from model import Checkpoint, SamplingParams, sample, select_rows, stack_rows
 from model.prediction import Prediction, predict
+from model.prompt_cache import PromptCache
 from model.scoring import Score, score_text
 from model.sampling import make_generator, random_seed
 
@@ -140,6 +141,7 @@ class ModelEngine:
         self._projection_t = projection.weight.detach().T.contiguous() if projection is not None else None
         self._decoder_t = self.model.decoder.weight.detach().T.contiguous()  # see DECODER_MIN_ROWS
         self.tokenizer = checkpoint.tokenizer
+        self.prompts = PromptCache(self.model)  # prefix states, for prompts that extend earlier ones
         self.name = name or checkpoint.name
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
@@ -205,7 +207,7 @@ class ModelEngine:
 
     async def predict(self, prompt: str, top_k: int, unit: str, temperature: float) -> Prediction:
         return await self.call(lambda: predict(self.model, self.tokenizer, prompt, top_k, unit, temperature,
-                                               logits_fn=self.decode))
+                                               logits_fn=self.decode, prompts=self.prompts))
 
     async def score(self, text: str) -> Score:
         """The likelihood of `text` read as a whole text (model.scoring, with this engine's decoder)."""
@@ -293,7 +295,7 @@ class ModelEngine:
             if sequence.cancelled:
                 continue
             ids = sequence.prompt_ids
-            features = self.model.features(torch.tensor([ids]))
+            features = self.prompts.prefill(ids)
             states.append(features.state)
             logits.append(self.decode(features.dropped[:, -1]))
             row = torch.zeros(1, self.tokenizer.vocab_size, dtype=torch.bool)

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .network import LanguageModel, select_rows, stack_rows
+from .prompt_cache import PromptCache
 from .tokenizer import Tokenizer
 
 EOS_TEXT = "</s>"  # the unit "end of the text"; text never spells it as one unit ("<" is a unit)
@@ -70,18 +71,20 @@ def predict(
     unit: str = "word",
     temperature: float = 1.0,
     logits_fn: Callable[[Tensor], Tensor] | None = None,
+    prompts: PromptCache | None = None,
 ) -> Prediction:
     """The next-`unit` distribution after `prompt` (read as the start of a text).
 
     `logits_fn(hidden (N, H)) -> (N, V)` lets a caller compute the decoder its own
     way (the serving engine's batch-invariant one); default `model.logits`.
+    `prompts` reads the prompt through a cache of prefix states.
     """
     if unit not in ("word", "token"):
         raise ValueError(f"unit must be 'word' or 'token', got {unit!r}")
     model.eval()
     logits_fn = logits_fn or model.logits
     ids = tokenizer.encode(prompt, add_bos=True)
-    features = model.features(torch.tensor([ids]))
+    features = prompts.prefill(ids) if prompts else model.features(torch.tensor([ids]))
     probs = next_piece_probs(logits_fn(features.dropped[:, -1])[0], temperature)
     if unit == "token":
         values, index = probs.topk(min(top_k, probs.shape[0]))
