@@ -147,6 +147,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         request.app.state.metrics.rejected.labels("validation").inc()
+        content_type = request.headers.get("content-type", "")
+        if request.method == "POST" and "json" not in content_type:
+            # curl -d sends a form; say what the body must be rather than how it failed to parse.
+            return error_response(400, f"the request body must be JSON sent with Content-Type: application/json, "
+                                       f"got {content_type or 'no content type'}", None, "invalid_content_type")
         problems, param = [], None
         for e in error.errors():
             field = ".".join(str(part) for part in e["loc"] if part != "body")

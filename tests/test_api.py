@@ -198,3 +198,11 @@ def test_a_lone_surrogate_is_a_bad_value_not_a_crash(client, path, field, body):
     response = client.post(path, content=body, headers={"content-type": "application/json"})
     error = assert_error(response, 400, "lone surrogate")
     assert error["param"].startswith(field)
+
+
+def test_a_body_that_is_not_json_says_what_the_body_must_be(client):
+    response = client.post("/v1/generate", content=b'{"prompt": "a"}',
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+    error = assert_error(response, 400, "must be JSON", "Content-Type: application/json",
+                         "application/x-www-form-urlencoded")
+    assert error["code"] == "invalid_content_type"

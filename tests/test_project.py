@@ -1,5 +1,6 @@
 """The promises the README makes: its test command is CI's, its example runs."""
 
+import json
 import re
 import subprocess
 import sys
@@ -16,10 +17,52 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 def test_readme_python_example_runs(tmp_path):
-    (example,) = re.findall(r"```python\n(.*?)```", README, re.S)
+    (example,) = [block for block in re.findall(r"```python\n(.*?)```", README, re.S) if "save_checkpoint" in block]
     (tmp_path / "data").symlink_to(ROOT / "data")
     result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ROMEO:") and len(result.stdout) > len("ROMEO:") + 10
     assert (tmp_path / "runs" / "untrained" / "model.safetensors").is_file()
+
+
+def test_readme_service_examples_run_against_the_shipped_model(tmp_path):
+    import os
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "model.cli", "serve", "--port", str(port)],
+                              env={**os.environ, "LYRICIST_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError(server.stderr.read())
+        curls = [line for line in README.splitlines() if line.startswith("curl ")]
+        assert len(curls) >= 4
+        for line in curls:
+            result = subprocess.run(line.replace("localhost:8000", f"127.0.0.1:{port}"), shell=True,
+                                    capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0 and result.stdout, line
+            if '"stream": true' in line:
+                assert result.stdout.rstrip().endswith("data: [DONE]")
+            else:
+                assert "error" not in json.loads(result.stdout), result.stdout
+        (client_example,) = [b for b in re.findall(r"```python\n(.*?)```", README, re.S) if "OpenAI(" in b]
+        result = subprocess.run([sys.executable, "-c", client_example.replace("8000", str(port))],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and result.stdout.strip(), result.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
