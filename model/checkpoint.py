@@ -170,10 +170,17 @@ def _readable_path(directory: Path) -> Path:
 
 
 def recover_interrupted_save(directory: Path) -> None:
-    """Put back the previous checkpoint if a save died between its two renames (writers only)."""
+    """Tidy up after a save that died (writers only): put the previous checkpoint back if
+    the new one never arrived, drop a previous one the new one already replaced, and
+    remove half-written staging directories."""
     previous = _previous_path(directory)
-    if previous.is_dir() and not directory.exists():
-        os.rename(previous, directory)
+    if previous.is_dir():
+        if directory.exists():
+            shutil.rmtree(previous)
+        else:
+            os.rename(previous, directory)
+    for staging in directory.parent.glob(f".{directory.name}.tmp-*"):
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _read_verified(directory: Path) -> dict[str, bytes]:

@@ -1,5 +1,6 @@
 import json
 import pickle
+import shutil
 
 import pytest
 import torch
@@ -99,6 +100,15 @@ def test_a_save_that_died_between_its_renames_loses_nothing(saved, model, tokeni
     assert checkpoint_exists(saved)  # so no new training run takes the directory for empty
     save_checkpoint(saved, model, tokenizer, {"steps": 13})  # the next save repairs, then replaces
     assert load_checkpoint(saved).training["steps"] == 13
+    assert [p.name for p in saved.parent.iterdir()] == ["ckpt"]
+
+
+def test_a_save_that_died_before_its_cleanup_does_not_block_the_next(saved, model, tokenizer):
+    # Killed after both renames, before the old copy was deleted; and a half-written staging dir.
+    shutil.copytree(saved, saved.with_name(f".{saved.name}.previous"))
+    (saved.parent / f".{saved.name}.tmp-deadbeef").mkdir()
+    save_checkpoint(saved, model, tokenizer, {"steps": 14})
+    assert load_checkpoint(saved).training["steps"] == 14
     assert [p.name for p in saved.parent.iterdir()] == ["ckpt"]
 
 
