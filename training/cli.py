@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
 
 from model import load_checkpoint
+from model.checkpoint import checkpoint_exists
 from model.scoring import score_text
 
 from .config import TrainConfig, load_config
 from .data import read_corpus
-from .trainer import Trainer, has_checkpoint, load_for_resume
+from .trainer import Trainer, load_for_resume
 
 
 def add_train_command(subcommands: argparse._SubParsersAction) -> None:
@@ -48,8 +50,10 @@ def _run_train(args: argparse.Namespace) -> int:
         overrides.append(f'run.device="{args.device}"')
     corpus = read_corpus(args.corpus)
     command = "lyricist " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("lyricist") else ""
+    if command and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        command = f"torchrun --nproc-per-node {os.environ.get('LOCAL_WORLD_SIZE', '?')} $(which lyricist) {command[9:]}"
     if args.resume:
-        if not has_checkpoint(out):
+        if not checkpoint_exists(out):
             raise ValueError(f"nothing to resume: {out} holds no checkpoint")
         saved = load_for_resume(out)
         config = TrainConfig.from_dict(saved["state"]["config"])
@@ -58,7 +62,7 @@ def _run_train(args: argparse.Namespace) -> int:
             raise ValueError("--resume continues with the run's own config; leave out --config")
         trainer = Trainer(corpus, out, config, saved["state"]["command"] or command, resume_from=saved)
     else:
-        if has_checkpoint(out):
+        if checkpoint_exists(out):
             raise ValueError(f"{out} already holds a checkpoint: continue it with --resume, or choose another --out")
         config = load_config(args.config, overrides)
         trainer = Trainer(corpus, out, config, command)

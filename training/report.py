@@ -71,7 +71,7 @@ A {config['model']['layers']}-layer {config['model']['cell'].upper()} language m
 | parameters | {facts['parameters']:,} |
 | steps | {facts['steps']:,} ({facts['epochs']:.2f} epochs, {facts['tokens_seen']:,} tokens) |
 | training time | {facts['train_minutes']:.1f} minutes |
-| hardware | {facts['hardware']} |
+| hardware | {facts['hardware']}; {facts['processes']} process(es) |
 | finished | {facts['finished']} ({facts.get('stop_reason', 'running')}) |
 | command | `{command}` |
 
