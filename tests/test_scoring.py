@@ -1,0 +1,32 @@
+import math
+
+import pytest
+
+import model.scoring as scoring
+from model.scoring import score_text
+
+from .helpers import tiny_model
+
+
+def test_the_figure_does_not_depend_on_how_the_text_is_cut(tokenizer, shakespeare_text, monkeypatch):
+    # The state is carried through the whole text, so reading it 1024 or 7 pieces
+    # at a time gives the same likelihood.
+    model = tiny_model(tokenizer.vocab_size, seed=4).eval()
+    text = shakespeare_text[:3000]
+    whole = score_text(model, tokenizer, text)
+    monkeypatch.setattr(scoring, "CHUNK_TOKENS", 7)
+    cut = score_text(model, tokenizer, text)
+    assert cut.token_ids == whole.token_ids == tokenizer.encode(text)
+    assert cut.nll == pytest.approx(whole.nll, rel=1e-9)
+
+
+def test_metrics_are_consistent(tokenizer):
+    model = tiny_model(tokenizer.vocab_size, seed=5).eval()
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
+    figures = score_text(model, tokenizer, text).metrics()
+    assert figures["chars"] == len(text) and figures["tokens"] == len(tokenizer.encode(text))
+    assert figures["nats_per_char"] == pytest.approx(figures["nll"] / len(text))
+    assert figures["bits_per_char"] == pytest.approx(figures["nats_per_char"] / math.log(2))
+    assert figures["perplexity"] == pytest.approx(math.exp(figures["nll"] / figures["tokens"]))
+    assert figures["words"] == 15  # First Citizen : \n Before we proceed any further , hear me speak . \n
+    assert figures["word_perplexity"] == pytest.approx(math.exp(figures["nll"] / 15))
