@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from model import LanguageModel, Tokenizer, load_checkpoint, save_checkpoint
-from model.checkpoint import MANIFEST_FILE, read_extra_file, stored_tensors
+from model.checkpoint import read_extra_file, stored_tensors
 from model.network import select_rows
 from model.scoring import score_text
 
@@ -447,10 +447,6 @@ def load_for_resume(out: Path) -> dict:
     checkpoint.model.train()
     return {"model": checkpoint.model, "tokenizer": checkpoint.tokenizer, "state": state, "tensors": tensors,
             "log": log}
-
-
-def has_checkpoint(out: Path) -> bool:
-    return (out / MANIFEST_FILE).exists()
 
 
 def _split_optimizer_state(state: dict) -> tuple[dict, dict[str, Tensor]]:
