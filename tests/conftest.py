@@ -30,3 +30,14 @@ def served_checkpoint(tmp_path_factory, tokenizer):
         model.decoder.bias[tokenizer.eos_id] = -1e4
     return save_checkpoint(tmp_path_factory.mktemp("serving") / "tiny-lstm", model, tokenizer,
                            {"corpus": "tinyshakespeare", "val_nats_per_char": 4.2})
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tokenizer):
+    """A small random-weight checkpoint for generation and prediction tests."""
+    from model import save_checkpoint
+
+    from .helpers import tiny_model
+
+    model = tiny_model(tokenizer.vocab_size, embedding_size=32, hidden_size=32, seed=3)
+    return save_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny", model, tokenizer, {"corpus": "none"})

@@ -16,3 +16,41 @@ def tiny_model(vocab_size: int = 50, cell: str = "lstm", seed: int = 0, **overri
     if isinstance(fields.get("dropout"), dict):
         fields["dropout"] = DropoutConfig(**fields["dropout"])
     return LanguageModel(ModelConfig(**fields))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(*args: str, env: dict | None = None):
+    """`lyricist serve ARGS` on a free port, one torch thread; returns (process, base URL) once
+    it is ready. Its output goes to a file (`process.log`), so a long run never blocks on a pipe."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    import httpx
+
+    port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="lyricist-serve-", suffix=".log", delete=False)
+    process = subprocess.Popen([sys.executable, "-m", "model.cli", "serve", "--port", str(port), *args],
+                               env={**os.environ, "LYRICIST_THREADS": "1", **(env or {})},
+                               stdout=log, stderr=subprocess.STDOUT)
+    process.log = Path(log.name)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{base}/readyz").status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"the server did not become ready:\n{process.log.read_text()}")

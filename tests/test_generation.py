@@ -1,23 +1,15 @@
 import subprocess
 import sys
 
-import pytest
 import torch
 
-from model import SamplingParams, generate, load_checkpoint, save_checkpoint
+from model import SamplingParams, generate, load_checkpoint
 from model.checkpoint import WEIGHTS_FILE
 
-from .helpers import tiny_model
 
 
-@pytest.fixture(scope="module")
-def checkpoint_dir(tmp_path_factory, tokenizer):
-    model = tiny_model(tokenizer.vocab_size, embedding_size=32, hidden_size=32, seed=3)
-    return save_checkpoint(tmp_path_factory.mktemp("gen") / "tiny", model, tokenizer, {"corpus": "none"})
-
-
-def test_greedy_generation_carries_state_like_a_full_pass(checkpoint_dir):
-    ckpt = load_checkpoint(checkpoint_dir)
+def test_greedy_generation_carries_state_like_a_full_pass(tiny_checkpoint):
+    ckpt = load_checkpoint(tiny_checkpoint)
     text = "".join(generate(ckpt.model, ckpt.tokenizer, "ROMEO:", 12, SamplingParams(temperature=0)))
     # The same choice made by re-reading the whole context at every step.
     ids = ckpt.tokenizer.encode("ROMEO:", add_bos=True)
@@ -31,8 +23,8 @@ def test_greedy_generation_carries_state_like_a_full_pass(checkpoint_dir):
     assert len(text) > 0
 
 
-def test_seed_reproduces_and_different_seeds_differ(checkpoint_dir):
-    ckpt = load_checkpoint(checkpoint_dir)
+def test_seed_reproduces_and_different_seeds_differ(tiny_checkpoint):
+    ckpt = load_checkpoint(tiny_checkpoint)
 
     def run(seed):
         params = SamplingParams(temperature=1.0, seed=seed)
@@ -46,18 +38,18 @@ def lyricist(*args):
     return subprocess.run([sys.executable, "-m", "model.cli", *args], capture_output=True, text=True, timeout=120)
 
 
-def test_cli_generate_prints_a_reproducible_continuation(checkpoint_dir):
-    args = ["generate", "--model", str(checkpoint_dir), "--prompt", "KING:", "--max-new-tokens", "15", "--seed", "7"]
+def test_cli_generate_prints_a_reproducible_continuation(tiny_checkpoint):
+    args = ["generate", "--model", str(tiny_checkpoint), "--prompt", "KING:", "--max-new-tokens", "15", "--seed", "7"]
     first, second = lyricist(*args), lyricist(*args)
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout and first.stdout.startswith("KING:") and len(first.stdout) > 6
 
 
-def test_cli_reports_a_broken_checkpoint_in_one_line(checkpoint_dir, tmp_path):
+def test_cli_reports_a_broken_checkpoint_in_one_line(tiny_checkpoint, tmp_path):
     import shutil
 
     broken = tmp_path / "broken"
-    shutil.copytree(checkpoint_dir, broken)
+    shutil.copytree(tiny_checkpoint, broken)
     (broken / WEIGHTS_FILE).write_bytes(b"garbage")
     result = lyricist("generate", "--model", str(broken))
     assert result.returncode == 1
@@ -65,6 +57,6 @@ def test_cli_reports_a_broken_checkpoint_in_one_line(checkpoint_dir, tmp_path):
     assert WEIGHTS_FILE in result.stderr and "truncated" in result.stderr
 
 
-def test_cli_refuses_out_of_range_sampling_by_name(checkpoint_dir):
-    result = lyricist("generate", "--model", str(checkpoint_dir), "--top-p", "1.5")
+def test_cli_refuses_out_of_range_sampling_by_name(tiny_checkpoint):
+    result = lyricist("generate", "--model", str(tiny_checkpoint), "--top-p", "1.5")
     assert result.returncode == 1 and "top_p must be in (0, 1]" in result.stderr

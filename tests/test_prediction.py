@@ -8,10 +8,9 @@ import sys
 import pytest
 import torch
 
-from model import load_checkpoint, save_checkpoint
+from model import load_checkpoint
 from model.prediction import EOS_TEXT, classify, is_word_char, predict, search_words
 
-from .helpers import tiny_model
 
 # A tiny vocabulary whose pieces cross word boundaries in every way: words split
 # over pieces, a piece holding a word's end and a comma, spaces, a UTF-8
@@ -100,14 +99,8 @@ def test_word_search_with_a_small_budget_says_it_is_not_exact():
     assert not exact and len(words) > 0
 
 
-@pytest.fixture(scope="module")
-def checkpoint_dir(tmp_path_factory, tokenizer):
-    model = tiny_model(tokenizer.vocab_size, embedding_size=32, hidden_size=32, seed=5)
-    return save_checkpoint(tmp_path_factory.mktemp("pred") / "tiny", model, tokenizer, {"corpus": "none"})
-
-
-def test_word_distribution_of_a_real_model_is_sorted_and_its_mass_at_most_one(checkpoint_dir):
-    ckpt = load_checkpoint(checkpoint_dir)
+def test_word_distribution_of_a_real_model_is_sorted_and_its_mass_at_most_one(tiny_checkpoint):
+    ckpt = load_checkpoint(tiny_checkpoint)
     result = predict(ckpt.model, ckpt.tokenizer, "ROMEO:\nWhat say", top_k=10)
     probs = [p for _, p in result.distribution]
     assert len(probs) == 10 and probs == sorted(probs, reverse=True)
@@ -116,8 +109,8 @@ def test_word_distribution_of_a_real_model_is_sorted_and_its_mass_at_most_one(ch
     assert 0 < result.entropy <= math.log(ckpt.tokenizer.vocab_size) + 1e-9
 
 
-def test_token_distribution_is_the_softmax_of_the_last_logits(checkpoint_dir):
-    ckpt = load_checkpoint(checkpoint_dir)
+def test_token_distribution_is_the_softmax_of_the_last_logits(tiny_checkpoint):
+    ckpt = load_checkpoint(tiny_checkpoint)
     result = predict(ckpt.model, ckpt.tokenizer, "KING", top_k=5, unit="token", temperature=0.5)
     with torch.inference_mode():
         logits, _ = ckpt.model(torch.tensor([ckpt.tokenizer.encode("KING", add_bos=True)]))
@@ -126,8 +119,8 @@ def test_token_distribution_is_the_softmax_of_the_last_logits(checkpoint_dir):
     assert [t for t, _ in result.distribution] == [ckpt.tokenizer.decode([i]) for i in want.indices.tolist()]
 
 
-def test_cli_predict_prints_the_distribution(checkpoint_dir):
-    result = subprocess.run([sys.executable, "-m", "model.cli", "predict", "--model", str(checkpoint_dir),
+def test_cli_predict_prints_the_distribution(tiny_checkpoint):
+    result = subprocess.run([sys.executable, "-m", "model.cli", "predict", "--model", str(tiny_checkpoint),
                              "--prompt", "ROMEO:", "--top-k", "3"], check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()

@@ -5,7 +5,7 @@ import re
 import subprocess
 import sys
 
-from .helpers import ROOT
+from .helpers import ROOT, start_server
 
 README = (ROOT / "README.md").read_text()
 
@@ -26,33 +26,13 @@ def test_readme_python_example_runs(tmp_path):
     assert (tmp_path / "runs" / "untrained" / "model.safetensors").is_file()
 
 
-def test_readme_service_examples_run_against_the_shipped_model(tmp_path):
-    import os
-    import socket
-    import time
-
-    import httpx
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "model.cli", "serve", "--port", str(port)],
-                              env={**os.environ, "LYRICIST_THREADS": "1"}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+def test_readme_service_examples_run_against_the_shipped_model():
+    server, base = start_server()  # no --model: the shipped default
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError(server.stderr.read())
         curls = [line for line in README.splitlines() if line.startswith("curl ")]
         assert len(curls) >= 4
         for line in curls:
-            result = subprocess.run(line.replace("localhost:8000", f"127.0.0.1:{port}"), shell=True,
+            result = subprocess.run(line.replace("localhost:8000", base.removeprefix("http://")), shell=True,
                                     capture_output=True, text=True, timeout=60)
             assert result.returncode == 0 and result.stdout, line
             if '"stream": true' in line:
@@ -60,7 +40,7 @@ def test_readme_service_examples_run_against_the_shipped_model(tmp_path):
             else:
                 assert "error" not in json.loads(result.stdout), result.stdout
         (client_example,) = [b for b in re.findall(r"```python\n(.*?)```", README, re.S) if "OpenAI(" in b]
-        result = subprocess.run([sys.executable, "-c", client_example.replace("8000", str(port))],
+        result = subprocess.run([sys.executable, "-c", client_example.replace("http://127.0.0.1:8000", base)],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and result.stdout.strip(), result.stderr
     finally:

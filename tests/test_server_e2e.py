@@ -1,10 +1,8 @@
 """The real server: `lyricist serve` in a subprocess, over HTTP, with the official openai client."""
 
 import json
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,30 +11,12 @@ import httpx
 import openai
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .helpers import free_port, start_server
 
 
 @pytest.fixture(scope="module")
 def server(served_checkpoint):
-    port = free_port()
-    env = {**os.environ, "LYRICIST_MAX_NEW_TOKENS": "1000000", "LYRICIST_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "model.cli", "serve", "--port", str(port), "--model",
-                                str(served_checkpoint)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail(process.stdout.read().decode())
+    process, base = start_server("--model", str(served_checkpoint), env={"LYRICIST_MAX_NEW_TOKENS": "1000000"})
     yield base, process
     if process.poll() is None:
         process.kill()
@@ -145,21 +125,17 @@ def test_many_concurrent_clients_each_get_their_own_answer(server):
 def test_sigterm_lets_running_requests_finish_then_exits(served_checkpoint):
     import concurrent.futures
 
-    port = free_port()
-    env = {**os.environ, "LYRICIST_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "model.cli", "serve", "--port", str(port), "--model",
-                                str(served_checkpoint)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process, base = start_server("--model", str(served_checkpoint))
     try:
-        assert wait_for(lambda: _ready(port), 60)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            running = pool.submit(httpx.post, f"http://127.0.0.1:{port}/v1/generate",
+            running = pool.submit(httpx.post, f"{base}/v1/generate",
                                   json={"prompt": "", "max_new_tokens": 1000, "temperature": 0}, timeout=60)
             time.sleep(0.3)  # it is under way
             process.send_signal(signal.SIGTERM)
             response = running.result()
         assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] == 1000
         process.wait(timeout=20)  # uvicorn re-raises the signal once it has shut down
-        assert "Application shutdown complete" in process.stdout.read().decode()
+        assert "Application shutdown complete" in process.log.read_text()
     finally:
         if process.poll() is None:
             process.kill()
@@ -171,9 +147,3 @@ def test_a_broken_checkpoint_fails_in_one_line(tmp_path):
                             text=True, timeout=60)
     assert result.returncode == 1 and "Traceback" not in result.stderr and "missing" in result.stderr
 
-
-def _ready(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
-    except httpx.TransportError:
-        return False
