@@ -118,8 +118,13 @@ def test_the_waiting_queue_is_bounded(served_checkpoint):
     engine.start()
 
     async def go():
-        long = [engine.submit(GenerationRequest("", 100000, SamplingParams())) for _ in range(3)]
-        await asyncio.sleep(0.05)  # the first is running, two wait
+        long = [engine.submit(GenerationRequest("", 100000, SamplingParams()))]
+        for _ in range(1000):  # until the worker has taken it into the batch
+            if engine.queue_depth == 0:
+                break
+            await asyncio.sleep(0.01)
+        long += [engine.submit(GenerationRequest("", 100000, SamplingParams())) for _ in range(2)]
+        assert engine.queue_depth == 2  # the first is running, two wait
         with pytest.raises(QueueFull):
             engine.submit(GenerationRequest("", 5, SamplingParams()))
         long[2].cancel()  # a waiting request that leaves makes room at once
