@@ -27,7 +27,7 @@ class PromptCache:
         self.model = model
         self.capacity = capacity
         self._states: OrderedDict[bytes, Tensor] = OrderedDict()
-        self.hits = self.misses = 0
+        self.hits = 0  # prompts that found a cached prefix
 
     @torch.inference_mode()
     def prefill(self, ids: list[int]) -> Features:
@@ -43,7 +43,6 @@ class PromptCache:
                 start = boundary
                 break
         self.hits += start > 0
-        self.misses += start == 0 and last_boundary > 0
         while True:
             end = min(start + CHUNK, len(ids))
             features = self.model.features(torch.tensor([ids[start:end]]), state)
