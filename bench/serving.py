@@ -72,16 +72,19 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-async def predict_latency(base: str, prompt: str, count: int) -> list[float]:
+async def predict_latency(base: str, prompts: list[str]) -> tuple[list[float], int]:
+    """Sequential requests, one per prompt, after 5 warm-up requests: (seconds each, how many were exact)."""
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-        times = []
-        for i in range(count + 5):
+        for prompt in prompts[:5]:
+            (await client.post("/v1/predict", json={"prompt": prompt + " warm", "top_k": 10})).raise_for_status()
+        times, exact = [], 0
+        for prompt in prompts:
             started = time.perf_counter()
             response = await client.post("/v1/predict", json={"prompt": prompt, "top_k": 10})
             response.raise_for_status()
-            if i >= 5:  # warm-up
-                times.append(time.perf_counter() - started)
-        return times
+            times.append(time.perf_counter() - started)
+            exact += response.json()["exact"]
+        return times, exact
 
 
 async def generate_throughput(base: str, clients: int, seconds: float, max_new_tokens: int) -> tuple[float, int]:
@@ -109,10 +112,41 @@ async def generate_throughput(base: str, clients: int, seconds: float, max_new_t
         return sum(counts) / (time.perf_counter() - started), errors
 
 
+def fifty_piece_prompts(tokenizer, count: int) -> list[str]:
+    """`count` prompts of at most 50 pieces (with bos), each ending at a word's end, from spread-out places."""
+    corpus = SHAKESPEARE.read_text(encoding="utf-8")
+    prompts = []
+    for start in range(0, len(corpus) - 2000, (len(corpus) - 2000) // count)[:count]:
+        text = corpus[start:start + 400]
+        ends = [i for i in range(1, len(text)) if text[i] == " " and text[i - 1].isalpha()]
+        prompts.append(max((text[:i] for i in ends if len(tokenizer.encode(text[:i], add_bos=True)) <= 50), key=len))
+    return prompts
+
+
+def predict_figures(base: str, tokenizer, count: int) -> float:
+    """/v1/predict latency three ways; returns the p50 of a repeated prompt, the measure the issue set."""
+    prompts = fifty_piece_prompts(tokenizer, count)
+    # As the demo page asks: the same 50-piece prompt again (other controls changed), so its prefix is cached.
+    repeated = [prompts[0]] * count
+    # Typing: each prompt one word longer than the last, up to 50 pieces.
+    typing = [" ".join(prompt.split(" ")[:n]) for prompt in prompts for n in range(2, prompt.count(" ") + 2)]
+    result = None
+    for name, batch in (("the same prompt again", repeated), ("typing, a word at a time", typing[:count]),
+                        ("a new prompt each time", prompts)):
+        times, exact = asyncio.run(predict_latency(base, batch))
+        times.sort()
+        p50, p99 = statistics.median(times), times[int(0.99 * (len(times) - 1))]
+        print(f"/v1/predict (word unit, top 10, <= 50-piece prompts), {name}: p50 {p50 * 1e3:.1f} ms, "
+              f"p99 {p99 * 1e3:.1f} ms, {exact}/{len(times)} exact")
+        result = p50 if result is None else result
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="LYRICIST_THREADS for the server")
+    parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 1) - 1),
+                        help="LYRICIST_THREADS for the server (default: the server's own, all cores but one)")
     parser.add_argument("--seconds", type=float, default=10.0, help="per concurrency level")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--predict-count", type=int, default=200)
@@ -150,15 +184,7 @@ def main() -> None:
                     pass
                 time.sleep(0.1)
             loaded_rss, _ = rss_mb(server.pid)
-            tokenizer = load_checkpoint(model_dir).tokenizer
-            # The longest start of the corpus that ends at a word's end and has at most 50 pieces.
-            corpus = SHAKESPEARE.read_text(encoding="utf-8")[:5000]
-            ends = [i for i in range(1, len(corpus)) if corpus[i] == " " and corpus[i - 1].isalpha()]
-            prompt = max((corpus[:i] for i in ends if len(tokenizer.encode(corpus[:i], add_bos=True)) <= 50), key=len)
-            times = sorted(asyncio.run(predict_latency(base, prompt, args.predict_count)))
-            p50, p99 = statistics.median(times), times[int(0.99 * (len(times) - 1))]
-            print(f"/v1/predict, {len(tokenizer.encode(prompt, add_bos=True))}-token prompt, word unit, top 10: p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms "
-                  f"({len(times)} sequential requests)")
+            p50 = predict_figures(base, load_checkpoint(model_dir).tokenizer, args.predict_count)
             rates = {}
             for clients in args.concurrency:
                 rate, errors = asyncio.run(generate_throughput(base, clients, args.seconds, args.max_new_tokens))

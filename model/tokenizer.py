@@ -92,11 +92,11 @@ class Tokenizer:
         ids = [self.bos_id] if add_bos else []
         # sentencepiece would read a literal U+2581 as a space, so the text is cut
         # at each one and the cuts are joined by a control piece that decodes to it.
-        parts = text.split(SPACE_MARK)
-        for index, part_ids in enumerate(self._sp.encode(parts)):
+        # One string per call: given a list, sentencepiece starts a thread pool (20 us to over 1 ms a call).
+        for index, part in enumerate(text.split(SPACE_MARK)):
             if index:
                 ids.append(self._literal_mark_id)
-            ids.extend(part_ids)
+            ids.extend(self._sp.encode(part))
         return ids
 
     def decode(self, ids: Iterable[int]) -> str:

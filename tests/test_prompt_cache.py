@@ -20,6 +20,20 @@ def test_a_cached_prefix_never_changes_the_result():
     assert torch.equal(warm.state, cold.state) and torch.equal(warm.dropped, cold.dropped)  # to the bit
 
 
+def test_a_prompt_read_again_is_answered_from_the_cache_with_the_same_bits():
+    model = tiny_model(60).eval()
+    prompt = ids(2 * CHUNK + 5, seed=4)
+    cache = PromptCache(model)
+    first = cache.prefill(prompt)
+    again = cache.prefill(prompt)
+    assert cache.whole_hits == 1
+    fresh = PromptCache(model).prefill(prompt)
+    assert torch.equal(again.state, fresh.state) and torch.equal(again.dropped, fresh.dropped)
+    assert torch.equal(first.dropped, again.dropped)
+    cache.prefill(prompt[:-1])  # a different prompt is read, not looked up
+    assert cache.whole_hits == 1
+
+
 def test_chunked_reading_equals_one_pass():
     model = tiny_model(60).eval()
     prompt = ids(3 * CHUNK + 5, seed=1)
