@@ -19,11 +19,16 @@ def _run_serve(args: argparse.Namespace) -> None:
 
     from model import load_checkpoint
 
-    from .server import create_app
+    from .server import create_app, uvicorn_log_config
     from .settings import Settings
 
     settings = Settings.from_env(host=args.host, port=args.port, models=tuple(args.model) if args.model else None)
-    for path in settings.models:
-        load_checkpoint(path)  # a broken checkpoint is reported in one line before the server starts
+    # Every fault the lifespan would meet is reported here in one line, before the server starts.
+    names = [load_checkpoint(path).name for path in settings.models]
+    if len(set(names)) < len(names):
+        raise ValueError(f"two checkpoints have the same name; models are named by their directory: "
+                         f"{', '.join(settings.models)}")
+    # access_log=False: the app writes its own access line, as JSON (RequestLog in app/server.py)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                timeout_graceful_shutdown=int(settings.request_timeout_s))
+                timeout_graceful_shutdown=int(settings.request_timeout_s), access_log=False,
+                log_config=uvicorn_log_config())

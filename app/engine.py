@@ -30,8 +30,8 @@ from torch import Tensor
 from model import Checkpoint, SamplingParams, sample, select_rows, stack_rows
 from model.prediction import Prediction, predict
 from model.prompt_cache import PromptCache
-from model.scoring import Score, score_text
 from model.sampling import make_generator, random_seed
+from model.scoring import Score, score_text
 
 from .metrics import Metrics
 

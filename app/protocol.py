@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from model.sampling import MAX_SEED, MAX_TEMPERATURE
 from model.tokenizer import check_unicode
@@ -14,32 +14,50 @@ from model.tokenizer import check_unicode
 Text = Annotated[str, AfterValidator(check_unicode)]
 
 MAX_STOP_STRINGS = 4
+MAX_STOP_CHARS = 64  # the engine looks for every stop string's every prefix after each token
+StopText = Annotated[Text, Field(max_length=MAX_STOP_CHARS)]
+MAX_TOP_K = 1_000_000  # more than any vocabulary; it keeps the value a machine integer
 MAX_LOGPROBS = 20
 MAX_COMPLETION_LOGPROBS = 5
 MAX_PREDICT_TOP_K = 100
 MAX_CHOICES = 16  # n of /v1/completions, each a sequence of its own in the batch
 
 
+# Request bodies are read strictly: JSON types as declared (no "5" for 5, no false for 0.0), and no
+# infinity (JSON numbers such as 1e309 parse as one): what the OpenAPI document says is what is accepted.
+STRICT = ConfigDict(strict=True, allow_inf_nan=False)
+
+
+def _whole_number(value: object) -> object:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WHOLE = BeforeValidator(_whole_number)  # as JSON Schema has it, 2.0 is the integer 2
+Integer = Annotated[int, WHOLE]
+# An optional integer's bounds go inside its Annotated, before WHOLE, or the OpenAPI document loses them.
+
+
 class Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", **STRICT)
     model: str | None = None
 
 
 class SamplingFields(BaseModel):
+    model_config = STRICT
     temperature: float = Field(1.0, ge=0, le=MAX_TEMPERATURE)
-    top_k: int = Field(0, ge=0)
+    top_k: Integer = Field(0, ge=0, le=MAX_TOP_K)
     top_p: float = Field(1.0, gt=0, le=1)
     min_p: float = Field(0.0, ge=0, lt=1)
     repetition_penalty: float = Field(1.0, gt=0)
     noise: float = Field(0.0, ge=0)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED), WHOLE] | None = None
 
 
 # -- /v1/predict -------------------------------------------------------------------
 
 class PredictRequest(Request):
     prompt: Text
-    top_k: int = Field(10, ge=1, le=MAX_PREDICT_TOP_K)
+    top_k: Integer = Field(10, ge=1, le=MAX_PREDICT_TOP_K)
     unit: Literal["word", "token"] = "word"
     temperature: float = Field(1.0, ge=0, le=MAX_TEMPERATURE)
 
@@ -64,10 +82,10 @@ class PredictResponse(BaseModel):
 
 class GenerateRequest(Request, SamplingFields):
     prompt: Text = ""
-    max_new_tokens: int = Field(64, ge=1)
+    max_new_tokens: Integer = Field(64, ge=1)
     temperature: float = Field(0.8, ge=0, le=MAX_TEMPERATURE)
-    stop: list[Text] = Field(default_factory=list, max_length=MAX_STOP_STRINGS)
-    logprobs: int = Field(0, ge=0, le=MAX_LOGPROBS)
+    stop: list[StopText] = Field(default_factory=list, max_length=MAX_STOP_STRINGS)
+    logprobs: Integer = Field(0, ge=0, le=MAX_LOGPROBS)
     stream: bool = False
 
 
@@ -122,20 +140,22 @@ class ScoreResponse(BaseModel):
 # -- /v1/completions (OpenAI) --------------------------------------------------------
 
 class StreamOptions(BaseModel):
+    model_config = STRICT
     include_usage: bool = False
 
 
 class CompletionRequest(Request, SamplingFields):
     prompt: Text | list[Text] = ""
-    max_tokens: int | None = Field(16, ge=0)
-    n: int = Field(1, ge=1, le=MAX_CHOICES)
+    max_tokens: Annotated[int, Field(ge=0), WHOLE] | None = 16
+    n: Integer = Field(1, ge=1, le=MAX_CHOICES)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: Text | list[Text] | None = None
-    logprobs: int | None = Field(None, ge=0, le=MAX_COMPLETION_LOGPROBS)
+    stop: StopText | Annotated[list[StopText], Field(max_length=MAX_STOP_STRINGS)] | None = None
+    logprobs: Annotated[int, Field(ge=0, le=MAX_COMPLETION_LOGPROBS), WHOLE] | None = None
     echo: bool = False
-    presence_penalty: float = Field(0.0, ge=-2, le=2)
-    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    # OpenAI's range is accepted by the parser, but only 0 is served (the handler says why): the schema says 0.
+    presence_penalty: float = Field(0.0, ge=-2, le=2, json_schema_extra={"minimum": 0, "maximum": 0})
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, json_schema_extra={"minimum": 0, "maximum": 0})
     user: str | None = None
 
     @property
@@ -197,6 +217,15 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready"] = "ready"
+    models: list[str]
 
 
 class ErrorBody(BaseModel):

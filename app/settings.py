@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "shakespeare-lstm"
+BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,11 @@ class Settings:
     max_prompt_chars: int = field(default=20000, metadata={"env": "LYRICIST_MAX_PROMPT_CHARS"})
     request_timeout_s: float = field(default=60.0, metadata={"env": "LYRICIST_REQUEST_TIMEOUT_S"})
     cors_origins: tuple[str, ...] = field(default=(), metadata={"env": "LYRICIST_CORS_ORIGINS"})
-    threads: int = field(default_factory=lambda: os.cpu_count() or 1, metadata={"env": "LYRICIST_THREADS"})
+    # One core is left to the event loop (HTTP, JSON, the search's bookkeeping): on 2 cores, two torch threads
+    # fighting it for a core gave 32 clients 7.8x one client's rate, one thread 13.6x (docs/serving.md).
+    threads: int = field(default_factory=lambda: max(1, (os.cpu_count() or 1) - 1),
+                         metadata={"env": "LYRICIST_THREADS"})
+    log_prompts: bool = field(default=False, metadata={"env": "LYRICIST_LOG_PROMPTS"})
 
     def __post_init__(self):
         problems = [f"{f.metadata['env']} must be at least 1, got {getattr(self, f.name)}"
@@ -58,6 +63,10 @@ class Settings:
 def _parse(name: str, kind: str, raw: str) -> Any:
     if kind == "tuple[str, ...]":
         return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if kind == "bool":
+        if raw.strip().lower() not in BOOLEANS:
+            raise ValueError(f"{name} must be true or false, got {raw!r}")
+        return BOOLEANS[raw.strip().lower()]
     try:
         return int(raw) if kind == "int" else float(raw) if kind == "float" else raw.strip()
     except ValueError:

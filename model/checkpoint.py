@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import safetensors.torch
+import torch
 from safetensors import SafetensorError
 from torch import Tensor
 
@@ -90,11 +91,21 @@ def save_checkpoint(
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}")
     previous = _previous_path(directory)
+    writing = "the staging directory"
     try:
         staging.mkdir()
-        for name, data in files.items():
-            _write_durably(staging / name, data)
+        for writing, data in files.items():
+            _write_durably(staging / writing, data)
         _fsync_directory(staging)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        # A full disk says only "No space left on device": name the checkpoint, and say that nothing was lost.
+        raise OSError(error.errno, f"cannot save a checkpoint: {error.strerror} (writing {writing}); "
+                                   "what was there before is unchanged", str(directory)) from error
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    try:
         if directory.exists():
             os.rename(directory, previous)
         os.rename(staging, directory)
@@ -241,11 +252,16 @@ def _load_weights(model: LanguageModel, path: Path, data: bytes) -> None:
     expected = stored_tensors(model)
     problems = [f"missing tensor {name}" for name in expected if name not in tensors]
     problems += [f"unexpected tensor {name}" for name in tensors if name not in expected]
-    problems += [
-        f"{name} has shape {tuple(tensors[name].shape)}, the config needs {tuple(tensor.shape)}"
-        for name, tensor in expected.items()
-        if name in tensors and tensors[name].shape != tensor.shape
-    ]
+    for name, tensor in expected.items():
+        if name not in tensors:
+            continue
+        stored = tensors[name]
+        if stored.shape != tensor.shape:
+            problems.append(f"{name} has shape {tuple(stored.shape)}, the config needs {tuple(tensor.shape)}")
+        elif stored.dtype != tensor.dtype:  # loading would silently convert it
+            problems.append(f"{name} has dtype {stored.dtype}, the model needs {tensor.dtype}")
+        elif not torch.isfinite(stored).all():  # a diverged run's weights would serve nothing but noise
+            problems.append(f"{name} holds NaN or infinite values")
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise CheckpointError(f"{path}: weights do not fit the config: {shown}")

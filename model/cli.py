@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError) as error:
         print(f"lyricist {args.command}: error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # a full disk, a directory we may not write: the path and the reason, no traceback
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"lyricist {args.command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -10,6 +10,7 @@ depends on a batch size).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,9 +44,14 @@ class Score:
             "words": self.words,
             "nats_per_char": nll / self.chars if self.chars else 0.0,
             "bits_per_char": nll / self.chars / math.log(2) if self.chars else 0.0,
-            "perplexity": math.exp(nll / tokens) if tokens else 1.0,
-            "word_perplexity": math.exp(nll / self.words) if self.words else 1.0,
+            "perplexity": _perplexity(nll / tokens) if tokens else 1.0,
+            "word_perplexity": _perplexity(nll / self.words) if self.words else 1.0,
         }
+
+
+def _perplexity(nats: float) -> float:
+    """exp(nats), held at the largest float: one long unlikely word can pass 709 nats, and JSON has no inf."""
+    return math.exp(min(nats, math.log(sys.float_info.max)))
 
 
 @torch.inference_mode()

@@ -30,3 +30,15 @@ def test_metrics_are_consistent(tokenizer):
     assert figures["perplexity"] == pytest.approx(math.exp(figures["nll"] / figures["tokens"]))
     assert figures["words"] == 15  # First Citizen : \n Before we proceed any further , hear me speak . \n
     assert figures["word_perplexity"] == pytest.approx(math.exp(figures["nll"] / 15))
+
+
+def test_figures_of_a_hopeless_text_stay_finite(tiny_checkpoint):
+    """One long word the model finds very unlikely passes 709 nats, past what exp() can hold."""
+    from model import load_checkpoint
+    from model.scoring import score_text
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    score = score_text(ckpt.model, ckpt.tokenizer, "7" * 400)
+    figures = score.metrics()
+    assert figures["nll"] / figures["words"] > 709
+    assert all(math.isfinite(value) for value in figures.values())

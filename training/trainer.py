@@ -158,9 +158,13 @@ class Trainer:
             self.replicas.close()
 
     def _loop(self) -> Progress:
+        # Closed however the run ends, so that an error message (a full disk) starts a line of its own.
+        with tqdm(total=self._planned_steps(), initial=self.progress.step, unit="step", dynamic_ncols=True,
+                  disable=not self.replicas.is_main, smoothing=0.1) as bar:
+            return self._train(bar)
+
+    def _train(self, bar: tqdm) -> Progress:
         o, r, p = self.config.optim, self.config.run, self.progress
-        bar = tqdm(total=self._planned_steps(), initial=p.step, unit="step", dynamic_ncols=True,
-                   disable=not self.replicas.is_main, smoothing=0.1)
         started = time.monotonic() - p.elapsed_s
         last_save = last_eval = time.monotonic()
         window_started, window_tokens = time.monotonic(), 0

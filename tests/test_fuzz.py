@@ -1,0 +1,53 @@
+"""Property-based tests generated from the API's OpenAPI document (schemathesis), against the real server.
+
+Every operation gets schema-valid and schema-invalid requests; every answer must pass schemathesis's
+checks (no 5xx; status, content type, headers and body as declared; valid data accepted, invalid data
+refused) and ours: an error is the one envelope, and every answer carries an X-Request-ID.
+Generation stays cheap: the server caps max_new_tokens at 8 and prompts at 200 characters.
+
+The operations are collected from `create_app(...).openapi()` with the server's settings (pytest
+collects before any fixture can start a server), and the first test proves that this is exactly the
+document the running server serves.
+"""
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from app.server import create_app
+from app.settings import Settings
+
+from .helpers import start_server
+
+LIMITS = {"LYRICIST_MAX_NEW_TOKENS": "8", "LYRICIST_MAX_PROMPT_CHARS": "200"}
+DOCUMENT = create_app(Settings.from_env(LIMITS, models=("tiny-lstm",))).openapi()
+# Refusing a schema-violating request: 400, or 413 for a prompt past maxLength (API.md); never a 5xx.
+CONFIG = schemathesis.Config.from_dict({"checks": {"negative_data_rejection": {"expected-statuses": [400, 413]}}})
+schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
+
+
+@pytest.fixture(scope="module")
+def base(served_checkpoint):
+    process, base = start_server("--model", str(served_checkpoint), env=LIMITS)
+    yield base
+    process.kill()
+    process.wait()
+
+
+def errors_use_the_envelope(ctx, response, case):
+    assert response.headers.get("x-request-id"), "no X-Request-ID"
+    if response.status_code >= 400:
+        body = response.json()
+        assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+        assert isinstance(body["error"]["message"], str) and body["error"]["message"], body
+
+
+def test_the_fuzzed_document_is_the_one_the_server_serves(base):
+    assert httpx.get(f"{base}/openapi.json").json() == DOCUMENT
+
+
+@schema.parametrize()
+@settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+def test_every_operation_keeps_its_declared_contract(case, base):
+    case.call_and_validate(base_url=base, additional_checks=[errors_use_the_envelope], timeout=30)
