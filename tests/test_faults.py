@@ -223,7 +223,7 @@ def test_a_model_broken_after_the_check_never_makes_the_server_ready(checkpoints
 
 # -- training survives kill -9 and a full disk -----------------------------------------------------
 
-MAX_STEPS = 120  # more than the killed runs can reach between them, so that each is killed mid-run
+MAX_STEPS = 400  # more than the killed runs can reach between them (about 100 on an idle machine), so each is killed mid-run
 TINY_RUN = [
     "model.vocab_size=400", "model.hidden_size=32", "model.embedding_size=16", "optim.batch_size=8",
     "optim.bptt=16", "optim.warmup_steps=5", f"optim.max_steps={MAX_STEPS}", "run.log_every_steps=1",
@@ -326,8 +326,11 @@ def test_kill_9_at_spread_moments_never_loses_the_last_checkpoint(corpus, tmp_pa
     assert final.wait(timeout=120) == 0, (tmp_path / "final" / "stderr").read_text()[-2000:]
     assert load_checkpoint(out).training["finished"]
     log = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
-    # Work done after the last save is redone, never lost and never counted twice.
-    assert [e["step"] for e in log if e["event"] == "train"] == list(range(1, MAX_STEPS + 1))
+    # Work done after the last save is redone, never lost and never counted twice (the run may end before
+    # MAX_STEPS by early stopping: the tiny model stops improving on its tiny corpus).
+    steps = load_checkpoint(out).training["steps"]
+    assert steps > last_step
+    assert [e["step"] for e in log if e["event"] == "train"] == list(range(1, steps + 1))
     assert leftovers(out) == []
 
 
