@@ -15,9 +15,7 @@ import argparse
 import asyncio
 import os
 import shlex
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +26,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from processes import process_figures, start_server
 
 from model import LanguageModel, ModelConfig, SamplingParams, Tokenizer, load_checkpoint, save_checkpoint
 from model.sampling import make_generator, sample
@@ -59,17 +59,6 @@ def plain_loop(model_dir: Path, batch: int, steps: int, threads: int) -> float:
                 tokens = sample(logits[:, -1], params, generators)
                 logits, state = model(tokens.view(-1, 1), state)
     return batch * steps / (time.perf_counter() - started)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_mb(pid: int) -> tuple[float, float]:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
 async def predict_latency(base: str, prompts: list[str]) -> tuple[list[float], int]:
@@ -170,20 +159,9 @@ def main() -> None:
         print(f"plain in-process loop: {ceiling[1]:.0f} tokens/s at batch 1, {ceiling[32]:.0f} tokens/s at batch 32 "
               f"({ceiling[32] / ceiling[1]:.1f}x)")
 
-        port = free_port()
-        env = {**os.environ, "LYRICIST_THREADS": str(args.threads), "LYRICIST_MAX_QUEUE": "1024"}
-        server = subprocess.Popen([sys.executable, "-m", "model.cli", "serve", "--port", str(port), "--model",
-                                   str(model_dir)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{port}"
+        server, base = start_server(model_dir, args.threads, LYRICIST_MAX_QUEUE="1024")
         try:
-            for _ in range(600):
-                try:
-                    if httpx.get(f"{base}/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
-            loaded_rss, _ = rss_mb(server.pid)
+            loaded_rss = process_figures(server.pid)["rss_mb"]
             p50 = predict_figures(base, load_checkpoint(model_dir).tokenizer, args.predict_count)
             rates = {}
             for clients in args.concurrency:
@@ -191,9 +169,9 @@ def main() -> None:
                 rates[clients] = rate
                 print(f"/v1/generate, {clients:3d} concurrent clients, {args.max_new_tokens} tokens each: "
                       f"{rate:7.0f} tokens/s aggregate" + (f" ({errors} errors)" if errors else ""))
-            _, peak = rss_mb(server.pid)
+            peak = process_figures(server.pid)["peak_rss_mb"]
             time.sleep(2)
-            idle_rss, _ = rss_mb(server.pid)
+            idle_rss = process_figures(server.pid)["rss_mb"]
             print(f"server RSS: {loaded_rss:.0f} MB loaded, {peak:.0f} MB peak, {idle_rss:.0f} MB after the load")
             if 1 in rates:
                 print(f"\nsingle client / plain loop batch 1: {rates[1] / ceiling[1]:.0%} (bar: >= 85%)")

@@ -20,9 +20,7 @@ import json
 import os
 import random
 import shlex
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,23 +28,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import httpx
+from processes import process_figures, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "checkpoints" / "shakespeare-lstm"
 PROMPTS = ["ROMEO:", "KING HENRY:\nWhat say you", "To be, or not to be", "", "First Citizen:\nBefore we proceed",
            "O, ", "The quality of mercy is not strain'd", "JULIET:\nGood night, good night! parting is such"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def process_figures(pid: int) -> dict[str, float]:
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return {"rss_mb": int(status["VmRSS"].split()[0]) / 1024, "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024,
-            "fds": len(os.listdir(f"/proc/{pid}/fd")), "threads": len(os.listdir(f"/proc/{pid}/task"))}
 
 
 class Traffic:
@@ -166,23 +153,10 @@ def main() -> None:
     args = parser.parse_args()
     command = "python bench/soak.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
-    port = free_port()
     log = Path(tempfile.mkstemp(prefix="lyricist-soak-", suffix=".log")[1])  # kept: the report names it
-    env = {**os.environ, "LYRICIST_THREADS": str(args.threads)}
     with log.open("w") as output:
-        server = subprocess.Popen([sys.executable, "-m", "model.cli", "serve", "--port", str(port), "--model",
-                                   str(args.model)], env=env, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT)
-    base = f"http://127.0.0.1:{port}"
+        server, base = start_server(args.model, args.threads, output)
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None:
-                sys.exit(f"the server exited:\n{log.read_text()}")
-            time.sleep(0.1)
         loaded = process_figures(server.pid)
         asyncio.run(Traffic(base, args.clients, args.seed + 1, args.max_tokens).run(args.warmup_seconds))
         wait_until_idle(base, server.pid, loaded["fds"])

@@ -54,3 +54,15 @@ def start_server(*args: str, env: dict | None = None):
         time.sleep(0.1)
     process.kill()
     raise AssertionError(f"the server did not become ready:\n{process.log.read_text()}")
+
+
+def wait_for(predicate, seconds: float = 10.0) -> bool:
+    """Whether `predicate()` becomes true within `seconds` (checked every 20 ms)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False

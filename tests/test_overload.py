@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .helpers import ROOT, start_server
+from .helpers import ROOT, start_server, wait_for
 
 BATCH, QUEUE, CLIENTS = 2, 4, 60
 
@@ -23,15 +23,6 @@ def rss_kb(pid: int) -> int:
 def metric(base: str, name: str) -> float:
     match = re.search(rf"^{re.escape(name)} (\S+)$", httpx.get(f"{base}/metrics").text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
-
-
-def wait_for(predicate, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture(scope="module")

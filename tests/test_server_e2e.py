@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from .helpers import free_port, start_server
+from .helpers import free_port, start_server, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +27,6 @@ def metric(base: str, name: str) -> float:
     text = httpx.get(f"{base}/metrics").text
     match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
-
-
-def wait_for(predicate, seconds=5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture
