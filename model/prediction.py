@@ -200,7 +200,7 @@ class Vocabulary:
         self.leads = sorted(set(self.start_lead))
         lead_ids = {lead: i for i, lead in enumerate(self.leads)}
         self.start_lead_id = torch.tensor([lead_ids[lead] for lead in self.start_lead])
-        self.start_word = torch.tensor([bool(key) and _complete(data) for key, data in zip(self.start_key, piece_bytes)])
+        self.start_word = torch.tensor([bool(key) and whole for key, whole in zip(self.start_key, self.whole)])
         self.starts_word = self.start_word.tolist()
         # After a whole word in progress: pieces whose text starts a new unit end it; pieces all of
         # word characters lengthen it (their text is kept to build the longer word without classify).
@@ -570,9 +570,11 @@ class _Search:
                 if mass + sum(n.prob for n in on_path) + bundled > limit:
                     want(on_path + holding)
         popped: list[tuple[float, int, _Node]] = []
-        seen = sorted([-entry[0] for heap in self.heaps.values() for entry in heapq.nsmallest(top_k, heap)]
-                      + [mass for _, mass in listed], reverse=True)
-        guess = GUESS_FRACTION * seen[top_k - 1] if len(seen) >= top_k and not self.expanded else 0.0
+        guess = 0.0
+        if not self.expanded:
+            seen = sorted([-entry[0] for heap in self.heaps.values() for entry in heapq.nsmallest(top_k, heap)]
+                          + [mass for _, mass in listed], reverse=True)
+            guess = GUESS_FRACTION * seen[top_k - 1] if len(seen) >= top_k else 0.0
         while best_anywhere > limit and len(wanted) < NODES_PER_ROUND:
             # a unit not found yet could still overtake: take the best nodes
             live = [(lead, n) for lead, n in tops.items() if n is not None]
