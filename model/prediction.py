@@ -71,7 +71,8 @@ def next_piece_probs(logits: Tensor, temperature: float) -> Tensor:
     z = logits.double()
     if temperature == 0:
         return torch.nn.functional.one_hot(z.argmax(-1), z.shape[-1]).double()
-    return torch.softmax(z / temperature, dim=-1)
+    # Shift before dividing: at a tiny T, z / T overflows to inf and inf - inf is NaN.
+    return torch.softmax((z - z.amax(-1, keepdim=True)) / temperature, dim=-1)
 
 
 def entropy(probs: Tensor) -> float:

@@ -71,15 +71,17 @@ def sample(
     """
     z = logits.float()
     if seen is not None and any(p.repetition_penalty != 1 for p in params):
-        theta = _column(z, [p.repetition_penalty for p in params])
+        # Past 1e30 either way the penalty has done all it can; the bounds keep z finite.
+        theta = _column(z, [p.repetition_penalty for p in params]).clamp(1e-30, 1e30)
         z = torch.where(seen, torch.where(z > 0, z / theta, z * theta), z)
     if all(p.is_greedy for p in params):
         return z.argmax(dim=-1)
 
-    temperature = _column(z, [p.temperature or 1.0 for p in params])
-    z = filter_logits(z / temperature, params)
+    # With each row's best at 0, dividing by even the tiniest temperature gives no inf - inf.
+    temperature = _column(z, [p.temperature or 1.0 for p in params]).clamp_min(torch.finfo(z.dtype).tiny)
+    z = filter_logits(_best_at_zero(z) / temperature, params)
     if any(p.noise > 0 for p in params):
-        z = z + _column(z, [p.noise for p in params]) * _gumbel_rows(z, params, generators)
+        z = _add_noise(z, _column(z, [p.noise for p in params]), _gumbel_rows(z, params, generators))
     choice = z.argmax(dim=-1)
     draw_rows = [i for i, p in enumerate(params) if p.temperature > 0]
     if draw_rows:
@@ -100,13 +102,34 @@ def filter_logits(z: Tensor, params: Sequence[SamplingParams]) -> Tensor:
             probs = torch.softmax(sorted_z, dim=-1)
             mass_before = probs.cumsum(dim=-1) - probs
             top_p = _column(z, [p.top_p if p.top_p < 1 else 2.0 for p in params])
-            keep &= mass_before < top_p
+            keep &= (mass_before < top_p) | (rank == 0)  # the best token always stays
         z = z.masked_fill(~torch.zeros_like(keep).scatter(1, order, keep), float("-inf"))
     if any(p.min_p > 0 for p in params):
         probs = torch.softmax(z, dim=-1)
         floor = _column(z, [p.min_p for p in params]) * probs.max(dim=-1, keepdim=True).values
         z = z.masked_fill(probs < floor, float("-inf"))
     return z
+
+
+def _add_noise(z: Tensor, noise: Tensor, gumbel: Tensor) -> Tensor:
+    """z + noise * gumbel on the tokens the filters kept, each row's best shifted to 0.
+
+    Loud noise (> 1) is added as noise * (z / noise + gumbel), which is finite whatever its
+    size: noise * gumbel would overflow to ties of +inf, and a tie goes to the lowest index.
+    """
+    noise = noise.clamp_max(torch.finfo(z.dtype).max)
+    loud = noise > 1
+    noisy = torch.where(loud, z / noise + gumbel, z + noise * gumbel)
+    noisy = noisy.masked_fill(z == float("-inf"), float("-inf"))  # what the filters left out stays out
+    noisy = noisy - noisy.amax(dim=-1, keepdim=True)
+    return torch.where(loud, noisy * noise, noisy)
+
+
+def _best_at_zero(z: Tensor) -> Tensor:
+    """Shift each row so its best score is 0. Where scores overflowed to +inf, those tie as the
+    best and the rest drop out: the limit the scores were heading to."""
+    top = z.amax(dim=-1, keepdim=True)
+    return torch.where(top.isinf(), torch.where(z == top, 0.0, float("-inf")), z - top)
 
 
 def _inverse_cdf(probs: Tensor, uniforms: Tensor) -> Tensor:

@@ -1,8 +1,15 @@
 import pytest
+from hypothesis import settings
 
 from model import Tokenizer
 
 from .helpers import SHAKESPEARE
+
+# CI gives the same verdict on the same code: property tests draw the same cases every run.
+# `pytest --hypothesis-profile=explore` draws fresh ones, many more (RELIABILITY.md).
+settings.register_profile("repeatable", derandomize=True, max_examples=50)
+settings.register_profile("explore", max_examples=1000)
+settings.load_profile("repeatable")
 
 
 @pytest.fixture(scope="session")

@@ -48,6 +48,6 @@ def test_the_fuzzed_document_is_the_one_the_server_serves(base):
 
 
 @schema.parametrize()
-@settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(deadline=None, suppress_health_check=list(HealthCheck))  # cases per run: the profile's
 def test_every_operation_keeps_its_declared_contract(case, base):
     case.call_and_validate(base_url=base, additional_checks=[errors_use_the_envelope], timeout=30)

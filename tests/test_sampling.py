@@ -125,6 +125,42 @@ def test_noise_explores_at_temperature_zero():
     assert set(draws(SamplingParams(temperature=0, noise=1.0), logits, 200).tolist()) == {0, 1, 2}
 
 
+TINIEST = 5e-324  # the smallest positive double: dividing by it, or by its float32 rounding (0), overflows
+EXTREMES = [
+    ({"temperature": TINIEST}, "argmax"), ({"temperature": 1e-40}, "argmax"),
+    ({"temperature": TINIEST, "top_p": 0.9, "min_p": 0.5}, "argmax"),
+    ({"top_p": TINIEST}, "argmax"), ({"temperature": 5.0, "top_p": TINIEST}, "argmax"),
+    ({"min_p": 1 - 1e-12}, "argmax"),
+    ({"top_k": 3, "noise": 1e308}, "top3"), ({"top_k": 3, "noise": 1e38}, "top3"),
+    ({"temperature": TINIEST, "top_k": 2, "noise": 1e308}, "top2"),
+    ({"noise": 1e308}, "any"), ({"temperature": 0, "noise": 1e308}, "any"),
+    ({"repetition_penalty": TINIEST}, "best seen"), ({"temperature": 0, "repetition_penalty": TINIEST}, "best seen"),
+    ({"temperature": 0, "repetition_penalty": 1e308}, "best unseen"),
+]
+
+
+@pytest.mark.parametrize("settings, allowed", EXTREMES)
+def test_extreme_settings_reach_their_limit_and_never_a_token_out_of_it(settings, allowed):
+    """At the edges of the valid ranges the choice is what the limit of the formulas gives: no NaN
+    picks a token the filters left out (it once picked the last token of the vocabulary)."""
+    logits = torch.randn(64, 300, generator=torch.Generator().manual_seed(3)) * 3
+    seen = torch.zeros_like(logits, dtype=torch.bool)
+    seen[:, :100] = True  # of the seen tokens the penalty favours positive logits as 1/penalty grows
+    limit = {
+        "argmax": lambda: [{i} for i in logits.argmax(-1).tolist()],
+        "top3": lambda: [set(row) for row in logits.topk(3).indices.tolist()],
+        "top2": lambda: [set(row) for row in logits.topk(2).indices.tolist()],
+        "any": lambda: [set(range(300))] * 64,
+        "best seen": lambda: [{i} for i in logits[:, :100].argmax(-1).tolist()],
+        "best unseen": lambda: [{i + 100} for i in logits[:, 100:].argmax(-1).tolist()],
+    }[allowed]()
+    generators = [make_generator(i) for i in range(64)]
+    chosen = sample(logits, [SamplingParams(**settings)] * 64, generators, seen).tolist()
+    assert all(choice in allowed_set for choice, allowed_set in zip(chosen, limit)), (chosen, limit)
+    if allowed == "any":
+        assert len(set(chosen)) > 20  # loud noise spreads the choice over the vocabulary
+
+
 @pytest.mark.parametrize("field, value, allowed", [
     ("temperature", -0.1, "between 0 and 5"), ("temperature", 5.5, "between 0 and 5"),
     ("temperature", math.nan, "between 0 and 5"), ("top_k", -1, ">= 0"), ("top_p", 0.0, r"\(0, 1\]"),
