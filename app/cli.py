@@ -17,7 +17,7 @@ def add_serve_command(subcommands: argparse._SubParsersAction) -> None:
 def _run_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from model import load_checkpoint
+    from lyricist.model import load_checkpoint
 
     from .server import create_app, uvicorn_log_config
     from .settings import Settings

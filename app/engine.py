@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from model import Checkpoint, SamplingParams, sample, select_rows, stack_rows
-from model.prediction import Prediction, predict
-from model.prompt_cache import PromptCache
-from model.sampling import make_generator, random_seed
-from model.scoring import Score, score_text
+from lyricist.model import Checkpoint, SamplingParams, sample, select_rows, stack_rows
+from lyricist.model.prediction import Prediction, predict
+from lyricist.model.prompt_cache import PromptCache
+from lyricist.model.sampling import make_generator, random_seed
+from lyricist.model.scoring import Score, score_text
 
 from .metrics import Metrics
 

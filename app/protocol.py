@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from model.sampling import MAX_SEED, MAX_TEMPERATURE
-from model.tokenizer import check_unicode
+from lyricist.model.sampling import MAX_SEED, MAX_TEMPERATURE
+from lyricist.model.tokenizer import check_unicode
 
 # Text the model will read. JSON can carry a lone surrogate ("\\ud800"), which is
 # no character; it is refused as a bad value of its field.

@@ -29,9 +29,9 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from model import SamplingParams, load_checkpoint
-from model.sampling import MAX_SEED
-from model.scoring import Score
+from lyricist.model import SamplingParams, load_checkpoint
+from lyricist.model.sampling import MAX_SEED
+from lyricist.model.scoring import Score
 
 from . import protocol as p
 from .engine import Finished, GenerationRequest, ModelEngine, QueueFull, ShuttingDown, Stream, TokenEvent

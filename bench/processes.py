@@ -20,7 +20,7 @@ def start_server(model: Path, threads: int, output: IO | int = subprocess.DEVNUL
     """`lyricist serve --model MODEL` on a free port with `threads` torch threads and the LYRICIST_* `env`;
     returns (the process, its base URL) once it is ready."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "model.cli", "serve", "--port", str(port), "--model", str(model)],
+    server = subprocess.Popen([sys.executable, "-m", "lyricist.model.cli", "serve", "--port", str(port), "--model", str(model)],
                               env={**os.environ, "LYRICIST_THREADS": str(threads), **env}, stdout=output,
                               stderr=subprocess.STDOUT, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"

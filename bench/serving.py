@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from processes import process_figures, start_server
 
-from model import LanguageModel, ModelConfig, SamplingParams, Tokenizer, load_checkpoint, save_checkpoint
-from model.sampling import make_generator, sample
+from lyricist.model import LanguageModel, ModelConfig, SamplingParams, Tokenizer, load_checkpoint, save_checkpoint
+from lyricist.model.sampling import make_generator, sample
 
 DEFAULT_MODEL = ROOT / "checkpoints" / "shakespeare-lstm"
 SHAKESPEARE = ROOT / "data" / "tinyshakespeare" / "input.txt"

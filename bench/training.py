@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.checkpoint import read_extra_file  # noqa: E402
-from training.data import read_corpus  # noqa: E402
+from lyricist.model.checkpoint import read_extra_file  # noqa: E402
+from lyricist.training.data import read_corpus  # noqa: E402
 
 CORPUS = ROOT / "data" / "tinyshakespeare" / "input.txt"
 
@@ -78,7 +78,7 @@ def main() -> None:
 
 
 def _train_tokens(out: Path, corpus) -> int:
-    from model import load_checkpoint
+    from lyricist.model import load_checkpoint
 
     return len(load_checkpoint(out).tokenizer.encode(corpus.train_text, add_bos=True))
 

@@ -1,7 +1,7 @@
 import pytest
 from hypothesis import settings
 
-from model import Tokenizer
+from lyricist.model import Tokenizer
 
 from .helpers import SHAKESPEARE
 
@@ -28,7 +28,7 @@ def served_checkpoint(tmp_path_factory, tokenizer):
     """A small random-weight checkpoint for the serving tests (its name: "tiny-lstm")."""
     import torch
 
-    from model import save_checkpoint
+    from lyricist.model import save_checkpoint
 
     from .helpers import tiny_model
 
@@ -42,7 +42,7 @@ def served_checkpoint(tmp_path_factory, tokenizer):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tokenizer):
     """A small random-weight checkpoint for generation and prediction tests."""
-    from model import save_checkpoint
+    from lyricist.model import save_checkpoint
 
     from .helpers import tiny_model
 

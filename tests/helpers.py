@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from model import DropoutConfig, LanguageModel, ModelConfig
+from lyricist.model import DropoutConfig, LanguageModel, ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAKESPEARE = ROOT / "data" / "tinyshakespeare" / "input.txt"
@@ -39,7 +39,7 @@ def start_server(*args: str, env: dict | None = None):
 
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="lyricist-serve-", suffix=".log", delete=False)
-    process = subprocess.Popen([sys.executable, "-m", "model.cli", "serve", "--port", str(port), *args],
+    process = subprocess.Popen([sys.executable, "-m", "lyricist.model.cli", "serve", "--port", str(port), *args],
                                env={**os.environ, "LYRICIST_THREADS": "1", **(env or {})},
                                stdout=log, stderr=subprocess.STDOUT)
     process.log = Path(log.name)

@@ -6,8 +6,8 @@ import math
 import pytest
 from fastapi.testclient import TestClient
 
-from app.server import create_app
-from app.settings import Settings
+from lyricist.app.server import create_app
+from lyricist.app.settings import Settings
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ def base(served_checkpoint):
 
 @pytest.fixture(scope="module")
 def second_checkpoint(tmp_path_factory, tokenizer):
-    from model import save_checkpoint
+    from lyricist.model import save_checkpoint
 
     model = tiny_model(tokenizer.vocab_size, cell="gru", embedding_size=24, hidden_size=40, seed=5)
     return save_checkpoint(tmp_path_factory.mktemp("browser") / "tiny-gru", model, tokenizer, {"corpus": "none"})

@@ -5,8 +5,8 @@ import shutil
 import pytest
 import torch
 
-from model import CheckpointError, LanguageModel, load_checkpoint, save_checkpoint
-from model.checkpoint import checkpoint_exists, CONFIG_FILE, MANIFEST_FILE, TOKENIZER_FILE, WEIGHTS_FILE, _sha256, read_extra_file
+from lyricist.model import CheckpointError, LanguageModel, load_checkpoint, save_checkpoint
+from lyricist.model.checkpoint import checkpoint_exists, CONFIG_FILE, MANIFEST_FILE, TOKENIZER_FILE, WEIGHTS_FILE, _sha256, read_extra_file
 
 from .helpers import tiny_model
 
@@ -68,7 +68,7 @@ def test_saving_over_a_checkpoint_replaces_it_whole(saved, model, tokenizer):
 
 
 def test_a_save_that_dies_midway_leaves_the_previous_checkpoint_intact(saved, model, tokenizer, monkeypatch):
-    import model.checkpoint as checkpoint_module
+    import lyricist.model.checkpoint as checkpoint_module
 
     before = load_checkpoint(saved).model(PROBE)[0]
     written = []

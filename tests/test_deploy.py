@@ -17,9 +17,9 @@ import httpx
 import pytest
 import yaml
 
-from app.cli import add_serve_command
-from app.settings import DEFAULT_MODEL, Settings
-from model import load_checkpoint
+from lyricist.app.cli import add_serve_command
+from lyricist.app.settings import DEFAULT_MODEL, Settings
+from lyricist.model import load_checkpoint
 
 from .helpers import ROOT, free_port, start_server
 

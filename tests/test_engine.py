@@ -6,8 +6,8 @@ import time
 import pytest
 import torch
 
-from app.engine import GenerationRequest, ModelEngine, QueueFull
-from model import Checkpoint, LanguageModel, ModelConfig, SamplingParams, generate, load_checkpoint
+from lyricist.app.engine import GenerationRequest, ModelEngine, QueueFull
+from lyricist.model import Checkpoint, LanguageModel, ModelConfig, SamplingParams, generate, load_checkpoint
 
 
 @pytest.fixture

@@ -23,10 +23,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from model import CheckpointError, load_checkpoint
-from model.checkpoint import CONFIG_FILE, MANIFEST_FILE, TOKENIZER_FILE, WEIGHTS_FILE, checkpoint_exists
-from model.cli import main as lyricist_main
-from training.trainer import LOG_FILE, load_for_resume
+from lyricist.model import CheckpointError, load_checkpoint
+from lyricist.model.checkpoint import CONFIG_FILE, MANIFEST_FILE, TOKENIZER_FILE, WEIGHTS_FILE, checkpoint_exists
+from lyricist.model.cli import main as lyricist_main
+from lyricist.training.trainer import LOG_FILE, load_for_resume
 
 from .helpers import SHAKESPEARE, free_port
 
@@ -175,7 +175,7 @@ def refused_serves(checkpoints, tmp_path_factory):
         environment = {k: v for k, v in os.environ.items() if not k.startswith("LYRICIST_")}
         started = time.monotonic()
         # On a free port: a serve that wrongly started would be killed by the timeout, and fail the test.
-        result = subprocess.run([sys.executable, "-m", "model.cli", "serve", "--port", str(free_port()), *args],
+        result = subprocess.run([sys.executable, "-m", "lyricist.model.cli", "serve", "--port", str(free_port()), *args],
                                 env={**environment, "LYRICIST_THREADS": "1", **env}, capture_output=True,
                                 text=True, timeout=60, check=False)
         return case, (result, time.monotonic() - started, expected)
@@ -202,7 +202,7 @@ def test_a_model_broken_after_the_check_never_makes_the_server_ready(checkpoints
     truncated = checkpoints["weights_truncated"]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("LYRICIST_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "app.server:create_app", "--port", str(port)],
+        [sys.executable, "-m", "uvicorn", "--factory", "lyricist.app.server:create_app", "--port", str(port)],
         env={**environment, "LYRICIST_THREADS": "1", "LYRICIST_MODELS": f"{checkpoints['good']},{truncated}"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     answers = []
@@ -250,7 +250,7 @@ def start_training(args: list[str], logs: Path, **popen) -> subprocess.Popen:
     """`lyricist train` with unbuffered output into files (so reading it never blocks the run)."""
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / "stdout", "w") as stdout, open(logs / "stderr", "w") as stderr:
-        return subprocess.Popen([sys.executable, "-m", "model.cli", *args], stdout=stdout, stderr=stderr,
+        return subprocess.Popen([sys.executable, "-m", "lyricist.model.cli", *args], stdout=stdout, stderr=stderr,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}, **popen)
 
 
@@ -389,7 +389,7 @@ def test_a_disk_with_room_for_one_checkpoint_fails_the_next_save_and_keeps_the_f
     disk, after, logs = tmp_path / "disk", tmp_path / "after", tmp_path / "logs"
     for directory in (disk, after, logs):
         directory.mkdir()
-    train = shlex.join([sys.executable, "-m", "model.cli",
+    train = shlex.join([sys.executable, "-m", "lyricist.model.cli",
                         *train_args(corpus, disk / "run", SAVE_EVERY_STEP), "--resume"])
     # The tmpfs lives as long as the namespace: what the run left is copied out before the shell ends.
     q = {name: shlex.quote(str(path)) for name, path in

@@ -15,8 +15,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from app.server import create_app
-from app.settings import Settings
+from lyricist.app.server import create_app
+from lyricist.app.settings import Settings
 
 from .helpers import start_server
 

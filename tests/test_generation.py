@@ -3,8 +3,8 @@ import sys
 
 import torch
 
-from model import SamplingParams, generate, load_checkpoint
-from model.checkpoint import WEIGHTS_FILE
+from lyricist.model import SamplingParams, generate, load_checkpoint
+from lyricist.model.checkpoint import WEIGHTS_FILE
 
 
 
@@ -35,7 +35,7 @@ def test_seed_reproduces_and_different_seeds_differ(tiny_checkpoint):
 
 
 def lyricist(*args):
-    return subprocess.run([sys.executable, "-m", "model.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "lyricist.model.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_cli_generate_prints_a_reproducible_continuation(tiny_checkpoint):

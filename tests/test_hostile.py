@@ -16,9 +16,9 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from app.server import APIError, create_app, require_api_key
-from app.settings import Settings
-from model.sampling import MAX_SEED
+from lyricist.app.server import APIError, create_app, require_api_key
+from lyricist.app.settings import Settings
+from lyricist.model.sampling import MAX_SEED
 
 from .helpers import start_server
 

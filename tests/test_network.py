@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model import LanguageModel, ModelConfig, select_rows, stack_rows
-from model.network import CELLS, SequenceDropout
+from lyricist.model import LanguageModel, ModelConfig, select_rows, stack_rows
+from lyricist.model.network import CELLS, SequenceDropout
 
 from .helpers import tiny_model
 

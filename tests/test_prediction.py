@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from model import load_checkpoint
-from model.prediction import EOS_TEXT, Vocabulary, classify, predict, search_words
+from lyricist.model import load_checkpoint
+from lyricist.model.prediction import EOS_TEXT, Vocabulary, classify, predict, search_words
 
 # A tiny vocabulary whose pieces cross word boundaries in every way: words split
 # over pieces, a piece holding a word's end and a comma, spaces, a UTF-8
@@ -103,7 +103,7 @@ def test_classify_follows_the_definition_of_a_word():
 
 @pytest.mark.parametrize("start_nodes", [64, 1])  # 1: every word beginning but the first waits in a bundle
 def test_word_search_matches_brute_force_enumeration(start_nodes, monkeypatch):
-    import model.prediction
+    import lyricist.model.prediction
 
     monkeypatch.setattr(model.prediction, "START_NODES", start_nodes)
     expected, unsettled = brute_force(depth=9)
@@ -144,7 +144,7 @@ def test_token_distribution_is_the_softmax_of_the_last_logits(tiny_checkpoint):
 
 
 def test_cli_predict_prints_the_distribution(tiny_checkpoint):
-    result = subprocess.run([sys.executable, "-m", "model.cli", "predict", "--model", str(tiny_checkpoint),
+    result = subprocess.run([sys.executable, "-m", "lyricist.model.cli", "predict", "--model", str(tiny_checkpoint),
                              "--prompt", "ROMEO:", "--top-k", "3"], check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
@@ -152,7 +152,7 @@ def test_cli_predict_prints_the_distribution(tiny_checkpoint):
 
 
 def test_units_are_counted_as_the_word_search_reads_them():
-    from model.prediction import count_units
+    from lyricist.model.prediction import count_units
 
     # Don't | stop | , | ROMEO | ! | \n | x | _ | y | 3rd
     assert count_units("Don't stop, ROMEO!\n  x_y 3rd") == 10
@@ -163,7 +163,7 @@ def test_units_are_counted_as_the_word_search_reads_them():
 def test_word_probabilities_of_the_shipped_model_equal_their_spelling_read_directly():
     """Each listed word's figure is what the model gives its own pieces, then a piece that ends it,
     summed over the leading spaces it may come with, read here by plain forward passes."""
-    from model.prediction import vocabulary
+    from lyricist.model.prediction import vocabulary
 
     from .helpers import ROOT
 

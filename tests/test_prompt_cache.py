@@ -1,6 +1,6 @@
 import torch
 
-from model.prompt_cache import CHUNK, PromptCache
+from lyricist.model.prompt_cache import CHUNK, PromptCache
 
 from .helpers import tiny_model
 

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from model import SamplingParams, sample
-from model.sampling import filter_logits, make_generator
+from lyricist.model import SamplingParams, sample
+from lyricist.model.sampling import filter_logits, make_generator
 
 KNOWN_PROBS = torch.tensor([0.5, 0.2, 0.15, 0.1, 0.05])
 

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-import model.scoring as scoring
-from model.scoring import score_text
+import lyricist.model.scoring as scoring
+from lyricist.model.scoring import score_text
 
 from .helpers import tiny_model
 
@@ -34,8 +34,8 @@ def test_metrics_are_consistent(tokenizer):
 
 def test_figures_of_a_hopeless_text_stay_finite(tiny_checkpoint):
     """One long word the model finds very unlikely passes 709 nats, past what exp() can hold."""
-    from model import load_checkpoint
-    from model.scoring import score_text
+    from lyricist.model import load_checkpoint
+    from lyricist.model.scoring import score_text
 
     ckpt = load_checkpoint(tiny_checkpoint)
     score = score_text(ckpt.model, ckpt.tokenizer, "7" * 400)

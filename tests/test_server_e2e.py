@@ -133,7 +133,7 @@ def test_sigterm_lets_running_requests_finish_then_exits(served_checkpoint):
 
 
 def test_a_broken_checkpoint_fails_in_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "model.cli", "serve", "--port", str(free_port()), "--model",
+    result = subprocess.run([sys.executable, "-m", "lyricist.model.cli", "serve", "--port", str(free_port()), "--model",
                              str(tmp_path / "missing")], check=False, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 1 and "Traceback" not in result.stderr and "missing" in result.stderr

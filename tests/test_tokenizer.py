@@ -2,8 +2,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from model import Tokenizer
-from model.tokenizer import MIN_VOCAB_SIZE
+from lyricist.model import Tokenizer
+from lyricist.model.tokenizer import MIN_VOCAB_SIZE
 
 TRICKY = ["\n", "\r", "\t", " ", "  ", "\u2581", "\x00", "\ufeff", "\u200b", "\u00a0", "\u3000", "\U0010ffff",
           "\ufffd", "\uffff", "😀", "👩‍👩‍👧", "漢", "e\u0301", "<0x41>", "<s>", "</s>", "<unk>", "<literal-u2581>"]

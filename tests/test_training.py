@@ -11,12 +11,12 @@ import time
 import pytest
 import torch
 
-from model import load_checkpoint
-from model.checkpoint import MANIFEST_FILE, read_extra_file
-from model.cli import main as lyricist_main
-from training.config import OptimSettings, TrainConfig, load_config
-from training.data import VALIDATION_FRACTION, read_corpus
-from training.trainer import LOG_FILE, teacher_forcing_probability
+from lyricist.model import load_checkpoint
+from lyricist.model.checkpoint import MANIFEST_FILE, read_extra_file
+from lyricist.model.cli import main as lyricist_main
+from lyricist.training.config import OptimSettings, TrainConfig, load_config
+from lyricist.training.data import VALIDATION_FRACTION, read_corpus
+from lyricist.training.trainer import LOG_FILE, teacher_forcing_probability
 
 from .helpers import SHAKESPEARE
 
@@ -97,7 +97,7 @@ def test_same_seed_same_model_other_seed_other_model(corpus, tmp_path, finished_
 
 
 def run_cli(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "model.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "lyricist.model.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
@@ -221,7 +221,7 @@ def test_two_processes_train_like_one(corpus, tmp_path):
     assert lyricist_main(train_args(corpus, tmp_path / "one", *plain)) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "model.cli", *train_args(corpus, tmp_path / "two", *plain)]
+               "-m", "lyricist.model.cli", *train_args(corpus, tmp_path / "two", *plain)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     two = load_checkpoint(tmp_path / "two")
@@ -236,7 +236,7 @@ def test_two_processes_with_dropout_and_a_time_budget_stay_in_sync(corpus, tmp_p
     # Each replica draws its own dropout masks, and the schedule follows the clock:
     # the replicas must still agree (the trainer checks at every evaluation).
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "model.cli", *train_args(corpus, tmp_path / "two", "run.eval_every_steps=15"),
+               "-m", "lyricist.model.cli", *train_args(corpus, tmp_path / "two", "run.eval_every_steps=15"),
                "--max-minutes", "0.15"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -9,9 +9,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from model import load_checkpoint
-from model.checkpoint import checkpoint_exists
-from model.scoring import score_text
+from lyricist.model import load_checkpoint
+from lyricist.model.checkpoint import checkpoint_exists
+from lyricist.model.scoring import score_text
 
 from .config import TrainConfig, load_config
 from .data import read_corpus
@@ -22,6 +22,7 @@ def add_train_command(subcommands: argparse._SubParsersAction) -> None:
     p = subcommands.add_parser("train", help="train a tokenizer and a model on a text file")
     p.add_argument("--corpus", required=True, metavar="FILE", help="any UTF-8 text file")
     p.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory (written atomically)")
+    p.add_argument("--valid", metavar="FILE", help="validation text (default: the corpus's last 10%%)")
     p.add_argument("--config", metavar="FILE.toml", help="settings; see docs/training.md")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in DIR")
     p.add_argument("--max-minutes", type=float, metavar="M", help="wall-clock budget; ends with a checkpoint")
@@ -49,6 +50,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.device:
         overrides.append(f'run.device="{args.device}"')
     corpus = read_corpus(args.corpus)
+    if args.valid:
+        corpus.validation = read_corpus(args.valid)
     command = "lyricist " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("lyricist") else ""
     if command and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         command = f"torchrun --nproc-per-node {os.environ.get('LOCAL_WORLD_SIZE', '?')} $(which lyricist) {command[9:]}"
@@ -69,7 +72,8 @@ def _run_train(args: argparse.Namespace) -> int:
     progress = trainer.run()
     if trainer.replicas.is_main:
         done = "finished" if progress.finished else "stopped"
-        hint = "" if progress.finished else f"; continue with: lyricist train --corpus {args.corpus} --out {out} --resume"
+        valid = f" --valid {args.valid}" if args.valid else ""
+        hint = "" if progress.finished else f"; continue with: lyricist train --corpus {args.corpus}{valid} --out {out} --resume"
         print(f"{done} after {progress.step} steps ({progress.stop_reason}); checkpoint in {out}{hint}",
               file=sys.stderr)
     return 0

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.network import DropoutConfig, ModelConfig, from_dict
+from lyricist.model.network import DropoutConfig, ModelConfig, from_dict
 
 OPTIMIZERS = ("adamw", "nt-asgd")
 SCHEDULES = ("cosine", "constant")

@@ -18,13 +18,16 @@ class CorpusError(ValueError):
 
 @dataclass
 class Corpus:
+    """The text to learn from; without a separate validation text, its last 10% validates."""
+
     name: str
     text: str
     sha256: str
+    validation: Corpus | None = None
 
     @property
     def split_at(self) -> int:
-        return int(len(self.text) * (1 - VALIDATION_FRACTION))
+        return len(self.text) if self.validation else int(len(self.text) * (1 - VALIDATION_FRACTION))
 
     @property
     def train_text(self) -> str:
@@ -32,7 +35,7 @@ class Corpus:
 
     @property
     def validation_text(self) -> str:
-        return self.text[self.split_at :]
+        return self.validation.text if self.validation else self.text[self.split_at :]
 
 
 def read_corpus(path: str | Path) -> Corpus:
@@ -50,7 +53,7 @@ def read_corpus(path: str | Path) -> Corpus:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise CorpusError(f"corpus {path} is not UTF-8 text (bad byte at offset {error.start})") from None
-    name = path.parent.name if path.stem == "input" else path.stem  # data/NAME/input.txt -> NAME
+    name = path.parent.name if path.stem in ("input", "train") else path.stem  # data/NAME/input.txt -> NAME
     return Corpus(name, text, hashlib.sha256(raw).hexdigest())
 
 

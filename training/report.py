@@ -9,9 +9,9 @@ import platform
 
 import torch
 
-from model import SamplingParams, generate
-from model.network import LanguageModel
-from model.tokenizer import Tokenizer
+from lyricist.model import SamplingParams, generate
+from lyricist.model.network import LanguageModel
+from lyricist.model.tokenizer import Tokenizer
 
 
 def hardware() -> str:

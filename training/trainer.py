@@ -22,10 +22,10 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from model import LanguageModel, Tokenizer, load_checkpoint, save_checkpoint
-from model.checkpoint import read_extra_file, stored_tensors
-from model.network import select_rows
-from model.scoring import score_text
+from lyricist.model import LanguageModel, Tokenizer, load_checkpoint, save_checkpoint
+from lyricist.model.checkpoint import read_extra_file, stored_tensors
+from lyricist.model.network import select_rows
+from lyricist.model.scoring import score_text
 
 from . import report
 from .config import OptimSettings, TrainConfig
@@ -123,7 +123,8 @@ class Trainer:
             raise ValueError(f"optim.batch_size {o.batch_size} must divide among {self.replicas.world_size} processes")
         self.tokenizer = resume_from["tokenizer"] if resume_from else self._tokenizer()
         if not corpus.validation_text.strip():
-            raise CorpusError("the corpus is too small to hold out a validation text (10% of it)")
+            raise CorpusError("the corpus is too small to hold out a validation text (10% of it); "
+                              "or give one with --valid FILE")
         train_ids = self.tokenizer.encode(corpus.train_text, add_bos=True)
         rows = o.batch_size // self.replicas.world_size
         self.stream = BatchStream(train_ids, o.batch_size, o.bptt, o.variable_bptt, config.seed)
@@ -388,6 +389,7 @@ class Trainer:
             "corpus": self.corpus.name,
             "corpus_sha256": self.corpus.sha256,
             "corpus_chars": len(self.corpus.text),
+            "validation_chars": len(self.corpus.validation_text),
             "tokenizer_model_type": self.config.tokenizer.model_type,
             "parameters": self.model.num_parameters(),
             "steps": p.step,
