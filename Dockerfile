@@ -1,4 +1,4 @@
-# Lyricist: the HTTP service on the shipped model, CPU only.
+# Lyricist: the HTTP service on the two shipped models (songs first, the default), CPU only.
 #
 #   docker build --build-arg TORCH_INDEX_URL=<PyTorch's CPU wheel index URL> -t lyricist .
 #   docker run -p 8000:8000 lyricist
@@ -23,13 +23,14 @@ ENV PATH=/opt/venv/bin:$PATH
 # so pip never swaps in the default (CUDA) build. Its own layer, so source edits do not redo it.
 RUN pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0
 
-# Editable, so the package reads its data (the demo page, the default model) from /app.
+# Editable, so the package reads its data (the demo page, the shipped models) from /app.
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY model ./model
 COPY training ./training
 COPY app ./app
 RUN pip install -e .
+COPY checkpoints/songs-lstm ./checkpoints/songs-lstm
 COPY checkpoints/shakespeare-lstm ./checkpoints/shakespeare-lstm
 
 
@@ -44,7 +45,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     LYRICIST_HOST=0.0.0.0 \
     LYRICIST_PORT=8000 \
-    LYRICIST_MODELS=/app/checkpoints/shakespeare-lstm
+    LYRICIST_MODELS=/app/checkpoints/songs-lstm,/app/checkpoints/shakespeare-lstm
 
 USER lyricist
 EXPOSE 8000

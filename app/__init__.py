@@ -1,1 +1,1 @@
-"""Lyricist's HTTP service: the continuous-batching engine and the FastAPI app around it (API.md)."""
+"""Lyricist's HTTP service: the continuous-batching engine and the FastAPI app around it (docs/architecture.md)."""

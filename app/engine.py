@@ -9,12 +9,17 @@ call; new ones join at the next iteration. An LSTM's state is a fixed-size
 tensor per sequence, so joining and leaving is just stacking and selecting
 rows. Results go back to the asyncio side through `loop.call_soon_threadsafe`,
 so the event loop never waits on the model. docs/serving.md explains why.
+
+A request's `Stream` yields TokenEvents, then one Finished whose reason says
+what ended it. Every sequence ends exactly once, on the worker thread, in
+`_finish`, whatever ended it; the event loop only asks (`Stream.cancel`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import enum
+import functools
 import logging
 import threading
 import time
@@ -32,20 +37,11 @@ from lyricist.model.prediction import Prediction, predict
 from lyricist.model.prompt_cache import PromptCache
 from lyricist.model.sampling import make_generator, random_seed
 from lyricist.model.scoring import Score, score_text
+from lyricist.model.tokenizer import TokenText
 
 from .metrics import Metrics
 
 log = logging.getLogger("lyricist.engine")
-
-# A row's logits must not depend on the rows that share its batch, or a seeded
-# request would change with the traffic around it. MKL's hidden @ weight.T (what
-# nn.Linear does, the weight read column-major) gives a row other bits when fewer
-# than 16 rows share the call; with the transposed weight stored row-major the
-# bits are the same for any number of rows from 2 on (a lone row takes a GEMV
-# kernel), and large batches run faster too. So the engine decodes with its own
-# row-major copy of the decoder, on at least 2 rows; tests/test_engine.py checks it.
-DECODER_MIN_ROWS = 2
-
 
 class QueueFull(Exception):
     """The waiting queue is at its bound; try again later."""
@@ -62,7 +58,7 @@ class GenerationRequest:
     params: SamplingParams = field(default_factory=SamplingParams)  # a missing seed is drawn and reported
     stop: tuple[str, ...] = ()
     logprobs: int | None = None  # None: no logprobs; k: the chosen token's and the k most likely
-    timeout_s: float | None = None
+    timeout_s: float | None = None  # from submission; None: no limit
     incremental: bool = True  # False: all events come at the end (saves the event loop a wake-up per token)
 
 
@@ -71,20 +67,41 @@ class TokenEvent:
     id: int
     text: str  # the text this token releases (held back while it may be the start of a stop string)
     logprob: float | None = None
-    top: list[tuple[str, float]] | None = None
+    top: list[tuple[TokenText, float]] | None = None  # the likeliest pieces at this step, each as it would read
+    data: bytes = b""  # the piece's own bytes
+
+
+class FinishReason(enum.StrEnum):
+    LENGTH = "length"
+    STOP = "stop"  # one of the request's stop strings
+    EOS = "eos"  # the model ended the text
+    # The engine ended it:
+    CANCELLED = "cancelled"  # its stream was cancelled (the client left)
+    TIMEOUT = "timeout"  # past the request's timeout_s
+    SHUTDOWN = "shutdown"
+    ERROR = "error"  # a model step failed
+
+    @property
+    def complete(self) -> bool:
+        """Whether the text ended as the request asked, not cut short by the engine."""
+        return self in (FinishReason.LENGTH, FinishReason.STOP, FinishReason.EOS)
 
 
 @dataclass
 class Finished:
-    reason: str  # "length", "stop", "eos"; "timeout", "shutdown" or "error" when the engine ended it
-    text: str
+    reason: FinishReason
+    text: str  # the whole text generated
     completion_tokens: int
 
 
-@dataclass
+Event = TokenEvent | Finished
+
+
+@dataclass(eq=False)
 class _Sequence:
     request: GenerationRequest
-    stream: Stream
+    outbox: asyncio.Queue  # the Stream reads it; only the event loop puts into it (see _deliver)
+    loop: asyncio.AbstractEventLoop
     prompt_ids: list[int]
     generator: torch.Generator
     decoder: Any
@@ -93,30 +110,36 @@ class _Sequence:
     text: str = ""  # everything decoded so far
     released: int = 0  # how much of `text` has been sent
     tokens: int = 0
-    cancelled: bool = False
+    cancel_asked: bool = False  # set by the event loop; the worker ends the sequence at its next step
+    finished: bool = False  # set by the worker thread only, in _finish
     held: list = field(default_factory=list)  # events of a non-incremental request, sent at its end
 
 
 class Stream:
-    """One request's events, on the asyncio side: TokenEvent... then one Finished."""
+    """One request's events, on the asyncio side: TokenEvent... then one Finished. `cancel` is the handle
+    the engine gave it: the sequence ends (reason "cancelled") and frees its slot before the next step."""
 
-    def __init__(self, engine: ModelEngine, seed: int, prompt_tokens: int, loop: asyncio.AbstractEventLoop):
+    def __init__(self, seed: int, prompt_tokens: int, events: asyncio.Queue, cancel: Callable[[], None]):
         self.id = f"gen-{uuid.uuid4().hex[:24]}"
-        self.loop = loop
         self.seed = seed
         self.prompt_tokens = prompt_tokens
-        self._engine = engine
-        self._queue: asyncio.Queue = asyncio.Queue()
-        self._sequence: _Sequence | None = None
-        self.done = False
+        self._events = events
+        self._cancel = cancel
+        self._read_to_end = False  # this reader's own note: the sequence's end is the worker's
 
-    async def __aiter__(self) -> AsyncIterator[TokenEvent | Finished]:
+    async def __aiter__(self) -> AsyncIterator[Event]:
         while True:
-            event = await self._queue.get()
-            yield event
+            event = await self._events.get()
             if isinstance(event, Finished):
-                self.done = True
+                self._read_to_end = True
+                yield event
                 return
+            yield event
+
+    def cancel(self) -> None:
+        """End the generation, if it is still running: safe to call in any case, from the event loop."""
+        if not self._read_to_end:
+            self._cancel()
 
     async def result(self) -> tuple[list[TokenEvent], Finished]:
         tokens = []
@@ -126,20 +149,12 @@ class Stream:
             tokens.append(event)
         raise AssertionError("unreachable")
 
-    def cancel(self) -> None:
-        """Stop generating (the client left): the slot is freed before the next model step."""
-        if not self.done and self._sequence is not None:
-            self._engine._cancel(self._sequence)
-
 
 class ModelEngine:
     def __init__(self, checkpoint: Checkpoint, name: str | None = None, max_batch_size: int = 64,
                  max_queue: int = 256, metrics: Metrics | None = None):
         self.checkpoint = checkpoint
         self.model = checkpoint.model.eval()
-        projection = self.model.projection
-        self._projection_t = projection.weight.detach().T.contiguous() if projection is not None else None
-        self._decoder_t = self.model.decoder.weight.detach().T.contiguous()  # see DECODER_MIN_ROWS
         self.tokenizer = checkpoint.tokenizer
         self.prompts = PromptCache(self.model)  # prefix states, for prompts that extend earlier ones
         self.name = name or checkpoint.name
@@ -149,6 +164,7 @@ class ModelEngine:
         self._series = self.metrics.for_model(self.name)
         self._lock = threading.Condition()
         self._waiting: deque[_Sequence] = deque()
+        self._leaving: list[_Sequence] = []  # cancelled while waiting: out of the queue, not yet finished
         self._jobs: deque[tuple[Callable[[], Any], asyncio.Future, asyncio.AbstractEventLoop]] = deque()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -176,23 +192,21 @@ class ModelEngine:
     def queue_depth(self) -> int:
         return len(self._waiting) + len(self._jobs)
 
-    def submit(self, request: GenerationRequest, timeout_s: float | None = None) -> Stream:
+    def submit(self, request: GenerationRequest) -> Stream:
         """Queue a generation; its events arrive on the returned `Stream`. Call from the event loop."""
-        loop = asyncio.get_running_loop()
         seed = random_seed() if request.params.seed is None else request.params.seed
         request = replace(request, params=replace(request.params, seed=seed))
         prompt_ids = self.tokenizer.encode(request.prompt, add_bos=True)
-        stream = Stream(self, seed, len(prompt_ids), loop)
-        timeout = request.timeout_s if request.timeout_s is not None else timeout_s
-        sequence = _Sequence(request, stream, prompt_ids, make_generator(seed), self.tokenizer.incremental_decoder(),
-                             deadline=time.monotonic() + timeout if timeout else float("inf"))
-        stream._sequence = sequence
+        events: asyncio.Queue = asyncio.Queue()
+        deadline = time.monotonic() + request.timeout_s if request.timeout_s is not None else float("inf")
+        sequence = _Sequence(request, events, asyncio.get_running_loop(), prompt_ids, make_generator(seed),
+                             self.tokenizer.incremental_decoder(), deadline)
         with self._lock:
             self._admissible()
             self._waiting.append(sequence)
             self._series.queue_depth.set(self.queue_depth)
             self._lock.notify()
-        return stream
+        return Stream(seed, len(prompt_ids), events, functools.partial(self._cancel, sequence))
 
     async def call(self, fn: Callable[[], Any]) -> Any:
         """Run `fn()` on the worker thread between two model steps (it owns the model)."""
@@ -207,10 +221,10 @@ class ModelEngine:
 
     async def predict(self, prompt: str, top_k: int, unit: str, temperature: float) -> Prediction:
         return await self.call(lambda: predict(self.model, self.tokenizer, prompt, top_k, unit, temperature,
-                                               logits_fn=self.decode, prompts=self.prompts))
+                                               prompts=self.prompts))
 
     async def score(self, text: str) -> Score:
-        """The likelihood of `text` read as a whole text (model.scoring, with this engine's decoder)."""
+        """The likelihood of `text` read as a whole text (model.scoring)."""
         return await self.call(lambda: self._score(text))
 
     def _admissible(self) -> None:
@@ -221,44 +235,40 @@ class ModelEngine:
             raise QueueFull(f"model {self.name!r} has {self.queue_depth} requests waiting, the most allowed")
 
     def _cancel(self, sequence: _Sequence) -> None:
+        """A stream's cancel handle. Only asks: the worker ends the sequence. A waiting one leaves the
+        queue at once, so that its place is free to the next request."""
         with self._lock:
-            if sequence.cancelled:
+            if sequence.cancel_asked:
                 return
-            sequence.cancelled = True
-            self._series.cancelled.inc()
+            sequence.cancel_asked = True
             if sequence in self._waiting:
                 self._waiting.remove(sequence)
+                self._leaving.append(sequence)
                 self._series.queue_depth.set(self.queue_depth)
             self._lock.notify()
 
     # -- the worker thread --------------------------------------------------------
 
-    def decode(self, hidden: Tensor) -> Tensor:
-        """`model.logits` of (rows, hidden), each row's bits independent of the others (DECODER_MIN_ROWS)."""
-        rows = hidden.shape[0]
-        if rows < DECODER_MIN_ROWS:
-            hidden = torch.cat([hidden, hidden.new_zeros(DECODER_MIN_ROWS - rows, hidden.shape[1])])
-        if self._projection_t is not None:
-            hidden = hidden @ self._projection_t
-        return torch.addmm(self.model.decoder.bias, hidden, self._decoder_t)[:rows]
-
     def _work(self) -> None:
         with torch.inference_mode():
             while True:
                 with self._lock:
-                    while not (self._stopping or self._jobs or self._running or self._waiting):
+                    while not (self._stopping or self._jobs or self._running or self._waiting or self._leaving):
                         self._lock.wait()
                     if self._stopping:
                         break
                     jobs = list(self._jobs)
                     self._jobs.clear()
+                    leaving, self._leaving = self._leaving, []
                     joining = []
                     while self._waiting and len(self._running) + len(joining) < self.max_batch_size:
                         joining.append(self._waiting.popleft())
                     self._series.queue_depth.set(self.queue_depth)
                 for fn, future, loop in jobs:
                     self._run_job(fn, future, loop)
-                events: list[tuple[Stream, Any]] = []
+                events: list[tuple[_Sequence, Event]] = []
+                for sequence in leaving:
+                    self._finish(sequence, FinishReason.CANCELLED, events)
                 try:
                     self._expire_waiting(events)
                     self._admit(joining, events)
@@ -266,7 +276,8 @@ class ModelEngine:
                         self._step(events)
                 except Exception:  # a bug must not kill the worker: end the batch, keep serving
                     log.exception("engine step failed; ending the running sequences")
-                    events = [(s.stream, self._finish(s, "error")) for s in self._running + joining]
+                    for sequence in self._running + joining:
+                        self._finish(sequence, FinishReason.ERROR, events)
                     self._keep([])
                 self._post(events)
             self._shut_down()
@@ -286,18 +297,19 @@ class ModelEngine:
             for sequence in expired:
                 self._waiting.remove(sequence)
         for sequence in expired:
-            events.append((sequence.stream, Finished("timeout", "", 0)))
+            self._finish(sequence, FinishReason.TIMEOUT, events)
 
     def _admit(self, joining: list[_Sequence], events: list) -> None:
         """Prefill each new prompt alone and add its row to the running batch."""
         states, logits, seen = [], [], []
         for sequence in joining:
-            if sequence.cancelled:
+            if sequence.cancel_asked:
+                self._finish(sequence, FinishReason.CANCELLED, events)
                 continue
             ids = sequence.prompt_ids
             features = self.prompts.prefill(ids)
             states.append(features.state)
-            logits.append(self.decode(features.dropped[:, -1]))
+            logits.append(self.model.decode(features.dropped[:, -1]))
             row = torch.zeros(1, self.tokenizer.vocab_size, dtype=torch.bool)
             row[0, ids] = True
             seen.append(row)
@@ -313,10 +325,11 @@ class ModelEngine:
         """Sample a token for every running sequence, then advance the survivors in one call."""
         now = time.monotonic()
         for sequence in self._running:
-            if not sequence.cancelled and sequence.deadline < now:
-                events.append((sequence.stream, self._finish(sequence, "timeout")))
-                sequence.cancelled = True
-        alive = [i for i, s in enumerate(self._running) if not s.cancelled]
+            if sequence.cancel_asked:
+                self._finish(sequence, FinishReason.CANCELLED, events)
+            elif sequence.deadline < now:
+                self._finish(sequence, FinishReason.TIMEOUT, events)
+        alive = [i for i, s in enumerate(self._running) if not s.finished]
         if len(alive) < len(self._running):
             self._keep(alive)
             if not self._running:
@@ -333,16 +346,17 @@ class ModelEngine:
         keep = []
         now = time.perf_counter()
         for i, (sequence, token_id) in enumerate(zip(running, token_ids)):
-            made = self._accept(sequence, token_id, logprobs[wanted.index(i)] if i in wanted else None)
-            if sequence.request.incremental or isinstance(made[-1], Finished):
-                events.extend((sequence.stream, event) for event in sequence.held + made)
-                sequence.held = []
-            else:
-                sequence.held.extend(made)
+            event, end = self._accept(sequence, token_id, logprobs[wanted.index(i)] if i in wanted else None)
+            if event is not None and sequence.request.incremental:
+                events.append((sequence, event))
+            elif event is not None:
+                sequence.held.append(event)
             if sequence.tokens == 1:
                 self._series.ttft.observe(now - sequence.created)
-            if not isinstance(made[-1], Finished):
+            if end is None:
                 keep.append(i)
+            else:
+                self._finish(sequence, end, events)
         self._series.generated_tokens.inc(batch)
         self._seen[torch.arange(batch), tokens] = True
         if len(keep) < batch:
@@ -353,7 +367,7 @@ class ModelEngine:
         started = time.perf_counter()
         features = self.model.features(tokens.view(-1, 1), self._state)
         self._state = features.state
-        self._logits = self.decode(features.dropped[:, 0])
+        self._logits = self.model.decode(features.dropped[:, 0])
         self._series.tpot.observe(time.perf_counter() - started)
 
     def _keep(self, rows: list[int]) -> None:
@@ -366,21 +380,24 @@ class ModelEngine:
         self._logits = self._logits[rows]
         self._seen = self._seen[rows]
 
-    def _accept(self, sequence: _Sequence, token_id: int, logprobs: Tensor | None) -> list:
-        """The events one sampled token makes: its TokenEvent and, if the sequence ends, Finished."""
+    def _accept(self, sequence: _Sequence, token_id: int,
+                logprobs: Tensor | None) -> tuple[TokenEvent | None, FinishReason | None]:
+        """What one sampled token makes: its TokenEvent (none for the end of the text), and the
+        reason the sequence ends with it, if it does."""
         request = sequence.request
         sequence.tokens += 1
         if token_id == self.tokenizer.eos_id:
             sequence.text += sequence.decoder.flush()
-            return [self._finish(sequence, "eos")]
+            return None, FinishReason.EOS
         logprob = top = None
         if logprobs is not None:
             logprob = float(logprobs[token_id])
             if request.logprobs:
                 values, index = logprobs.topk(request.logprobs)
-                top = [(self.tokenizer.decode([j]), v) for v, j in zip(values.tolist(), index.tolist())]
+                top = [(sequence.decoder.peek(j), v) for v, j in zip(values.tolist(), index.tolist())]
         before = len(sequence.text)
-        sequence.text += sequence.decoder.push(token_id)
+        piece = sequence.decoder.token(token_id)
+        sequence.text += piece.text
         last = sequence.tokens >= request.max_new_tokens
         if last:
             sequence.text += sequence.decoder.flush()
@@ -388,42 +405,53 @@ class ModelEngine:
         if stop_at is not None:
             sequence.text = sequence.text[:stop_at]
         safe = len(sequence.text) if stop_at is not None or last else _safe_end(sequence.text, request.stop)
-        event = TokenEvent(token_id, sequence.text[sequence.released:safe], logprob, top)
+        event = TokenEvent(token_id, sequence.text[sequence.released:safe], logprob, top, piece.data)
         sequence.released = max(sequence.released, safe)
         if stop_at is not None:
-            return [event, self._finish(sequence, "stop")]
-        if last:
-            return [event, self._finish(sequence, "length")]
-        return [event]
+            return event, FinishReason.STOP
+        return event, FinishReason.LENGTH if last else None
 
-    def _finish(self, sequence: _Sequence, reason: str) -> Finished:
-        """The end of a sequence. Ended early (timeout, shutdown, error), a non-incremental
-        request gets no held token events, only this, with all its text."""
-        sequence.stream.done = True
-        return Finished(reason, sequence.text, sequence.tokens)
+    def _finish(self, sequence: _Sequence, reason: FinishReason, events: list[tuple[_Sequence, Event]]) -> None:
+        """The one end of every sequence, whatever ended it; only the worker thread calls it, and a
+        sequence ends once. A non-incremental request gets its held token events only when it is
+        complete; cut short, it gets only the Finished, with all its text."""
+        if sequence.finished:
+            return
+        sequence.finished = True
+        if reason is FinishReason.CANCELLED:
+            self._series.cancelled.inc()
+        if reason.complete:
+            events.extend((sequence, event) for event in sequence.held)
+        sequence.held = []
+        events.append((sequence, Finished(reason, sequence.text, sequence.tokens)))
 
-    def _post(self, events: list[tuple[Stream, Any]]) -> None:
+    def _post(self, events: list[tuple[_Sequence, Event]]) -> None:
         """Hand a step's events to the event loop in one wake-up."""
-        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-        for stream, event in events:
-            by_loop.setdefault(stream.loop, []).append((stream, event))
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, Event]]] = {}
+        for sequence, event in events:
+            by_loop.setdefault(sequence.loop, []).append((sequence.outbox, event))
         for loop, batch in by_loop.items():
             _call_soon(loop, _deliver, batch)
 
     def _score(self, text: str) -> Score:
-        score = score_text(self.model, self.tokenizer, text, logits_fn=self.decode)
+        score = score_text(self.model, self.tokenizer, text)
         self._series.prompt_tokens.inc(len(score.token_ids) + 1)  # and the start marker
         return score
 
     def _shut_down(self) -> None:
-        events = [(s.stream, self._finish(s, "shutdown")) for s in itertools.chain(self._running, self._waiting)
-                  if not s.cancelled]
+        events: list[tuple[_Sequence, Event]] = []
+        with self._lock:  # nothing new arrives (_stopping), but a waiting request may still be cancelled
+            ending = [*self._running, *self._waiting, *self._leaving]
+            self._waiting.clear()
+            self._leaving.clear()
+            jobs = list(self._jobs)
+            self._jobs.clear()
+        for sequence in ending:
+            self._finish(sequence, FinishReason.CANCELLED if sequence.cancel_asked else FinishReason.SHUTDOWN, events)
         self._keep([])
-        self._waiting.clear()
         self._post(events)
-        for _, future, loop in self._jobs:
+        for _, future, loop in jobs:
             _call_soon(loop, _settle, future, None, ShuttingDown("the server is shutting down"))
-        self._jobs.clear()
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable, *args: Any) -> None:
@@ -433,9 +461,10 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable, *args: Any) -> Non
         pass
 
 
-def _deliver(events: list[tuple[Stream, Any]]) -> None:
-    for stream, event in events:
-        stream._queue.put_nowait(event)
+def _deliver(events: list[tuple[asyncio.Queue, Event]]) -> None:
+    """On the event loop: asyncio queues are not thread-safe, so the worker never touches them itself."""
+    for outbox, event in events:
+        outbox.put_nowait(event)
 
 
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:

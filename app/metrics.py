@@ -1,4 +1,4 @@
-"""The Prometheus metrics of API.md, in a registry of their own so several apps can live in one process."""
+"""The Prometheus metrics of docs/api.md, in a registry of their own so several apps can live in one process."""
 
 from __future__ import annotations
 

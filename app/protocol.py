@@ -1,13 +1,18 @@
-"""Every request and response body of API.md, in one place."""
+"""Every request and response body of the API (docs/api.md), and how they go on the wire, in one place."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import enum
+import json
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WrapValidator
+from pydantic_core import PydanticCustomError
 
 from lyricist.model.sampling import MAX_SEED, MAX_TEMPERATURE
 from lyricist.model.tokenizer import check_unicode
+from lyricist.model.units import is_word_char
 
 # Text the model will read. JSON can carry a lone surrogate ("\\ud800"), which is
 # no character; it is refused as a bad value of its field.
@@ -37,6 +42,17 @@ Integer = Annotated[int, WHOLE]
 # An optional integer's bounds go inside its Annotated, before WHOLE, or the OpenAPI document loses them.
 
 
+class ServerLimit(enum.Enum):
+    """A bound the server's settings set rather than the protocol. A field marked with one is held to it
+    (app/limits.py) and the served OpenAPI document states the configured value."""
+
+    PROMPT_CHARS = "LYRICIST_MAX_PROMPT_CHARS"  # characters of a text the model reads; past it, 413
+    NEW_TOKENS = "LYRICIST_MAX_NEW_TOKENS"  # tokens asked for; past it, 400; a left-out count is capped to it
+
+
+PromptText = Annotated[Text, ServerLimit.PROMPT_CHARS]
+
+
 class Request(BaseModel):
     model_config = ConfigDict(extra="ignore", **STRICT)
     model: str | None = None
@@ -55,11 +71,74 @@ class SamplingFields(BaseModel):
 
 # -- /v1/predict -------------------------------------------------------------------
 
+# -- songwriting fields (shared by /v1/predict, /v1/lines and /v1/verse) -------------------
+
+MAX_WORD_CHARS = 64  # rhymes_with: longer than any dictionary word (the longest has 34 letters)
+MAX_WORD_SYLLABLES = 12  # /v1/predict's syllables
+MAX_LINE_SYLLABLES = 24  # a line's, /v1/lines and /v1/verse
+MAX_LINES = 8  # n of /v1/lines
+MAX_SCHEME = 16  # lines of a verse
+
+
+def explained(message: str) -> WrapValidator:
+    """Report any failure of the annotated value as one error with `message` (a union's per-branch
+    errors read badly): the message says the rule, the error handler adds the field and the value."""
+
+    def wrap(value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError("invalid_value", message) from None
+
+    return WrapValidator(wrap)
+
+
+def _one_word(value: str) -> str:
+    word = value.strip(" ")
+    if not word or not all(is_word_char(c) for c in word) or not any(c.isalpha() for c in word):
+        raise PydanticCustomError("invalid_value", f"must be one word: letters, digits and apostrophes, at least "
+                                                   f"one letter, at most {MAX_WORD_CHARS} characters")
+    return word
+
+
+# A word to rhyme with: surrounding spaces are dropped; empty, digits only, two words, punctuation or control
+# characters are refused (400).
+RhymeWord = Annotated[Text, Field(min_length=1, max_length=MAX_WORD_CHARS), AfterValidator(_one_word)]
+RhymeKind = Literal["perfect", "near"]
+
+
+def _ordered(value: list[int]) -> list[int]:
+    if value[0] > value[1]:
+        raise ValueError("min > max")
+    return value
+
+
+LineCount = Annotated[int, Field(ge=1, le=MAX_LINE_SYLLABLES), WHOLE]
+LineRange = Annotated[list[LineCount], Field(min_length=2, max_length=2), AfterValidator(_ordered)]
+LINE_SYLLABLES_RULE = (f"must be an integer from 1 to {MAX_LINE_SYLLABLES}, or [min, max] with "
+                       f"1 <= min <= max <= {MAX_LINE_SYLLABLES}")
+LineSyllables = Annotated[LineCount | LineRange, explained(LINE_SYLLABLES_RULE)]
+VerseSyllables = Annotated[
+    LineCount | Annotated[list[LineCount | LineRange], Field(min_length=1, max_length=MAX_SCHEME)],
+    explained(f"must be an integer from 1 to {MAX_LINE_SYLLABLES}, or a list with one entry per line of the "
+              f"scheme, each an integer from 1 to {MAX_LINE_SYLLABLES} or [min, max]")]
+Scheme = Annotated[str, Field(min_length=1, max_length=MAX_SCHEME, pattern=r"^[A-Z]+$"),
+                   explained(f"must be 1 to {MAX_SCHEME} capital letters A-Z, one a line "
+                             f"(X: a line that need not rhyme)")]
+
+
 class PredictRequest(Request):
-    prompt: Text
+    prompt: PromptText
     top_k: Integer = Field(10, ge=1, le=MAX_PREDICT_TOP_K)
     unit: Literal["word", "token"] = "word"
     temperature: float = Field(1.0, ge=0, le=MAX_TEMPERATURE)
+    rhymes_with: RhymeWord | None = None
+    rhyme: RhymeKind = "perfect"
+    syllables: Annotated[int, Field(ge=1, le=MAX_WORD_SYLLABLES), WHOLE] | None = None
+
+    @property
+    def constrained(self) -> bool:
+        return self.rhymes_with is not None or self.syllables is not None
 
 
 class Candidate(BaseModel):
@@ -76,13 +155,16 @@ class PredictResponse(BaseModel):
     coverage: float
     entropy: float
     exact: bool  # False when the word search hit its budget before its tolerance
+    # Only with songwriting constraints (the route leaves out what is None):
+    constraint_mass: float | None = None  # P(the next word qualifies), before renormalising
+    rhymes_with_known: bool | None = None  # False: rhymes_with is not in the dictionary, its sound was estimated
 
 
 # -- /v1/generate ------------------------------------------------------------------
 
 class GenerateRequest(Request, SamplingFields):
-    prompt: Text = ""
-    max_new_tokens: Integer = Field(64, ge=1)
+    prompt: PromptText = ""
+    max_new_tokens: Annotated[Integer, ServerLimit.NEW_TOKENS] = Field(64, ge=1)
     temperature: float = Field(0.8, ge=0, le=MAX_TEMPERATURE)
     stop: list[StopText] = Field(default_factory=list, max_length=MAX_STOP_STRINGS)
     logprobs: Integer = Field(0, ge=0, le=MAX_LOGPROBS)
@@ -91,12 +173,14 @@ class GenerateRequest(Request, SamplingFields):
 
 class Alternative(BaseModel):
     text: str
+    bytes: list[int]
     logprob: float
 
 
 class GeneratedToken(BaseModel):
     id: int
     text: str
+    bytes: list[int]
     logprob: float | None = None
     top: list[Alternative] | None = None
 
@@ -119,11 +203,12 @@ class GenerateResponse(BaseModel):
 # -- /v1/score ---------------------------------------------------------------------
 
 class ScoreRequest(Request):
-    text: Text
+    text: PromptText
 
 
 class TokenLogprob(BaseModel):
     text: str
+    bytes: list[int]
     logprob: float
 
 
@@ -137,6 +222,79 @@ class ScoreResponse(BaseModel):
     token_logprobs: list[TokenLogprob]
 
 
+# -- songwriting: /v1/analyze, /v1/lines, /v1/verse ------------------------------------------
+
+class AnalyzeRequest(Request):
+    text: PromptText
+
+
+class AnalyzedLine(BaseModel):
+    text: str
+    syllables: int
+    stress: str
+    end_word: str | None
+    rhyme_part: str | None
+    rhyme: str  # its letter in the stanza's scheme; "-" rhymes with no other line
+    unknown_words: list[str]
+    nats_per_char: float | None  # None for a line with no characters
+
+
+class Stanza(BaseModel):
+    scheme: str
+    lines: list[AnalyzedLine]
+
+
+class AnalyzeResponse(BaseModel):
+    model: str
+    stanzas: list[Stanza]
+
+
+class LinesRequest(Request, SamplingFields):
+    prompt: PromptText
+    n: Integer = Field(3, ge=1, le=MAX_LINES)
+    syllables: LineSyllables | None = None
+    rhymes_with: RhymeWord | None = None
+    rhyme: RhymeKind = "perfect"
+    temperature: float = Field(0.8, ge=0, le=MAX_TEMPERATURE)
+
+
+class VerseRequest(Request, SamplingFields):
+    prompt: PromptText
+    scheme: Scheme
+    syllables: VerseSyllables | None = None
+    rhyme: RhymeKind = "perfect"
+    temperature: float = Field(0.8, ge=0, le=MAX_TEMPERATURE)
+
+
+class SongLine(BaseModel):
+    text: str
+    syllables: int
+    end_word: str
+    rhymes: bool
+    logprob: float
+    nats_per_char: float
+
+
+class VerseLine(SongLine):
+    rhyme: str
+
+
+class LinesResponse(BaseModel):
+    model: str
+    seed: int
+    lines: list[SongLine]
+    usage: GenerateUsage
+    rhymes_with_known: bool | None = None  # only with rhymes_with (the route leaves out what is None)
+
+
+class VerseResponse(BaseModel):
+    model: str
+    seed: int
+    text: str
+    lines: list[VerseLine]
+    usage: GenerateUsage
+
+
 # -- /v1/completions (OpenAI) --------------------------------------------------------
 
 class StreamOptions(BaseModel):
@@ -145,8 +303,8 @@ class StreamOptions(BaseModel):
 
 
 class CompletionRequest(Request, SamplingFields):
-    prompt: Text | list[Text] = ""
-    max_tokens: Annotated[int, Field(ge=0), WHOLE] | None = 16
+    prompt: Annotated[Text | list[Text], ServerLimit.PROMPT_CHARS] = ""
+    max_tokens: Annotated[Annotated[int, Field(ge=0), WHOLE] | None, ServerLimit.NEW_TOKENS] = 16
     n: Integer = Field(1, ge=1, le=MAX_CHOICES)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -169,6 +327,7 @@ class CompletionRequest(Request, SamplingFields):
 
 class CompletionLogprobs(BaseModel):
     tokens: list[str] = Field(default_factory=list)
+    token_bytes: list[list[int]] = Field(default_factory=list)  # each token's own UTF-8 bytes
     token_logprobs: list[float | None] = Field(default_factory=list)
     top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
     text_offset: list[int] = Field(default_factory=list)
@@ -237,3 +396,17 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+# -- the wire ------------------------------------------------------------------------
+
+SSE_DONE = "data: [DONE]\n\n"
+
+
+def sse_event(data: Any) -> str:
+    """One server-sent event whose data is `data` as JSON."""
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def json_logprob(x: float) -> float:
+    return x if math.isfinite(x) else -1e30  # JSON has no -inf

@@ -1,73 +1,134 @@
-"""The one settings object: API.md's configuration variables, overridden by `lyricist serve` flags."""
+"""The one settings object: the LYRICIST_* variables (docs/api.md), overridden by `lyricist serve` flags."""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_origin
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "shakespeare-lstm"
-BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticUseDefault
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
+
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
+DEFAULT_MODELS = (str(SHIPPED / "songs-lstm"), str(SHIPPED / "shakespeare-lstm"))  # the first is the default model
+PREFIX = "LYRICIST_"
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+# A comma-separated variable ("a,b"), read as is: pydantic-settings would otherwise expect JSON.
+CommaList = Annotated[tuple[str, ...], NoDecode]
 
 
-@dataclass(frozen=True)
-class Settings:
-    models: tuple[str, ...] = field(default=(str(DEFAULT_MODEL),), metadata={"env": "LYRICIST_MODELS"})
-    host: str = field(default="127.0.0.1", metadata={"env": "LYRICIST_HOST"})
-    port: int = field(default=8000, metadata={"env": "LYRICIST_PORT"})
-    api_keys: tuple[str, ...] = field(default=(), metadata={"env": "LYRICIST_API_KEYS"})
-    max_batch_size: int = field(default=64, metadata={"env": "LYRICIST_MAX_BATCH_SIZE"})
-    max_queue: int = field(default=256, metadata={"env": "LYRICIST_MAX_QUEUE"})
-    max_new_tokens: int = field(default=1024, metadata={"env": "LYRICIST_MAX_NEW_TOKENS"})
-    max_prompt_chars: int = field(default=20000, metadata={"env": "LYRICIST_MAX_PROMPT_CHARS"})
-    request_timeout_s: float = field(default=60.0, metadata={"env": "LYRICIST_REQUEST_TIMEOUT_S"})
-    cors_origins: tuple[str, ...] = field(default=(), metadata={"env": "LYRICIST_CORS_ORIGINS"})
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore")
+
+    models: CommaList = DEFAULT_MODELS
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: CommaList = ()
+    max_batch_size: int = Field(64, ge=1)
+    max_queue: int = Field(256, ge=1)
+    max_new_tokens: int = Field(1024, ge=1)
+    max_prompt_chars: int = Field(20000, ge=1)
+    request_timeout_s: float = Field(60.0, gt=0)
+    cors_origins: CommaList = ()
     # One core is left to the event loop (HTTP, JSON, the search's bookkeeping): on 2 cores, two torch threads
     # fighting it for a core gave 32 clients 7.8x one client's rate, one thread 13.6x (docs/serving.md).
-    threads: int = field(default_factory=lambda: max(1, (os.cpu_count() or 1) - 1),
-                         metadata={"env": "LYRICIST_THREADS"})
-    log_prompts: bool = field(default=False, metadata={"env": "LYRICIST_LOG_PROMPTS"})
+    threads: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 1) - 1), ge=1)
+    log_prompts: bool = False
+    device: str = "auto"
 
-    def __post_init__(self):
-        problems = [f"{f.metadata['env']} must be at least 1, got {getattr(self, f.name)}"
-                    for f in fields(self) if f.type in ("int", "float") and f.name != "port" and getattr(self, f.name) <= 0]
-        if not self.models:
-            problems.append("LYRICIST_MODELS must name at least one checkpoint directory")
-        if problems:
-            raise ValueError("; ".join(problems))
+    @field_validator("*", mode="before")
+    @classmethod
+    def _read_text(cls, value: Any, info: ValidationInfo) -> Any:
+        """A variable's text: a list is comma-separated (empty when blank); any other blank value
+        counts as not set."""
+        if not isinstance(value, str):
+            return value
+        if get_origin(cls.model_fields[info.field_name].annotation) is tuple:
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        if not value.strip():
+            raise PydanticUseDefault()
+        return value.strip()
+
+    @field_validator("models")
+    @classmethod
+    def _some_model(cls, models: tuple[str, ...]) -> tuple[str, ...]:
+        if not models:
+            raise ValueError(f"{PREFIX}MODELS must name at least one checkpoint directory")
+        return models
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not DEVICE.fullmatch(device):
+            raise ValueError(f"{PREFIX}DEVICE must be auto, cpu, cuda or cuda:N, got {device!r}")
+        return device
 
     @property
     def max_body_bytes(self) -> int:
         """A JSON body is the prompt (4 bytes a character at most, escaped up to 6) and a few fields."""
         return 6 * self.max_prompt_chars + 64 * 1024
 
+    def torch_device(self):
+        """The device the models run on: `auto` is the first GPU when torch finds one, else the CPU."""
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if (device.index or 0) >= count:
+                raise ValueError(f"{PREFIX}DEVICE is {self.device!r}, but torch finds "
+                                 f"{count or 'no'} CUDA device{'s' if count != 1 else ''}")
+        return device
+
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Settings from `environ` (default os.environ); `overrides` (not None) win, as flags do."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = environ.get(f.metadata["env"])
-            if raw is None or raw.strip() == "" and f.type != "tuple[str, ...]":
-                continue
-            values[f.name] = _parse(f.metadata["env"], f.type, raw)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+    def variables(cls) -> dict[str, str]:
+        """Each setting's environment variable."""
+        return {name: f"{PREFIX}{name.upper()}" for name in cls.model_fields}
 
-    def replace(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
+        """Settings from `environ` (default os.environ); `flags` that are not None win. A bad value is a
+        ValueError of one line that names the variable."""
+        given = {name: value for name, value in flags.items() if value is not None}
+        try:
+            if environ is None:
+                return cls(**given)
+            variables = _Variables(cls, environ)()
+            return cls.model_validate({**variables, **given})
+        except ValidationError as error:
+            raise ValueError("; ".join(_problem(e) for e in error.errors())) from None
 
 
-def _parse(name: str, kind: str, raw: str) -> Any:
-    if kind == "tuple[str, ...]":
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
-    if kind == "bool":
-        if raw.strip().lower() not in BOOLEANS:
-            raise ValueError(f"{name} must be true or false, got {raw!r}")
-        return BOOLEANS[raw.strip().lower()]
-    try:
-        return int(raw) if kind == "int" else float(raw) if kind == "float" else raw.strip()
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+class _Variables(EnvSettingsSource):
+    """The variables of a given mapping instead of os.environ (a compose file's, a test's), read as
+    pydantic-settings reads the environment."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]):
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:  # the hook pydantic-settings' .env source uses too
+        return {name.lower(): value for name, value in self._environ.items()}
+
+
+def _problem(error: Any) -> str:
+    """One validation error as one clause: the variable, the rule, the value."""
+    name = f"{PREFIX}{str(error['loc'][0]).upper()}" if error["loc"] else "settings"
+    got = error.get("input")
+    kind = error["type"]
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    if kind in ("greater_than_equal", "greater_than"):
+        bound = f'{error["ctx"].get("ge", error["ctx"].get("gt")):g}'
+        return f"{name} must be {'at least' if kind == 'greater_than_equal' else 'more than'} {bound}, got {got}"
+    if kind.startswith(("int_", "float_")):
+        return f"{name} must be a number, got {got!r}"
+    if kind.startswith("bool_"):
+        return f"{name} must be true or false, got {got!r}"
+    return f"{name}: {error['msg']}, got {got!r}"

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .network import LanguageModel
+from .network import LanguageModel, evaluating
 from .sampling import SamplingParams, make_generator, random_seed, sample
 from .tokenizer import Tokenizer
 
@@ -21,23 +21,30 @@ def generate(
 ) -> Iterator[str]:
     """Yield the continuation of `prompt` piece by piece until max_new_tokens or end of text.
 
-    An unseeded `params` gets a fresh seed; pass `seed` to reproduce a result.
+    An unseeded `params` gets a fresh seed; pass `seed` to reproduce a result. The
+    model runs in eval mode and is left in the mode it was in, also between pieces.
     """
-    model.eval()
     prompt_ids = tokenizer.encode(prompt, add_bos=True)
     generator = make_generator(random_seed() if params.seed is None else params.seed)
     seen = torch.zeros(1, tokenizer.vocab_size, dtype=torch.bool)
     seen[0, prompt_ids] = True
     decoder = tokenizer.incremental_decoder()
-    logits, state = model(torch.tensor([prompt_ids]))
+    logits, state = _step(model, torch.tensor([prompt_ids]), None)
     for _ in range(max_new_tokens):
-        token = sample(logits[:, -1], [params], [generator], seen)
+        token = sample(logits, [params], [generator], seen)
         token_id = int(token)
         if token_id == tokenizer.eos_id:
             break
         seen[0, token_id] = True
         if text := decoder.push(token_id):
             yield text
-        logits, state = model(token.view(1, 1), state)
+        logits, state = _step(model, token.view(1, 1), state)
     if text := decoder.flush():
         yield text
+
+
+def _step(model: LanguageModel, tokens: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next-piece logits after `tokens` (one sequence), read by `decode` as the engine reads them, and the state."""
+    with evaluating(model):
+        features = model.features(tokens, state)
+        return model.decode(features.dropped[:, -1]), features.state

@@ -4,11 +4,18 @@ The state of a batch is one tensor of shape (layers, parts, batch, hidden),
 `parts` being 2 for an LSTM (h and c) and 1 otherwise, so rows of a batch are
 taken apart with `select_rows` and put together with `stack_rows`. Which
 dropout masks what, and why: docs/model.md.
+
+Training reads logits with `forward`/`logits` (one matrix product for the whole
+batch); everything that serves or measures a model (prediction, scoring,
+generation, the engine) reads them with `decode`, whose rows do not depend on
+the batch they came in.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -20,6 +27,17 @@ from torch.func import functional_call
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
 DROPOUT_MODES = ("locked", "naive")
 STATE_BATCH_DIM = 2
+# A row's logits must not depend on the rows that share its batch, or a seeded request would change with the
+# traffic around it. A BLAS picks its kernel by the number of rows (MKL on AMD gives a lone row, as a GEMV, other
+# bits than the same row among 64), so `decode` calls it only on blocks of this many rows, the last one padded:
+# every call has the same shape whatever the batch. 8 keeps a lone row near the GEMV's cost and a full batch near
+# that of blocks of 16 (measured: docs/serving.md, "Same seed, same output").
+DECODE_BLOCK_ROWS = 8
+# Reading a text: the fused kernel gives the same bits for a call over the whole text as for any cut of it into
+# calls of at least 2 pieces, at any thread count (measured at the shipped shape and the test shape); a call of one
+# piece takes another path (a GEMV) and other bits. So a text read in slices is one pass as long as no slice is a
+# lone piece (`slice_end`), and a row read alongside other rows in one call gets other bits: each text alone.
+MIN_CALL_PIECES = 2
 
 
 @dataclass
@@ -168,6 +186,19 @@ class LanguageModel(nn.Module):
             hidden = self.projection(hidden)
         return self.decoder(hidden)
 
+    def decode(self, hidden: Tensor) -> Tensor:
+        """`logits` of (rows, features), each row's bits the same whatever the rows beside it (DECODE_BLOCK_ROWS).
+
+        For inference: it reads the weights as they are at the call (nothing cached), and a padded
+        row costs as much as a real one."""
+        rows = hidden.shape[0]
+        padding = -rows % DECODE_BLOCK_ROWS
+        if padding:
+            hidden = torch.cat([hidden, hidden.new_zeros(padding, hidden.shape[1])])
+        else:
+            hidden = hidden.contiguous()  # every block the same layout
+        return torch.cat([self.logits(block) for block in hidden.split(DECODE_BLOCK_ROWS)])[:rows]
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # a tied matrix counts once
 
@@ -192,6 +223,32 @@ class LanguageModel(nn.Module):
         return out, torch.cat(new_hx) if isinstance(new_hx, tuple) else new_hx
 
 
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode (every dropout off) for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def slice_end(start: int, end: int, limit: int, align: int = 1) -> int:
+    """Where the call reading pieces `start`..`end` from `start` stops: after at most about `limit` pieces, at a
+    multiple of `align` when that leaves the call 2 pieces or more, and never so that this call or the rest is one
+    piece (MIN_CALL_PIECES), unless the whole rest is one piece. Any such cut reads the text as one pass does."""
+    limit = max(limit, 2 * MIN_CALL_PIECES)
+    if end - start <= limit:
+        return end
+    stop = start + limit
+    if align > 1 and stop // align * align - start >= MIN_CALL_PIECES:
+        stop = stop // align * align
+    if end - stop < MIN_CALL_PIECES:  # the rest would be a lone piece
+        stop -= 1
+    return stop
+
+
 def select_rows(state: Tensor, rows: Tensor | list[int] | slice) -> Tensor:
     """The state of some sequences of a batch."""
     return state[:, :, rows]
@@ -201,3 +258,7 @@ def stack_rows(states: list[Tensor]) -> Tensor:
     """One batch state from the states of several sequences (or sub-batches)."""
     return torch.cat(states, dim=STATE_BATCH_DIM)
 
+
+def count_rows(state: Tensor) -> int:
+    """How many sequences a batch state holds."""
+    return state.shape[STATE_BATCH_DIM]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import sentencepiece as spm
 
@@ -36,6 +37,16 @@ TRAINER_SETTINGS = {
 }
 
 
+class TokenText(NamedTuple):
+    """A piece as the API shows a token: the text it completes and its own bytes.
+
+    A character spread over several byte pieces belongs to the piece that ends it
+    (the others have ""), so the texts of a sequence's pieces join to its text."""
+
+    text: str
+    data: bytes
+
+
 class Tokenizer:
     """Text <-> piece ids. `decode(encode(text)) == text` for every string."""
 
@@ -51,6 +62,9 @@ class Tokenizer:
             raise ValueError("tokenizer model was not trained by lyricist (no literal U+2581 piece)")
         self.piece_bytes = [self._bytes_of(i) for i in range(self.vocab_size)]
         self.pieces = [self._sp.id_to_piece(i) for i in range(self.vocab_size)]
+        # Each piece's text when it is text on its own; None for a byte of a longer character and for the
+        # unknown piece (U+FFFD), which a list of next pieces never shows.
+        self.piece_texts = [_text_of(data) for data in self.piece_bytes]
 
     # -- building ---------------------------------------------------------------
 
@@ -105,6 +119,14 @@ class Tokenizer:
     def incremental_decoder(self) -> IncrementalDecoder:
         return IncrementalDecoder(self)
 
+    def token_texts(self, ids: Iterable[int]) -> list[TokenText]:
+        """Each piece of a text as a token: joined, the texts are `decode(ids)`."""
+        decoder = self.incremental_decoder()
+        tokens = [decoder.token(i) for i in ids]
+        if tokens and (rest := decoder.flush()):  # an unfinished last character: U+FFFD, as `decode` has it
+            tokens[-1] = tokens[-1]._replace(text=tokens[-1].text + rest)
+        return tokens
+
     def _bytes_of(self, piece_id: int) -> bytes:
         sp = self._sp
         if piece_id == self._literal_mark_id:
@@ -133,9 +155,29 @@ class IncrementalDecoder:
     def push(self, piece_id: int) -> str:
         return self._utf8.decode(self._piece_bytes[piece_id])
 
+    def token(self, piece_id: int) -> TokenText:
+        """`push` with the piece's bytes: the one place a token's text and bytes are made."""
+        return TokenText(self.push(piece_id), self._piece_bytes[piece_id])
+
+    def peek(self, piece_id: int) -> TokenText:
+        """What `token(piece_id)` would give, the decoder left as it is (an alternative to the next piece)."""
+        state = self._utf8.getstate()
+        try:
+            return self.token(piece_id)
+        finally:
+            self._utf8.setstate(state)
+
     def flush(self) -> str:
         """The text still held back (an unfinished character decodes as U+FFFD)."""
         return self._utf8.decode(b"", final=True)
+
+
+def _text_of(data: bytes) -> str | None:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if "\ufffd" in text else text
 
 
 def check_unicode(text: str) -> str:

@@ -108,6 +108,41 @@ def test_completions_echo_with_zero_tokens_scores_the_prompt(client):
     assert choice["logprobs"]["text_offset"][:2] == [0, len(choice["logprobs"]["tokens"][0])]
 
 
+MIXED = "Ça va? 你好 🎸"  # letters in and out of the vocabulary, and a character of four byte pieces
+
+
+def test_token_texts_join_to_the_text_and_each_token_carries_its_bytes(client):
+    tokens = client.post("/v1/score", json={"text": MIXED}).json()["token_logprobs"]
+    assert "".join(t["text"] for t in tokens) == MIXED
+    assert bytes(b for t in tokens for b in t["bytes"]) == MIXED.encode()
+    assert [t["text"] for t in tokens[-4:]] == ["", "", "", "🎸"]
+    echo = client.post("/v1/completions", json={"prompt": MIXED, "max_tokens": 0, "echo": True, "logprobs": 0}).json()
+    logprobs = echo["choices"][0]["logprobs"]
+    assert logprobs["tokens"] == [t["text"] for t in tokens]
+    assert logprobs["token_bytes"] == [t["bytes"] for t in tokens]
+
+
+def test_generated_tokens_and_their_alternatives_carry_bytes(client, tokenizer):
+    request = {"prompt": "你", "max_new_tokens": 60, "logprobs": 5, "temperature": 3, "seed": 5}
+    body = client.post("/v1/generate", json=request).json()
+    tokens = body["tokens"]
+    assert "".join(t["text"] for t in tokens) == body["text"]
+    assert all(bytes(t["bytes"]) == tokenizer.piece_bytes[t["id"]] for t in tokens)
+    assert any(t["bytes"][0] >= 0x80 for t in tokens)  # byte pieces came up
+    alternatives = [alt for t in tokens for alt in t["top"]]
+    assert all(bytes(alt["bytes"]) in tokenizer.piece_bytes for alt in alternatives)
+    with client.stream("POST", "/v1/generate", json={**request, "stream": True}) as response:
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line and line != "data: [DONE]"]
+    assert [e["token"]["bytes"] for e in events[:-1]] == [t["bytes"] for t in tokens]
+
+
+@pytest.mark.parametrize("unit", ["word", "token"])
+def test_predict_lists_no_lone_byte_piece_or_replacement_character(client, unit):
+    body = client.post("/v1/predict", json={"prompt": "", "top_k": 100, "unit": unit, "temperature": 4}).json()
+    texts = [c["text"] for c in body["distribution"]]
+    assert len(texts) == 100 and not any("\ufffd" in text for text in texts)
+
+
 @pytest.mark.parametrize("body, field", [
     ({"prompt": "x", "top_k": 0}, "top_k"),
     ({"prompt": "x", "top_k": 101}, "top_k"),
@@ -178,7 +213,7 @@ def test_metrics_have_the_contract_names(client):
 def test_a_full_queue_answers_429_with_retry_after(served_checkpoint):
     settings = Settings(models=(str(served_checkpoint),), max_batch_size=1, max_queue=1)
     with TestClient(create_app(settings)) as client:
-        engine = client.app.state.engines.default
+        engine = client.app.state.registry.default
         engine.max_queue = 0  # nothing may wait: the next request is refused at once
         error = assert_error(client.post("/v1/generate", json={"prompt": "x"}), 429)
         assert error["code"] == "queue_full"

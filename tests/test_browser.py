@@ -1,6 +1,8 @@
 """The demo page at `/` in a real headless Chromium (Debian's), against the real server.
 
-Each test saves a screenshot under test-artifacts/browser/ and prints its path.
+The page opens in songwriter mode (lyrics, line counts, filtered next words, next lines); the free
+writing tests switch to "Free writing" first. Each test saves a screenshot under
+test-artifacts/browser/ and prints its path.
 """
 
 import json
@@ -19,6 +21,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 API_KEY = "demo-key"
 WAIT_MS = 15_000
+LINES_WAIT_MS = 120_000  # a constrained line search on a busy machine
 
 
 def stop(process) -> None:
@@ -101,8 +104,15 @@ def wait_until_generated(page: Page) -> None:
     expect(page.locator("#reuse-seed")).to_be_visible(timeout=WAIT_MS)
 
 
+def free_writing(page: Page) -> None:
+    """Switch the page to its free writing mode (prompt, chart, generation)."""
+    page.click("label[for=mode-free]")
+    expect(page.locator("#prompt")).to_be_visible()
+
+
 def open_page(page: Page, url: str) -> None:
     page.goto(url)
+    free_writing(page)
     wait_for_chart_of(page, page.input_value("#prompt"))
 
 
@@ -238,10 +248,16 @@ def focused(page: Page) -> dict:
 
 
 def test_keyboard_alone_drives_the_page(page, base):
-    open_page(page, base)
+    page.goto(base)
+    wait_for_chart_of(page, page.input_value("#lyrics"))  # songwriter mode: the chart continues the lyrics
     unlabelled = page.eval_on_selector_all("input, select, textarea", "controls => controls"
                                            ".filter(c => c.labels.length === 0).map(c => c.id || c.outerHTML)")
     assert not unlabelled
+    page.keyboard.press("Tab")
+    assert focused(page)["id"] == "mode-songwriter"  # the mode switch comes first; arrows change the mode
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#prompt")).to_be_visible()
+    wait_for_chart_of(page, page.input_value("#prompt"))
     page.keyboard.press("Tab")
     assert focused(page) == {"id": "prompt", "tag": "TEXTAREA", "text": None, "outline": True}
     page.keyboard.press("Control+A")
@@ -297,8 +313,12 @@ def test_the_page_asks_nothing_of_any_other_origin(page, base):
     wait_until_generated(page)
     page.click("#reuse-seed")
     page.click("#chart li button")
+    page.click("label[for=mode-songwriter]")
+    with page.expect_response("**/v1/lines", timeout=LINES_WAIT_MS):
+        page.click("#suggest-lines")
     paths = {urlsplit(url).path for url in page.requested}
-    assert {"/", "/static/app.js", "/static/style.css", "/v1/models", "/v1/predict", "/v1/generate"} <= paths
+    assert {"/", "/static/app.js", "/static/style.css", "/v1/models", "/v1/predict", "/v1/generate",
+            "/v1/analyze", "/v1/lines"} <= paths
     origin = urlsplit(base)
     foreign = [url for url in page.requested if urlsplit(url)[:2] != origin[:2]]
     assert not foreign
@@ -319,6 +339,7 @@ def test_api_key_then_model_picker_with_two_models(page, keyed_two_model_base):
     expect(page.locator("#models-error")).to_be_hidden()
     assert page.eval_on_selector_all("#model option", "options => options.map(o => o.value)") == \
         ["tiny-lstm", "tiny-gru"]
+    free_writing(page)
     prompt = page.input_value("#prompt")
     wait_for_chart_of(page, prompt)
 
@@ -340,3 +361,250 @@ def test_api_key_then_model_picker_with_two_models(page, keyed_two_model_base):
                                                "seed": 7}, key=API_KEY).json()
     assert generated_text(page) == plain["text"] != default_model["text"]
     screenshot(page, "model-picker")
+
+
+# -- songwriter mode ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def songs_base():
+    """`lyricist serve` as shipped: songs-lstm (the default model), then shakespeare-lstm."""
+    process, url = start_server()
+    yield url
+    stop(process)
+
+
+def percent(prob: float) -> str:
+    """A probability as the page writes it (JavaScript's toFixed(1) from 10%, else toPrecision(2))."""
+    value = prob * 100
+    return f"{value:.1f}%" if value >= 10 else f"{value:#.2g}".rstrip(".") + "%"
+
+
+def lyric_rows(page: Page) -> list[dict]:
+    """Each counted line beside the editor: its line number in the lyrics and what it shows."""
+    return page.eval_on_selector_all("#lyrics-lines .line[data-syllables]", """rows => rows.map(row => ({
+        line: Number(row.dataset.line), syllables: Number(row.dataset.syllables), rhyme: row.dataset.rhyme,
+        count: row.querySelector('.count').textContent, letter: row.querySelector('.letter').textContent}))""")
+
+
+def wait_for_counts_of(page: Page, text: str) -> None:
+    page.wait_for_function("text => { const l = document.getElementById('lyrics-lines');"
+                           " return l.dataset.text === text && l.getAttribute('aria-busy') === 'false'; }",
+                           arg=text, timeout=WAIT_MS)
+
+
+def wait_for_filtered_chart(page: Page, prompt: str, constraints: dict) -> None:
+    """The chart drawn for `prompt` under `constraints` (in the order the page writes them)."""
+    want = json.dumps(constraints, separators=(",", ":"), ensure_ascii=False)
+    page.wait_for_function("([prompt, want]) => { const c = document.getElementById('chart');"
+                           " return c.dataset.prompt === prompt && c.dataset.constraints === want"
+                           " && c.getAttribute('aria-busy') === 'false'; }", arg=[prompt, want], timeout=WAIT_MS)
+
+
+def expected_rows(text: str, analysis: dict) -> list[dict]:
+    """What the editor should show beside `text`, from /v1/analyze's answer for it."""
+    counted = [line for stanza in analysis["stanzas"] for line in stanza["lines"]]
+    written = [index for index, line in enumerate(text.split("\n")) if line.strip()]
+    assert len(counted) == len(written), (counted, written)
+    return [{"line": index, "syllables": line["syllables"], "rhyme": line["rhyme"],
+             "count": ("≈" if line["unknown_words"] else "") + str(line["syllables"]), "letter": line["rhyme"]}
+            for index, line in zip(written, counted)]
+
+
+def analyze_text(request) -> str | None:
+    if not request.url.endswith("/v1/analyze"):
+        return None
+    return json.loads(request.post_data)["text"]
+
+
+LYRICS = ("Twinkle, twinkle, little star,\nHow I wonder what you are.\nUp above the world so high,\n"
+          "Like a diamond in the sky.\n\nThe river runs beside the road,\nAnd I have carried all my load,\n"
+          "While zorblaxes sing")
+
+
+def test_songwriter_mode_counts_each_line_as_analyze_does(page, songs_base):
+    first = LYRICS[:LYRICS.index("\n\n")]
+    held: list[Route] = []
+
+    def hold_the_first_stanza(route: Route) -> None:
+        if analyze_text(route.request) == first:
+            held.append(route)  # answered only after the whole text's counts are on screen
+        else:
+            route.continue_()
+
+    page.route("**/v1/analyze", hold_the_first_stanza)
+    page.goto(songs_base)
+    expect(page.locator("#mode-songwriter")).to_be_checked()  # the page opens for songwriters ...
+    expect(page.locator("#lyrics")).to_be_visible()
+    expect(page.locator("#prompt")).to_be_hidden()
+    expect(page.locator("#model-picker")).to_be_visible()  # ... on the default model, the songs model
+    assert page.eval_on_selector_all("#model option", "options => options.map(o => o.value)") == \
+        ["songs-lstm", "shakespeare-lstm"]
+    assert page.input_value("#model") == "songs-lstm"
+
+    page.click("#lyrics")
+    page.keyboard.press("Control+A")
+    with page.expect_request(lambda r: analyze_text(r) == first):
+        page.keyboard.type(first)
+    with page.expect_request(lambda r: analyze_text(r) == LYRICS):
+        page.keyboard.type(LYRICS[len(first):])
+    assert page.input_value("#lyrics") == LYRICS
+    wait_for_counts_of(page, LYRICS)
+    (late,) = held
+    late.continue_()  # the stale answer comes only now, after the newer one is on screen
+    assert late.request.failure == "net::ERR_ABORTED"
+
+    analysis = api(songs_base, "/v1/analyze", {"text": LYRICS}).json()
+    assert analysis["model"] == "songs-lstm"
+    assert lyric_rows(page) == expected_rows(LYRICS, analysis)
+    unknown = [word for stanza in analysis["stanzas"] for line in stanza["lines"] for word in line["unknown_words"]]
+    assert unknown  # "zorblaxes" is no dictionary word: its count is estimated, and the word is marked
+    assert [word.lower() for word in page.eval_on_selector_all("#lyrics-lines mark.unknown",
+                                                               "marks => marks.map(m => m.textContent)")] == \
+        [word.lower() for word in unknown]
+    summary = page.text_content("#lyrics-summary")
+    for stanza in analysis["stanzas"]:
+        assert stanza["scheme"].replace("-", "x") in summary
+    for word in unknown:
+        assert word in summary
+    rows = page.get_by_role("list", name="Syllables and rhyme of each line").get_by_role("listitem")
+    expect(rows).to_have_count(len(expected_rows(LYRICS, analysis)))  # read as a list, a line an item
+    first_line = analysis["stanzas"][0]["lines"][0]
+    expect(rows.first).to_contain_text(f"Line 1: {first_line['syllables']} syllables")
+
+    geometry = page.evaluate("""() => { const t = document.getElementById('lyrics');
+        const rows = [...document.querySelectorAll('#lyrics-lines .line')];
+        return {hidden: t.scrollHeight - t.clientHeight, scrolled: t.scrollTop,
+                facts: rows.map(r => r.querySelector('.facts').getBoundingClientRect().right),
+                editor: t.getBoundingClientRect().right}; }""")
+    assert geometry["hidden"] <= 1 and geometry["scrolled"] == 0, geometry  # the editor grows with the lyrics
+    assert all(right > geometry["editor"] for right in geometry["facts"])  # the counts sit beside the text
+    screenshot(page, "songwriter")
+
+    page.fill("#lyrics", "")
+    wait_for_counts_of(page, "")
+    assert lyric_rows(page) == []
+
+
+def test_the_rhyme_filter_keeps_only_rhyming_words_and_shows_their_share(page, songs_base):
+    text = "I walked along the road tonight,\nAnd all the stars above were"
+    page.goto(songs_base)
+    page.fill("#lyrics", text)
+    page.press("#lyrics", "End")  # the cursor at the end: the chart continues the whole text
+    wait_for_filtered_chart(page, text, {})
+    unfiltered = chart(page)
+    expect(page.locator("#constraint-mass")).to_be_hidden()
+    wait_for_counts_of(page, text)
+    assert page.input_value("#rhymes-with") == "tonight"  # line 2 answers line 1, by the page's guess
+
+    page.check("#rhyme-filter")
+    wait_for_filtered_chart(page, text, {"rhymes_with": "tonight", "rhyme": "perfect"})
+    expected = api(songs_base, "/v1/predict", {"prompt": text, "top_k": 10, "unit": "word", "temperature": 0.8,
+                                               "rhymes_with": "tonight", "rhyme": "perfect"}).json()
+    filtered = chart(page)
+    assert filtered == [[c["text"], c["prob"]] for c in expected["distribution"]] and filtered != unfiltered
+    mass = page.locator("#constraint-mass")
+    expect(mass).to_be_visible()
+    assert float(page.get_attribute("#constraint-mass", "data-mass")) == expected["constraint_mass"]
+    expect(mass).to_have_text(f"{percent(expected['constraint_mass'])} of the model's next-word probability"
+                              " rhymes with “tonight”.")
+    words = [word for word, _ in filtered]
+    counted = api(songs_base, "/v1/analyze", {"text": "\n".join(["tonight", *words])}).json()
+    letters = [line["rhyme"] for stanza in counted["stanzas"] for line in stanza["lines"]]
+    assert letters[0] != "-" and set(letters) == {letters[0]}, list(zip(["tonight", *words], letters))
+    screenshot(page, "rhyme-filter")
+
+    page.fill("#word-syllables", "1")
+    wait_for_filtered_chart(page, text, {"rhymes_with": "tonight", "rhyme": "perfect", "syllables": 1})
+    expected = api(songs_base, "/v1/predict", {"prompt": text, "top_k": 10, "unit": "word", "temperature": 0.8,
+                                               "rhymes_with": "tonight", "rhyme": "perfect", "syllables": 1}).json()
+    assert chart(page) == [[c["text"], c["prob"]] for c in expected["distribution"]]
+    expect(mass).to_have_text(f"{percent(expected['constraint_mass'])} of the model's next-word probability"
+                              " rhymes with “tonight” and has 1 syllable.")
+
+    word = chart(page)[0][0]
+    page.click("#chart li button")  # a bar puts its word at the cursor
+    assert page.input_value("#lyrics") == f"{text} {word}"
+    wait_for_filtered_chart(page, f"{text} {word}", {"rhymes_with": "tonight", "rhyme": "perfect", "syllables": 1})
+
+
+def lines_body(prompt: str, **fields) -> dict:
+    """The /v1/lines request the page sends with the sampling fields at their defaults."""
+    return {"prompt": prompt, "n": 3, **fields, "temperature": 0.8, "top_k": 0, "top_p": 1, "min_p": 0,
+            "repetition_penalty": 1, "noise": 0}
+
+
+def test_next_line_inserts_a_candidate_with_the_syllables_asked_for(page, songs_base):
+    first = "I left my home at break of day,"
+    page.goto(songs_base)
+    page.fill("#lyrics", first + "\n")
+    page.press("#lyrics", "Control+End")  # on the new, empty second line
+    wait_for_counts_of(page, first + "\n")
+    assert page.input_value("#line-rhymes-with") == "day"  # the scheme's guess: line 2 answers line 1
+    (counted,) = lyric_rows(page)
+    assert page.input_value("#line-syllables") == str(counted["syllables"])  # and is as long
+    page.fill("#line-syllables", "6")
+    page.fill("#seed", "7")
+
+    page.focus("#lyrics")
+    with page.expect_response("**/v1/lines", timeout=LINES_WAIT_MS) as answered:
+        page.keyboard.press("Control+Enter")  # Ctrl+Enter asks for lines in songwriter mode
+    assert answered.value.status == 200, answered.value.text()
+    expect(page.locator("#lines li")).to_have_count(3, timeout=WAIT_MS)
+    expected = api(songs_base, "/v1/lines", lines_body(first + "\n", syllables=6, rhymes_with="day",
+                                                       rhyme="perfect", seed=7)).json()
+    candidates = page.eval_on_selector_all("#lines li", "items => items.map(li => [li.dataset.text,"
+                                           " Number(li.dataset.syllables), li.querySelector('.count').textContent])")
+    assert candidates == [[line["text"], 6, "6 syl."] for line in expected["lines"]]  # same seed, same lines
+    screenshot(page, "next-line")
+
+    chosen = candidates[0][0]
+    page.focus("#lines li button")
+    page.keyboard.press("Enter")  # a candidate is a button: the keyboard inserts it too
+    lyrics = page.input_value("#lyrics")
+    assert lyrics == f"{first}\n{chosen}\n"
+    assert focused(page)["id"] == "lyrics"  # writing goes on, on the line after it
+    wait_for_counts_of(page, lyrics)
+    analysis = api(songs_base, "/v1/analyze", {"text": lyrics}).json()
+    (stanza,) = analysis["stanzas"]
+    assert stanza["lines"][1]["syllables"] == 6  # the line has the syllables asked for ...
+    assert stanza["lines"][0]["rhyme"] == stanza["lines"][1]["rhyme"] != "-"  # ... and rhymes with "day"
+    assert lyric_rows(page) == expected_rows(lyrics, analysis)
+    screenshot(page, "next-line-inserted")
+
+
+def test_a_next_line_nothing_can_meet_is_explained_not_dumped(page, songs_base):
+    page.goto(songs_base)
+    page.fill("#lyrics", "We sang about a celebrity,\n")
+    page.press("#lyrics", "Control+End")
+    page.fill("#line-syllables", "1")
+    page.fill("#line-rhymes-with", "celebrity")
+    refusal = api(songs_base, "/v1/lines", lines_body("We sang about a celebrity,\n", syllables=1,
+                                                      rhymes_with="celebrity", rhyme="perfect"))
+    assert refusal.status_code == 422, refusal.text
+    page.click("#suggest-lines")
+    notice = page.locator("#lines-notice")
+    expect(notice).to_be_visible(timeout=LINES_WAIT_MS)
+    expect(notice).to_contain_text("No line could be found with 1 syllable and a rhyme for “celebrity”")
+    expect(notice).to_contain_text(refusal.json()["error"]["message"])
+    expect(notice).to_contain_text("Try another rhyme word or another length")
+    assert page.get_attribute("#lines-notice", "role") == "status"
+    expect(page.locator("#lines-error")).to_be_hidden()  # a fact about the request, not a fault
+    expect(page.locator("#lines li")).to_have_count(0)
+    screenshot(page, "next-line-impossible")
+
+
+def test_songwriter_mode_fits_a_narrow_screen(page, songs_base):
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.goto(songs_base)
+    text = "Anunbrokenwordmuchwiderthananyphonescreencouldeverhold\nAnd here the river bends away,\nAnd there"
+    page.fill("#lyrics", text)
+    wait_for_counts_of(page, text)
+    wait_for_chart_of(page, page.evaluate("() => { const t = document.getElementById('lyrics');"
+                                          " return t.value.slice(0, t.selectionStart); }"))
+    widths = page.evaluate("({page: document.documentElement.scrollWidth, body: document.body.scrollWidth,"
+                           "  view: document.documentElement.clientWidth})")
+    assert widths["view"] == 360 and widths["page"] <= 360 and widths["body"] <= 360, widths
+    for box in page.locator("#lyrics-lines .facts .letter").all():
+        place = box.bounding_box()
+        assert place["x"] >= 0 and place["x"] + place["width"] <= 360
+    screenshot(page, "songwriter-narrow")

@@ -10,7 +10,6 @@ import json
 import re
 import subprocess
 import sys
-from dataclasses import fields
 from pathlib import PurePosixPath
 
 import httpx
@@ -18,12 +17,12 @@ import pytest
 import yaml
 
 from lyricist.app.cli import add_serve_command
-from lyricist.app.settings import DEFAULT_MODEL, Settings
+from lyricist.app.settings import DEFAULT_MODELS, Settings
 from lyricist.model import load_checkpoint
 
 from .helpers import ROOT, free_port, start_server
 
-SETTINGS_VARIABLES = {f.metadata["env"] for f in fields(Settings)}
+SETTINGS_VARIABLES = set(Settings.variables().values())
 
 
 def dockerfile_stages() -> list[list[tuple[str, str]]]:
@@ -125,17 +124,18 @@ def test_every_variable_the_files_set_is_one_settings_reads():
         Settings.from_env({name: str(value) for name, value in env.items()})  # every value parses
 
 
-def test_image_serves_the_shipped_model_on_all_interfaces():
+def test_image_serves_the_shipped_models_on_all_interfaces():
     final = dockerfile_stages()[-1]
     env = image_env()
     assert env["LYRICIST_HOST"] == "0.0.0.0"
     (workdir,) = instructions(final, "WORKDIR")
-    (model_path,) = Settings.from_env(env).models
-    in_repo = PurePosixPath(model_path).relative_to(workdir)
-    assert ROOT / in_repo == DEFAULT_MODEL, "the image serves another model than `lyricist serve` does"
-    assert load_checkpoint(ROOT / in_repo).model.num_parameters() > 0
+    in_repo = [PurePosixPath(path).relative_to(workdir) for path in Settings.from_env(env).models]
+    assert [str(ROOT / path) for path in in_repo] == list(DEFAULT_MODELS), \
+        "the image serves other models than `lyricist serve` does"
     copied = [arguments.split()[0] for stage in dockerfile_stages() for arguments in instructions(stage, "COPY")]
-    assert str(in_repo) in copied, "the model is not copied into the image"
+    for path in in_repo:
+        assert load_checkpoint(ROOT / path).model.num_parameters() > 0
+        assert str(path) in copied, f"{path} is not copied into the image"
     command = exec_form(instructions(final, "ENTRYPOINT")[0]) + exec_form(instructions(final, "CMD")[0])
     assert command == ["lyricist", "serve"]
 
@@ -224,7 +224,7 @@ def test_health_checks_pass_on_a_serving_app_and_fail_without_one(compose_config
 
 def test_the_compose_environment_serves_and_prometheus_finds_metrics(compose_configured_server):
     ready = httpx.get(f"{compose_configured_server}/readyz").json()
-    assert ready["models"] == ["shakespeare-lstm"]
+    assert ready["models"] == ["songs-lstm", "shakespeare-lstm"]
     scraped = httpx.get(compose_configured_server + prometheus_job()["metrics_path"])
     assert scraped.status_code == 200 and 'lyricist_model_info{cell="lstm"' in scraped.text
 

@@ -6,8 +6,8 @@ import time
 import pytest
 import torch
 
-from lyricist.app.engine import GenerationRequest, ModelEngine, QueueFull
-from lyricist.model import Checkpoint, LanguageModel, ModelConfig, SamplingParams, generate, load_checkpoint
+from lyricist.app.engine import Finished, FinishReason, GenerationRequest, ModelEngine, QueueFull
+from lyricist.model import SamplingParams, generate, load_checkpoint
 
 
 @pytest.fixture
@@ -61,25 +61,6 @@ def test_greedy_engine_output_equals_the_plain_loop(engine):
     text, finished = run(generate_text(engine, GenerationRequest("ROMEO:", 20, SamplingParams(temperature=0))))
     plain = "".join(generate(engine.model, engine.tokenizer, "ROMEO:", 20, SamplingParams(temperature=0)))
     assert text == plain and finished.reason == "length"
-
-
-def test_decoder_rows_do_not_depend_on_the_batch_at_the_shipped_shape(served_checkpoint):
-    """The bits of a row's logits must not change with the rows around it (DECODER_MIN_ROWS)."""
-    torch.manual_seed(0)
-    model = LanguageModel(ModelConfig(vocab_size=4000, layers=2, hidden_size=512, embedding_size=512)).eval()
-    engine = ModelEngine(Checkpoint(model, load_checkpoint(served_checkpoint).tokenizer))  # decode needs no tokenizer
-    hidden = torch.randn(64, 512)
-    with torch.inference_mode():
-        reference = engine.decode(hidden)
-        assert torch.allclose(reference, model.logits(hidden), atol=1e-5)
-        for rows in (1, 2, 3, 7, 15, 16, 17, 40):
-            picked = torch.randperm(64)[:rows]
-            assert torch.equal(engine.decode(hidden[picked]), reference[picked]), rows
-        state = torch.randn(2, 2, 64, 512)
-        tokens = torch.randint(0, 4000, (64, 1))
-        full = model.features(tokens, state).state
-        for rows in (1, 5, 16):
-            assert torch.equal(model.features(tokens[:rows], state[:, :, :rows]).state, full[:, :, :rows]), rows
 
 
 def test_a_seed_is_drawn_and_reported_and_reproduces_the_output(engine):
@@ -164,6 +145,42 @@ def test_a_request_past_its_timeout_is_ended(engine):
     started = time.monotonic()
     tokens, finished = run(go())
     assert finished.reason == "timeout" and time.monotonic() - started < 2 and len(tokens) > 0
+
+
+def test_a_cancelled_sequence_ends_once_with_its_own_reason(engine):
+    async def go():
+        stream = engine.submit(GenerationRequest("", 100000, SamplingParams()))
+        async for _ in stream:
+            break  # one token, then the reader leaves
+        stream.cancel()
+        stream.cancel()  # a second cancel changes nothing
+        _, finished = await stream.result()
+        return finished
+
+    finished = run(go())
+    assert finished.reason == FinishReason.CANCELLED and finished.completion_tokens >= 1
+    assert engine.metrics.cancelled.labels(engine.name)._value.get() == 1
+
+
+def test_a_request_that_expires_while_waiting_ends_through_the_same_path(served_checkpoint):
+    engine = ModelEngine(load_checkpoint(served_checkpoint), max_batch_size=1)
+    engine.start()
+
+    async def go():
+        running = engine.submit(GenerationRequest("", 10**7, SamplingParams()))
+        async for _ in running:
+            break  # it holds the only slot
+        waiting = engine.submit(GenerationRequest("", 5, SamplingParams(), timeout_s=0.1))
+        events = [event async for event in waiting]
+        running.cancel()
+        return events, await running.result()
+
+    try:
+        events, (_, running_end) = run(go())
+    finally:
+        engine.stop()
+    assert events == [Finished(FinishReason.TIMEOUT, "", 0)]  # no token, one end, "timed out" not "cancelled"
+    assert running_end.reason == FinishReason.CANCELLED
 
 
 def test_stopping_the_engine_ends_running_requests_with_a_reason(served_checkpoint):

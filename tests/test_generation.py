@@ -6,6 +6,8 @@ import torch
 from lyricist.model import SamplingParams, generate, load_checkpoint
 from lyricist.model.checkpoint import WEIGHTS_FILE
 
+from .helpers import tiny_model
+
 
 
 def test_greedy_generation_carries_state_like_a_full_pass(tiny_checkpoint):
@@ -21,6 +23,16 @@ def test_greedy_generation_carries_state_like_a_full_pass(tiny_checkpoint):
         ids.append(next_id)
     assert text == ckpt.tokenizer.decode(ids[1:])[len("ROMEO:"):]
     assert len(text) > 0
+
+
+def test_generation_runs_without_dropout_and_leaves_the_mode_it_found(tokenizer):
+    model = tiny_model(tokenizer.vocab_size, dropout={"input": 0.5, "output": 0.5, "weight": 0.5}, seed=2)
+    greedy = SamplingParams(temperature=0)
+    want = "".join(generate(model.eval(), tokenizer, "KING", 12, greedy))
+    pieces = generate(model.train(), tokenizer, "KING", 12, greedy)
+    first = next(pieces)
+    assert model.training  # also while the caller holds the generator
+    assert first + "".join(pieces) == want and model.training
 
 
 def test_seed_reproduces_and_different_seeds_differ(tiny_checkpoint):

@@ -16,7 +16,9 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from lyricist.app.server import APIError, create_app, require_api_key
+from lyricist.app.auth import require_api_key
+from lyricist.app.errors import APIError
+from lyricist.app.server import create_app
 from lyricist.app.settings import Settings
 from lyricist.model.sampling import MAX_SEED
 
@@ -323,12 +325,31 @@ def test_every_v1_route_wants_a_valid_key(keyed, path, method):
         response = httpx.request(method, f"{base}{path}", json=body, headers=headers)
         error = assert_error(response, 401, "API key")
         assert error["code"] == "invalid_api_key" and error["type"] == "authentication_error"
-    # Without a key, a body of wrong values learns nothing beyond the 401 (one that is not JSON at all is
-    # refused as such first: FastAPI reads the body before it runs the key check).
+    # Without a key, a body of wrong values learns nothing beyond the 401 (nor one that is not JSON at all:
+    # test_the_key_is_checked_before_the_body_is_read).
     assert httpx.request(method, f"{base}{path}", json={"prompt": 3, "text": 3, "top_k": -1}).status_code == 401
     for key in KEYS:
         response = httpx.request(method, f"{base}{path}", json=body, headers={"authorization": f"Bearer {key}"})
         assert response.status_code == 200, response.text
+
+
+NOT_JSON = [(b"{not json", "application/json"), (b"\xff\xfe\x00", "application/json"), (b"prompt=a", "text/plain"),
+            (b'{"prompt": ' * 5000, "application/json")]
+
+
+@pytest.mark.parametrize("path", [path for path, method in V1_ROUTES if method == "POST"])
+def test_the_key_is_checked_before_the_body_is_read(keyed, path):
+    """Without a valid key no body is read or parsed: whatever it holds, the answer is 401. With one, the
+    same bodies are each the 400 that says what is wrong with it."""
+    base, _ = keyed
+    for content, content_type in NOT_JSON:
+        for authorization in (None, "Bearer wrong-key-attempt"):
+            headers = {"content-type": content_type, **({"authorization": authorization} if authorization else {})}
+            response = httpx.post(f"{base}{path}", content=content, headers=headers)
+            assert assert_error(response, 401, "API key")["code"] == "invalid_api_key", content[:20]
+        response = httpx.post(f"{base}{path}", content=content,
+                              headers={"content-type": content_type, "authorization": f"Bearer {KEYS[1]}"})
+        assert_error(response, 400)
 
 
 def test_keys_never_reach_the_logs_or_the_metrics(keyed):

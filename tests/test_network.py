@@ -1,4 +1,5 @@
 import copy
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -6,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lyricist.model import LanguageModel, ModelConfig, select_rows, stack_rows
-from lyricist.model.network import CELLS, SequenceDropout
+from lyricist.model.network import CELLS, SequenceDropout, evaluating
 
 from .helpers import tiny_model
 
@@ -243,3 +244,78 @@ def test_eval_turns_every_dropout_off():
     plain.eval()
     torch.testing.assert_close(noisy(x)[0], plain(x)[0])
     assert torch.equal(noisy(x)[0], noisy(x)[0])
+
+
+# -- a row's results do not depend on the batch it is read in --------------------------------
+
+@pytest.fixture(scope="module")
+def shipped_shape():
+    torch.manual_seed(0)
+    return LanguageModel(ModelConfig(vocab_size=4000, layers=2, hidden_size=512, embedding_size=512)).eval()
+
+
+@contextmanager
+def torch_threads(count: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_decoded_rows_do_not_depend_on_the_batch_at_the_shipped_shape(shipped_shape, threads):
+    """A row's logits have the same bits alone, among any others, and wherever it sits among them (a seeded
+    request must not change with the traffic around it); a plain matrix product gives a lone row other bits."""
+    model = shipped_shape
+    hidden = torch.randn(64, 512, generator=torch.Generator().manual_seed(1))
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode(), torch_threads(threads):
+        reference = model.decode(hidden)
+        torch.testing.assert_close(reference, model.logits(hidden))
+        for rows in (1, 2, 3, 7, 8, 9, 15, 16, 17, 40, 63):
+            assert torch.equal(model.decode(hidden[order[:rows]]), reference[order[:rows]]), rows
+            assert torch.equal(model.decode(hidden[64 - rows:]), reference[64 - rows:]), rows
+        assert torch.equal(model.decode(hidden.repeat(3, 1)[5:])[-64:], reference)
+        assert torch.equal(model.decode(hidden.unsqueeze(1).expand(64, 3, 512)[:, -1]), reference)  # strided rows
+
+
+def test_decoding_with_a_projection_is_the_logits_row_by_row():
+    model = tiny_model(V, embedding_size=12, hidden_size=16).eval()
+    hidden = torch.randn(11, 16)
+    with torch.inference_mode():
+        decoded = model.decode(hidden)
+        torch.testing.assert_close(decoded, model.logits(hidden))
+        assert all(torch.equal(model.decode(hidden[i : i + 1]), decoded[i : i + 1]) for i in range(11))
+        assert model.decode(hidden[:0]).shape == (0, V)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_step_of_the_recurrent_layers_does_not_depend_on_the_batch_at_the_shipped_shape(shipped_shape, threads):
+    """One step of a row (the engine's batched call, a word-search round) gives the same state and output bits
+    alone as among others. It holds for the oneDNN LSTM kernel that torch runs on a CPU (measured; no blocks
+    needed), not for torch's own kernel, which gives the rows of small batches other bits."""
+    model = shipped_shape
+    g = torch.Generator().manual_seed(3)
+    state, tokens = torch.randn(2, 2, 64, 512, generator=g), torch.randint(0, 4000, (64, 1), generator=g)
+    with torch.inference_mode(), torch_threads(threads):
+        full = model.features(tokens, state)
+        for rows in (1, 2, 3, 5, 8, 16, 33):
+            for part in (slice(0, rows), slice(64 - rows, 64)):
+                alone = model.features(tokens[part], select_rows(state, part))
+                assert torch.equal(alone.state, select_rows(full.state, part)), (rows, part)
+                assert torch.equal(alone.dropped, full.dropped[part]), (rows, part)
+
+
+def test_evaluating_turns_dropout_off_and_restores_the_mode_it_found():
+    model = tiny_model(V, dropout={"output": 0.5})
+    for mode in (True, False):
+        model.train(mode)
+        with evaluating(model):
+            assert not any(m.training for m in model.modules())
+        assert all(m.training == mode for m in model.modules())
+    model.train()
+    with pytest.raises(RuntimeError), evaluating(model):
+        raise RuntimeError("a failed call")
+    assert model.training

@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from lyricist.model import load_checkpoint
-from lyricist.model.prediction import EOS_TEXT, Vocabulary, classify, predict, search_words
+from lyricist.model.prediction import predict
+from lyricist.model.units import EOS_TEXT, NOT_TEXT, classify, count_units
+from lyricist.model.vocabulary import Vocabulary, vocabulary_of
+from lyricist.model.word_search import search_words
 
 # A tiny vocabulary whose pieces cross word boundaries in every way: words split
 # over pieces, a piece holding a word's end and a comma, spaces, a UTF-8
@@ -62,7 +65,7 @@ VOCABULARY = Vocabulary(PIECES, EOS, spelling)
 def brute_force(depth: int) -> tuple[dict[str, float], float]:
     """Every piece sequence up to `depth`, each settled the slow, obvious way: a sequence counts for the
     unit its text begins with when its pieces, up to the one where that unit's text ends, are the
-    tokenizer's own spelling of their text."""
+    tokenizer's own spelling of their text. Bytes that are no text (U+FFFD) are no unit."""
     totals: dict[str, float] = {}
     unsettled = 0.0
     frontier = [((), 1.0, 1)]
@@ -77,6 +80,8 @@ def brute_force(depth: int) -> tuple[dict[str, float], float]:
                 unit, _ = classify(data, final=piece == EOS)
                 if unit is None:
                     nxt.append((path + (piece,), prob * q, piece))
+                    continue
+                if unit == NOT_TEXT:
                     continue
                 # the first prefix whose text, ended there, already gives the unit: its last piece holds the end
                 end = next(m for m in range(len(text_path) + 1)
@@ -103,9 +108,9 @@ def test_classify_follows_the_definition_of_a_word():
 
 @pytest.mark.parametrize("start_nodes", [64, 1])  # 1: every word beginning but the first waits in a bundle
 def test_word_search_matches_brute_force_enumeration(start_nodes, monkeypatch):
-    import lyricist.model.prediction
+    import lyricist.model.word_search
 
-    monkeypatch.setattr(model.prediction, "START_NODES", start_nodes)
+    monkeypatch.setattr(lyricist.model.word_search, "START_NODES", start_nodes)
     expected, unsettled = brute_force(depth=9)
     assert unsettled < 2e-7
     words, exact = search_words(markov_probs(1), 1, markov_step, VOCABULARY, top_k=5, tolerance=1e-6,
@@ -143,6 +148,33 @@ def test_token_distribution_is_the_softmax_of_the_last_logits(tiny_checkpoint):
     assert [t for t, _ in result.distribution] == [ckpt.tokenizer.decode([i]) for i in want.indices.tolist()]
 
 
+def test_prediction_runs_without_dropout_and_leaves_the_mode_it_found(tokenizer):
+    from .helpers import tiny_model
+
+    model = tiny_model(tokenizer.vocab_size, dropout={"input": 0.5, "output": 0.5, "weight": 0.5}, seed=8)
+    for unit in ("word", "token"):
+        want = predict(model.eval(), tokenizer, "ROMEO:\nWhat", top_k=5, unit=unit)
+        assert predict(model.train(), tokenizer, "ROMEO:\nWhat", top_k=5, unit=unit) == want and model.training
+
+
+def test_no_lone_byte_piece_or_replacement_character_is_listed(tokenizer):
+    """At a high temperature the byte pieces (a quarter of a small vocabulary) take much of the mass: as words they
+    would add up to a top "\ufffd"; as tokens each would show as one. Their mass is left out of the listing."""
+    from .helpers import tiny_model
+
+    model = tiny_model(tokenizer.vocab_size, embedding_size=32, hidden_size=32, seed=3).eval()
+    with torch.inference_mode():
+        logits, _ = model(torch.tensor([[tokenizer.bos_id]]))
+    byte_pieces = [i for i, text in enumerate(tokenizer.piece_texts) if text is None]
+    assert float(torch.softmax(logits[0, -1].double() / 4, -1)[byte_pieces].sum()) > 0.05
+    words = predict(model, tokenizer, "", top_k=100, temperature=4)
+    tokens = predict(model, tokenizer, "", top_k=100, unit="token", temperature=4)
+    for result in (words, tokens):
+        assert len(result.distribution) == 100 and result.coverage < 1
+        assert all(NOT_TEXT not in text for text, _ in result.distribution)
+    assert all(text in tokenizer.piece_texts for text, _ in tokens.distribution)
+
+
 def test_cli_predict_prints_the_distribution(tiny_checkpoint):
     result = subprocess.run([sys.executable, "-m", "lyricist.model.cli", "predict", "--model", str(tiny_checkpoint),
                              "--prompt", "ROMEO:", "--top-k", "3"], check=False, capture_output=True, text=True, timeout=120)
@@ -152,8 +184,6 @@ def test_cli_predict_prints_the_distribution(tiny_checkpoint):
 
 
 def test_units_are_counted_as_the_word_search_reads_them():
-    from lyricist.model.prediction import count_units
-
     # Don't | stop | , | ROMEO | ! | \n | x | _ | y | 3rd
     assert count_units("Don't stop, ROMEO!\n  x_y 3rd") == 10
     assert count_units("") == count_units("   \t ") == 0
@@ -163,8 +193,6 @@ def test_units_are_counted_as_the_word_search_reads_them():
 def test_word_probabilities_of_the_shipped_model_equal_their_spelling_read_directly():
     """Each listed word's figure is what the model gives its own pieces, then a piece that ends it,
     summed over the leading spaces it may come with, read here by plain forward passes."""
-    from lyricist.model.prediction import vocabulary
-
     from .helpers import ROOT
 
     ckpt = load_checkpoint(ROOT / "checkpoints" / "shakespeare-lstm")
@@ -172,7 +200,7 @@ def test_word_probabilities_of_the_shipped_model_equal_their_spelling_read_direc
     prompt = "ROMEO:\nBut soft, what light through yonder"
     result = predict(model, tok, prompt, top_k=5)
     assert result.exact and len(result.distribution) == 5
-    ends_word = vocabulary(tok).ends_word
+    ends_word = vocabulary_of(tok).ends_word
     for word, prob in result.distribution:
         direct = 0.0
         for lead in ("", " ", "  "):

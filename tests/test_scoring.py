@@ -1,6 +1,7 @@
 import math
 
 import pytest
+import torch
 
 import lyricist.model.scoring as scoring
 from lyricist.model.scoring import score_text
@@ -42,3 +43,20 @@ def test_figures_of_a_hopeless_text_stay_finite(tiny_checkpoint):
     figures = score.metrics()
     assert figures["nll"] / figures["words"] > 709
     assert all(math.isfinite(value) for value in figures.values())
+
+
+def test_scoring_runs_without_dropout_and_leaves_the_mode_it_found(tokenizer):
+    model = tiny_model(tokenizer.vocab_size, dropout={"input": 0.5, "output": 0.5, "weight": 0.5}, seed=6)
+    text = "ROMEO:\nBut soft, what light"
+    want = score_text(model.eval(), tokenizer, text).logprobs
+    assert torch.equal(score_text(model.train(), tokenizer, text).logprobs, want) and model.training
+
+
+def test_a_texts_pieces_as_tokens_join_to_it_with_no_replacement_characters(tokenizer):
+    model = tiny_model(tokenizer.vocab_size, seed=7).eval()
+    text = "Ça va? 你好 🎸"
+    scored = score_text(model, tokenizer, text)
+    tokens = tokenizer.token_texts(scored.token_ids)
+    assert "".join(t.text for t in tokens) == text and len(tokens) == len(scored.logprobs)
+    assert [list(t.data) for t in tokens][-4:] == [[0xF0], [0x9F], [0x8E], [0xB8]]
+    assert [t.text for t in tokens][-4:] == ["", "", "", "🎸"]

@@ -100,3 +100,41 @@ def test_lone_surrogates_are_refused_by_position(tokenizer, text):
     position = next(i for i, c in enumerate(text) if 0xD800 <= ord(c) <= 0xDFFF)
     with pytest.raises(ValueError, match=f"lone surrogate U\\+{ord(text[position]):04X} at position {position}"):
         tokenizer.encode(text)
+
+
+MIXED = "Ça va? 你好 🎸"
+
+
+@hypothesis_settings
+@given(text=any_text)
+def test_token_texts_join_to_the_text_and_their_bytes_to_its_utf8(tokenizer, text):
+    tokens = tokenizer.token_texts(tokenizer.encode(text))
+    assert "".join(t.text for t in tokens) == text
+    assert b"".join(t.data for t in tokens) == text.encode("utf-8")
+
+
+def test_a_character_spread_over_byte_pieces_belongs_to_the_piece_that_ends_it(tokenizer):
+    ids = tokenizer.encode(MIXED)
+    tokens = tokenizer.token_texts(ids)
+    guitar = [t for t in tokens if t.data in (b"\xf0", b"\x9f", b"\x8e", b"\xb8")]
+    assert [t.text for t in guitar] == ["", "", "", "🎸"]  # not in this vocabulary: four byte pieces
+    assert "".join(t.text for t in tokens) == MIXED and "\ufffd" not in "".join(t.text for t in tokens)
+    assert [t.data for t in tokens] == [tokenizer.piece_bytes[i] for i in ids]
+
+
+def test_peeking_at_a_next_piece_leaves_the_decoder_as_it_was(tokenizer):
+    ids = tokenizer.encode("🎸")
+    decoder = tokenizer.incremental_decoder()
+    decoder.push(ids[0])
+    decoder.push(ids[1])
+    assert decoder.peek(ids[2]).text == "" and decoder.peek(ids[2]).data == b"\x8e"
+    space = tokenizer.encode(" ")[0]
+    assert decoder.peek(space).text == "\ufffd "  # what that piece would put in the text: a broken character
+    assert decoder.push(ids[2]) == "" and decoder.peek(ids[3]).text == "🎸" and decoder.push(ids[3]) == "🎸"
+
+
+def test_a_piece_has_a_text_of_its_own_unless_it_is_a_byte_of_a_longer_character(tokenizer):
+    texts = dict(zip(tokenizer.piece_bytes, tokenizer.piece_texts))
+    assert texts[b"\xf0"] is None and texts[b"\x8e"] is None and texts[b"A"] == "A"
+    assert tokenizer.piece_texts[tokenizer.unk_id] is None  # U+FFFD
+    assert tokenizer.piece_texts[tokenizer.encode(" the")[0]] == " the"

@@ -9,11 +9,15 @@ import shlex
 import sys
 from pathlib import Path
 
+import torch
+
 from lyricist.model import load_checkpoint
 from lyricist.model.checkpoint import checkpoint_exists
+from lyricist.model.dynamic_eval import evaluate_checkpoint
 from lyricist.model.scoring import score_text
 
-from .config import TrainConfig, load_config
+from . import finetune
+from .config import MIN_FINE_TUNING_BYTES, TrainConfig, load_config
 from .data import read_corpus
 from .trainer import Trainer, load_for_resume
 
@@ -25,6 +29,9 @@ def add_train_command(subcommands: argparse._SubParsersAction) -> None:
     p.add_argument("--valid", metavar="FILE", help="validation text (default: the corpus's last 10%%)")
     p.add_argument("--config", metavar="FILE.toml", help="settings; see docs/training.md")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in DIR")
+    p.add_argument("--from", dest="base", metavar="DIR",
+                   help=f"fine-tune a trained checkpoint: its tokenizer, weights and model, the fine-tuning preset "
+                        f"(a corpus of at least {MIN_FINE_TUNING_BYTES // 1024} KB; docs/training.md)")
     p.add_argument("--max-minutes", type=float, metavar="M", help="wall-clock budget; ends with a checkpoint")
     p.add_argument("--seed", type=int, metavar="S")
     p.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:N")
@@ -37,6 +44,16 @@ def add_eval_command(subcommands: argparse._SubParsersAction) -> None:
     p = subcommands.add_parser("eval", help="score a text file with a checkpoint (JSON figures)")
     p.add_argument("--model", required=True, metavar="DIR")
     p.add_argument("--text", required=True, metavar="FILE")
+    d = p.add_argument_group("dynamic evaluation (docs/training.md): the model adapts to the text as it reads it")
+    d.add_argument("--dynamic", action="store_true", help="score with dynamic evaluation (reported as such)")
+    d.add_argument("--segment", type=int, metavar="N", help="pieces scored between two steps")
+    d.add_argument("--lr", type=float, metavar="ETA", help="step size η")
+    d.add_argument("--decay", type=float, metavar="LAMBDA", help="pull back to the trained weights, λ")
+    d.add_argument("--eps", type=float, metavar="EPS", help="ε, relative to each weight's mean gradient RMS")
+    d.add_argument("--stats-text", metavar="FILE",
+                   help="training text to measure the gradient statistics on (default: those in the checkpoint)")
+    d.add_argument("--save-stats", action="store_true", help="store the statistics and settings in the checkpoint")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's)")
     p.set_defaults(run=_run_eval)
 
 
@@ -59,16 +76,25 @@ def _run_train(args: argparse.Namespace) -> int:
         if not checkpoint_exists(out):
             raise ValueError(f"nothing to resume: {out} holds no checkpoint")
         saved = load_for_resume(out)
+        finetune.resume(saved["state"].get("fine_tune"), args.base, corpus, args.corpus, out)
         config = TrainConfig.from_dict(saved["state"]["config"])
         config = load_config(None, overrides, base=config) if overrides else config
         if args.config:
             raise ValueError("--resume continues with the run's own config; leave out --config")
         trainer = Trainer(corpus, out, config, saved["state"]["command"] or command, resume_from=saved)
     else:
+        # A fine-tune's corpus, base and settings are checked first, so a bad one is named even when OUT exists.
+        fine_tuning = finetune.start(args.base, corpus, args.corpus, args.config, overrides) if args.base else None
         if checkpoint_exists(out):
             raise ValueError(f"{out} already holds a checkpoint: continue it with --resume, or choose another --out")
-        config = load_config(args.config, overrides)
-        trainer = Trainer(corpus, out, config, command)
+        if fine_tuning:
+            config, base, fine_tune = fine_tuning
+            trainer = Trainer(corpus, out, config, command, base=base.checkpoint, fine_tune=fine_tune)
+        else:
+            config = load_config(args.config, overrides)
+            trainer = Trainer(corpus, out, config, command)
+    if trainer.fine_tune and trainer.replicas.is_main:
+        print(finetune.note(trainer.fine_tune), file=sys.stderr)
     progress = trainer.run()
     if trainer.replicas.is_main:
         done = "finished" if progress.finished else "stopped"
@@ -80,8 +106,17 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     checkpoint = load_checkpoint(args.model)
     corpus = read_corpus(args.text)
-    metrics = score_text(checkpoint.model, checkpoint.tokenizer, corpus.text).metrics()
+    if args.dynamic:
+        stats_text = read_corpus(args.stats_text).text if args.stats_text else None
+        metrics = evaluate_checkpoint(checkpoint, corpus.text, stats_text, args.save_stats,
+                                      segment=args.segment, lr=args.lr, decay=args.decay, eps=args.eps)
+    elif args.save_stats or any(v is not None for v in (args.segment, args.lr, args.decay, args.eps, args.stats_text)):
+        raise ValueError("--segment, --lr, --decay, --eps, --stats-text and --save-stats go with --dynamic")
+    else:
+        metrics = score_text(checkpoint.model, checkpoint.tokenizer, corpus.text).metrics()
     print(json.dumps(metrics, indent=2))
     return 0

@@ -48,6 +48,7 @@ class OptimSettings:
     max_steps: int = 0  # 0 = no limit
     max_minutes: float = 0.0  # 0 = no limit; the run ends with a checkpoint
     patience: int = 10  # early stopping: evaluations without improvement; 0 = never stop early
+    ema_decay: float = 0.0  # exponential moving average of the weights, evaluated beside them; 0 = off
 
 
 @dataclass
@@ -59,6 +60,8 @@ class RunSettings:
     samples_in_card: int = 3
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    dynamic_stats_chars: int = 100_000  # a finished run measures dynamic evaluation's normaliser on this
+    # many characters at the end of the training text and keeps it in the checkpoint; 0 = not
 
 
 def default_model() -> ModelConfig:
@@ -95,11 +98,15 @@ class TrainConfig:
                 problems.append(f"optim.{name} must be >= 0, got {getattr(o, name)!r}")
         if not 0 <= o.min_lr_ratio <= 1 or not 0 <= o.ss_min <= 1:
             problems.append("optim.min_lr_ratio and optim.ss_min must be in [0, 1]")
+        if not 0 <= o.ema_decay < 1:
+            problems.append(f"optim.ema_decay must be in [0, 1) (0 = no weight averaging), got {o.ema_decay!r}")
         if o.bptt < 5:
             problems.append(f"optim.bptt must be at least 5, got {o.bptt}")
         if self.tokenizer.model_type not in ("unigram", "bpe"):
             problems.append(f"tokenizer.model_type must be 'unigram' or 'bpe', got {self.tokenizer.model_type!r}")
         r = self.run
+        if r.dynamic_stats_chars < 0:
+            problems.append(f"run.dynamic_stats_chars must be >= 0, got {r.dynamic_stats_chars!r}")
         if r.eval_every_steps < 1 or r.log_every_steps < 1 or r.checkpoint_every_minutes <= 0:
             problems.append("run.eval_every_steps and run.log_every_steps must be >= 1, "
                             "run.checkpoint_every_minutes > 0")
@@ -119,6 +126,37 @@ class TrainConfig:
         if "optim" in data:
             data["optim"].betas = tuple(data["optim"].betas)
         return from_dict(cls, data, "config")
+
+
+# Fine-tuning (`lyricist train --from DIR`): what differs from the defaults above. The model
+# section is the base checkpoint's own (its dropout may be changed, nothing else). Why these
+# values, and the trials behind them: docs/training.md, "Fine-tuning".
+FINE_TUNING: dict[str, dict[str, Any]] = {
+    "optim": {
+        "lr": 1e-3,  # a third of the from-scratch rate: 3e-3 overfits 60 KB within 4 passes, 3e-4 is 3x slower
+        "warmup_steps": 20,  # a short ramp for Adam's first, noisy estimates (it made no difference in the trials)
+        "schedule": "cosine",
+        "batch_size": 8,  # as good as 16 or 32 per token seen, and a 4 KB corpus still fills a batch
+        "bptt": 50,
+        "max_epochs": 30.0,  # the cosine spans 30 passes (or the time budget); early stopping ends most runs sooner
+        "patience": 4,  # evaluations without improvement: 200 steps, over 3 passes of 60 KB
+    },
+    "run": {
+        "eval_every_steps": 50,  # about one pass of 60 KB; a few seconds' work on a 2-core CPU
+        "eval_every_minutes": 2.0,
+        "samples_in_card": 1,  # drawn at every evaluation; three cost as much as ten training steps on a CPU
+    },
+}
+MIN_FINE_TUNING_BYTES = 4096  # below this, a few songs' worth, there is nothing to hold out and learn from
+
+
+def fine_tuning_defaults(model: ModelConfig, tokenizer_model_type: str = "unigram") -> TrainConfig:
+    """The starting point of a fine-tune: the defaults, the base's model, FINE_TUNING over both."""
+    data = TrainConfig().to_dict()
+    data["model"] = model.to_dict()
+    data["tokenizer"]["model_type"] = tokenizer_model_type
+    _merge(data, FINE_TUNING, "")
+    return TrainConfig.from_dict(data)
 
 
 def load_config(path: str | Path | None, overrides: list[str] = (), base: TrainConfig | None = None) -> TrainConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +25,25 @@ class Corpus:
     text: str
     sha256: str
     validation: Corpus | None = None
+    holdout_at: int | None = None  # where validation starts when not the plain 90% (fine-tuning: `holdout_split`)
 
     @property
     def split_at(self) -> int:
-        return len(self.text) if self.validation else int(len(self.text) * (1 - VALIDATION_FRACTION))
+        if self.validation:
+            return len(self.text)
+        if self.holdout_at is not None:
+            return self.holdout_at
+        return int(len(self.text) * (1 - VALIDATION_FRACTION))
+
+    @property
+    def split_description(self) -> str:
+        if self.validation:
+            return (f"all of it for training; validation on {self.validation.name} "
+                    f"({len(self.validation.text):,} characters)")
+        if self.holdout_at is not None:
+            return (f"first {self.holdout_at:,} characters for training, the last {len(self.text) - self.holdout_at:,} "
+                    "(about 10%, from a song, verse or line boundary) for validation")
+        return "first 90% of the characters for training, last 10% for validation"
 
     @property
     def train_text(self) -> str:
@@ -55,6 +71,25 @@ def read_corpus(path: str | Path) -> Corpus:
         raise CorpusError(f"corpus {path} is not UTF-8 text (bad byte at offset {error.start})") from None
     name = path.parent.name if path.stem in ("input", "train") else path.stem  # data/NAME/input.txt -> NAME
     return Corpus(name, text, hashlib.sha256(raw).hexdigest())
+
+
+def holdout_split(text: str, fraction: float = VALIDATION_FRACTION) -> int:
+    """Where the last `fraction` of `text` starts, moved to the nearest boundary that is not too far.
+
+    Tried in order: a song break (two or more blank lines), a verse break (a blank
+    line), a line break; the first kind found within half the held-out size of the
+    plain cut wins, the one nearest to it. Validation then starts at the boundary's
+    next text, never inside a line. Without any, the plain cut.
+    """
+    target = int(len(text) * (1 - fraction))
+    reach = max(1, int(len(text) * fraction / 2))
+    low, high = max(1, target - reach), min(len(text) - 1, target + reach)
+    for pattern in (r"\n{3,}", r"\n{2,}", r"\n+"):
+        ends = [m.end() for m in re.finditer(pattern, text[low:high])]
+        ends = [low + end for end in ends if low + end < len(text)]
+        if ends:
+            return min(ends, key=lambda end: abs(end - target))
+    return target
 
 
 class BatchStream:

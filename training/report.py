@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -12,6 +13,8 @@ import torch
 from lyricist.model import SamplingParams, generate
 from lyricist.model.network import LanguageModel
 from lyricist.model.tokenizer import Tokenizer
+
+from .finetune import byte_fallback_note
 
 
 def hardware() -> str:
@@ -52,7 +55,36 @@ def plot(log: list[dict], chars_per_token: float) -> bytes:
 
 def samples(model: LanguageModel, tokenizer: Tokenizer, count: int, tokens: int = 120) -> list[str]:
     params = [SamplingParams(temperature=0.8, seed=seed) for seed in range(count)]
+    if next(model.parameters()).device.type != "cpu":  # the sampler's generators live on the CPU
+        model = copy.deepcopy(model).cpu()
     return ["".join(generate(model, tokenizer, "", tokens, p)) for p in params]
+
+
+def _fine_tune_rows(facts: dict) -> str:
+    """The card's rows on the base of a fine-tune (training/finetune.py)."""
+    base, before = facts["fine_tuned_from"], facts.get("base_val_nats_per_char")
+    own = base.get("val_nats_per_char")
+    own = f"; its own validation: {own:.4f} nats/char on {base.get('corpus')}" if own is not None else ""
+    after = facts.get("val_nats_per_char")
+    compared = (f"| this validation text | base {before:.4f} nats/char, fine-tuned {after:.4f} "
+                f"({after / before:.3f}×) |\n" if before and after is not None else "")
+    return (f"| fine-tuned from | `{base['name']}` ({base['path']}; weights sha256 `{base['weights_sha256'][:16]}…`, "
+            f"manifest sha256 `{base['manifest_sha256'][:16]}…`{own}) |\n"
+            f"{compared}| byte fallback | {byte_fallback_note(facts['byte_fallback_share'])} |\n")
+
+
+def _weights_row(facts: dict) -> str:
+    """Which weights the checkpoint holds, when training kept a moving average of them (optim.ema_decay)."""
+    if "weights" not in facts:
+        return ""
+    raw, ema, decay = facts["val_raw_nats_per_char"], facts["val_ema_nats_per_char"], facts["ema_decay"]
+    if facts["weights"] == "ema":
+        which = (f"the exponential moving average of the weights (decay {decay}): {ema:.4f} nats/char on "
+                 f"validation, against {raw:.4f} for the trained weights")
+    else:
+        which = (f"the trained weights: {raw:.4f} nats/char on validation, against {ema:.4f} for their "
+                 f"moving average (decay {decay})")
+    return f"| weights | {which} |\n"
 
 
 def model_card(name: str, facts: dict, config: dict, command: str, texts: list[str]) -> str:
@@ -60,17 +92,19 @@ def model_card(name: str, facts: dict, config: dict, command: str, texts: list[s
     figures = "\n".join(f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |"
                         for key, value in val.items())
     shown = "\n\n".join(f"```text\n{text}\n```" for text in texts)
+    base = facts.get("fine_tuned_from")
+    how = f"fine-tuned by Lyricist from `{base['name']}`" if base else "trained by Lyricist"
     return f"""# {name}
 
-A {config['model']['layers']}-layer {config['model']['cell'].upper()} language model trained by Lyricist.
+A {config['model']['layers']}-layer {config['model']['cell'].upper()} language model {how}.
 
 | | |
 |---|---|
 | corpus | {facts['corpus']} ({facts['corpus_chars']:,} characters, sha256 `{facts['corpus_sha256'][:16]}…`) |
-| split | first 90% of the characters for training, last 10% for validation |
-| parameters | {facts['parameters']:,} |
+| split | {facts.get('split', 'first 90% of the characters for training, last 10% for validation')} |
+{_fine_tune_rows(facts) if base else ""}| parameters | {facts['parameters']:,} |
 | steps | {facts['steps']:,} ({facts['epochs']:.2f} epochs, {facts['tokens_seen']:,} tokens) |
-| training time | {facts['train_minutes']:.1f} minutes |
+{_weights_row(facts)}| training time | {facts['train_minutes']:.1f} minutes |
 | hardware | {facts['hardware']}; {facts['processes']} process(es) |
 | finished | {facts['finished']} ({facts.get('stop_reason', 'running')}) |
 | command | `{command}` |

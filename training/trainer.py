@@ -22,9 +22,10 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from lyricist.model import LanguageModel, Tokenizer, load_checkpoint, save_checkpoint
+from lyricist.model import Checkpoint, LanguageModel, Tokenizer, load_checkpoint, save_checkpoint
+from lyricist.model import dynamic_eval
 from lyricist.model.checkpoint import read_extra_file, stored_tensors
-from lyricist.model.network import select_rows
+from lyricist.model.network import count_rows, select_rows, stack_rows
 from lyricist.model.scoring import score_text
 
 from . import report
@@ -50,6 +51,8 @@ class Progress:
     evals_since_best: int = 0
     val_history: list[float] = field(default_factory=list)
     averaging: bool = False  # NT-ASGD has switched to averaged SGD
+    ema_updates: int = 0  # steps averaged into the exponential moving average of the weights (optim.ema_decay)
+    best_weights_kind: str = ""  # which weights scored best: "raw", or "ema" (their moving average)
     last_eval_step: int = 0
     window_loss: float = 0.0  # the running sums of the current log window
     window_steps: int = 0
@@ -105,8 +108,11 @@ def pick_device(name: str) -> torch.device:
 
 class Trainer:
     def __init__(self, corpus: Corpus, out: Path, config: TrainConfig, command: str,
-                 resume_from: dict | None = None):
+                 resume_from: dict | None = None, base: Checkpoint | None = None, fine_tune: dict | None = None):
+        """`base`: the checkpoint a fine-tune starts from (its tokenizer and weights); `fine_tune`: what the
+        run records about it (training/finetune.py), kept in the trainer state so a resume needs no --from."""
         self.corpus, self.out, self.config, self.command = corpus, out, config, command
+        self.fine_tune = resume_from["state"].get("fine_tune") if resume_from else fine_tune
         device = pick_device(config.run.device)
         self.replicas = Replicas.start(device)
         if device.type == "cuda" and self.replicas.active:
@@ -121,7 +127,7 @@ class Trainer:
         o = config.optim
         if o.batch_size % self.replicas.world_size:
             raise ValueError(f"optim.batch_size {o.batch_size} must divide among {self.replicas.world_size} processes")
-        self.tokenizer = resume_from["tokenizer"] if resume_from else self._tokenizer()
+        self.tokenizer = resume_from["tokenizer"] if resume_from else base.tokenizer if base else self._tokenizer()
         if not corpus.validation_text.strip():
             raise CorpusError("the corpus is too small to hold out a validation text (10% of it); "
                               "or give one with --valid FILE")
@@ -133,6 +139,8 @@ class Trainer:
 
         model_config = dataclasses.replace(config.model, vocab_size=self.tokenizer.vocab_size)
         self.model = resume_from["model"] if resume_from else LanguageModel(model_config)
+        if base is not None and not resume_from:
+            self.model.load_state_dict(base.model.state_dict())
         self.model.to(device).train()
         objective = Objective(self.model, o.ar, o.tar)
         self.objective = DistributedDataParallel(objective) if self.replicas.active else objective
@@ -141,6 +149,7 @@ class Trainer:
         self.log: list[dict] = []
         self.state = self.model.initial_state(rows)
         self.best_weights: dict[str, Tensor] | None = None
+        self.average: list[Tensor] | None = None  # the moving average, one tensor per parameter (optim.ema_decay)
         self.samples: list[str] = []
         self.plot_png: bytes | None = None
         if resume_from:
@@ -166,6 +175,8 @@ class Trainer:
 
     def _train(self, bar: tqdm) -> Progress:
         o, r, p = self.config.optim, self.config.run, self.progress
+        if self.fine_tune and not p.val_history:
+            self._evaluate()  # the base on the held-out text: the figure to beat, and the best model until beaten
         started = time.monotonic() - p.elapsed_s
         last_save = last_eval = time.monotonic()
         window_started, window_tokens = time.monotonic(), 0
@@ -235,6 +246,8 @@ class Trainer:
         loss.backward()
         nn.utils.clip_grad_norm_(self.model.parameters(), o.clip)
         self.optimizer.step()
+        if o.ema_decay:
+            self._update_average()
         self._last_lr, self._last_tokens = lr, targets.numel() * self.replicas.world_size
         p.tokens += self._last_tokens
         return cross_entropy.item()
@@ -290,23 +303,30 @@ class Trainer:
     def _evaluate(self) -> None:
         p, o = self.progress, self.config.optim
         self.replicas.check_in_sync(self.model)
-        metrics = None
+        candidates = None  # the figures of the weights, and of their moving average when kept
         if self.replicas.is_main:
-            with self._evaluation_weights():
-                metrics = score_text(self.model, self.tokenizer, self.corpus.validation_text).metrics()
-                if self.config.run.samples_in_card:
-                    self.samples = report.samples(self.model, self.tokenizer, self.config.run.samples_in_card)
-                    self.model.train()
-        metrics = self.replicas.share(metrics)
+            candidates = {}
+            for kind in ("raw", "ema") if self.average is not None else ("raw",):
+                with self._weights_of(kind):
+                    candidates[kind] = score_text(self.model, self.tokenizer, self.corpus.validation_text).metrics()
+        candidates = self.replicas.share(candidates)
+        kind = min(candidates, key=lambda k: candidates[k]["nats_per_char"])  # the raw weights win a tie
+        metrics = candidates[kind]
+        if self.replicas.is_main and self.config.run.samples_in_card:
+            with self._weights_of(kind):
+                self.samples = report.samples(self.model, self.tokenizer, self.config.run.samples_in_card)
+                self.model.train()
         p.last_eval_step = p.step
         p.val_history.append(metrics["nats_per_char"])
         if metrics["nats_per_char"] < p.best_val:
-            p.best_val, p.evals_since_best = metrics["nats_per_char"], 0
-            with self._evaluation_weights():
+            p.best_val, p.evals_since_best, p.best_weights_kind = metrics["nats_per_char"], 0, kind
+            with self._weights_of(kind):
                 self.best_weights = {k: v.detach().cpu().clone() for k, v in stored_tensors(self.model).items()}
         else:
             p.evals_since_best += 1
-        self._record({"event": "eval", "val": metrics})
+        averaged = {"weights": kind, "val_raw": candidates["raw"], "val_ema": candidates["ema"]} \
+            if "ema" in candidates else {}
+        self._record({"event": "eval", "val": metrics, **averaged})
         if (o.optimizer == "nt-asgd" and not p.averaging and len(p.val_history) > o.nonmono
                 and p.val_history[-1] > min(p.val_history[: -o.nonmono])):
             p.averaging = True  # validation has stalled: start averaging (Merity et al. 2017)
@@ -314,7 +334,40 @@ class Trainer:
             self._record({"event": "averaging_started"})
         if self.replicas.is_main:
             tqdm.write(f"step {p.step}: validation {metrics['nats_per_char']:.4f} nats/char "
-                       f"({metrics['bits_per_char']:.3f} bits/char, token ppl {metrics['perplexity']:.1f})")
+                       f"({metrics['bits_per_char']:.3f} bits/char, token ppl {metrics['perplexity']:.1f})"
+                       + (f"; weights {candidates['raw']['nats_per_char']:.4f}, moving average "
+                          f"{candidates['ema']['nats_per_char']:.4f}" if averaged else ""))
+
+    def _update_average(self) -> None:
+        """The exponential moving average of the weights, debiased as Adam debiases its moments: the
+        average of every step's weights so far, step i weighted by decay^(steps since i), the weights
+        summing to 1 (so early on it is not pulled towards the initial weights)."""
+        p, decay = self.progress, self.config.optim.ema_decay
+        p.ema_updates += 1
+        params = [param.detach() for param in self.model.parameters()]
+        if self.average is None:
+            self.average = [param.clone() for param in params]
+            p.ema_updates = 1
+        else:
+            torch._foreach_lerp_(self.average, params, (1 - decay) / (1 - decay**p.ema_updates))
+
+    def _weights_of(self, kind: str):
+        """Evaluate with the weights (`raw`; the averaged SGD ones under NT-ASGD) or their moving average (`ema`)."""
+        return self._averaged_weights() if kind == "ema" else self._evaluation_weights()
+
+    @contextmanager
+    def _averaged_weights(self):
+        params = list(self.model.parameters())
+        saved = [param.detach().clone() for param in params]
+        with torch.no_grad():
+            for param, average in zip(params, self.average):
+                param.copy_(average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for param, kept in zip(params, saved):
+                    param.copy_(kept)
 
     @contextmanager
     def _evaluation_weights(self):
@@ -345,7 +398,7 @@ class Trainer:
 
     def _save(self) -> None:
         p = self.progress
-        hidden = torch.cat(self.replicas.gather(self.state.cpu()), dim=2)
+        hidden = stack_rows(self.replicas.gather(self.state.cpu()))
         rng = self.replicas.gather(torch.get_rng_state())
         if not self.replicas.is_main:
             self.replicas.barrier()
@@ -354,11 +407,18 @@ class Trainer:
         tensors.update({f"rng.torch.{rank}": state for rank, state in enumerate(rng)})
         optimizer_json, optimizer_tensors = _split_optimizer_state(self.optimizer.state_dict())
         tensors.update(optimizer_tensors)
-        weights_are_best = p.evals_since_best == 0 and not p.averaging
+        # The weights are the best only at the step of the evaluation that found them, and not if the
+        # best were the averaged ones (NT-ASGD's or the moving average).
+        weights_are_best = (p.evals_since_best == 0 and p.last_eval_step == p.step and not p.averaging
+                            and p.best_weights_kind != "ema")
         if self.best_weights is not None and not weights_are_best:
             tensors.update({f"best.{k}": v for k, v in self.best_weights.items()})
+        if self.average is not None:
+            names = [name for name, _ in self.model.named_parameters()]
+            tensors.update({f"ema.{name}": average.detach().cpu() for name, average in zip(names, self.average)})
         state = {"progress": dataclasses.asdict(p), "data": self.stream.state(), "config": self.config.to_dict(),
-                 "world_size": self.replicas.world_size, "optimizer": optimizer_json, "command": self.command}
+                 "world_size": self.replicas.world_size, "optimizer": optimizer_json, "command": self.command,
+                 "fine_tune": self.fine_tune}
         model = self.model
         if p.finished and self.best_weights is not None:
             model = LanguageModel(self.model.config)
@@ -375,6 +435,8 @@ class Trainer:
         }
         if tensors:
             extra[TENSORS_FILE] = safetensors.torch.save({k: v.contiguous() for k, v in tensors.items()})
+        if p.finished and self.config.run.dynamic_stats_chars:
+            extra[dynamic_eval.STATS_FILE] = self._dynamic_statistics(model)
         if self.plot_png:
             extra[PLOT_FILE] = self.plot_png
         save_checkpoint(self.out, model.cpu(), self.tokenizer, facts, extra)
@@ -403,7 +465,40 @@ class Trainer:
             "finished": p.finished,
             "stop_reason": p.stop_reason,
             "seed": self.config.seed,
+            "split": self.corpus.split_description,
+            **self._averaging_facts(),
+            **(self._fine_tune_facts(evals) if self.fine_tune else {}),
             "created": int(time.time()),
+        }
+
+    def _dynamic_statistics(self, model: LanguageModel) -> bytes:
+        """Dynamic evaluation's normaliser (lyricist.model.dynamic_eval), measured once with the
+        final weights on the end of the training text, so that the service can adapt without it."""
+        text = self.corpus.train_text[-self.config.run.dynamic_stats_chars :]
+        settings = dynamic_eval.DynamicSettings()
+        stats = dynamic_eval.gradient_statistics(model, self.tokenizer, text, settings.segment)
+        about = {"source": "training", "text": "the end of the training text", "chars": len(text),
+                 "segment": settings.segment}
+        return dynamic_eval.statistics_bytes(stats, settings, about)
+
+    def _averaging_facts(self) -> dict:
+        """Which weights the checkpoint carries, when a moving average was kept beside them."""
+        evals = [e for e in self.log if e["event"] == "eval"]
+        best = min(evals, key=lambda e: e["val"]["nats_per_char"]) if evals else {}
+        if not self.config.optim.ema_decay or "val_ema" not in best:  # (a fine-tune's base, before any step)
+            return {}
+        return {
+            "weights": best["weights"],  # "ema": the checkpoint holds the moving average of the weights
+            "ema_decay": self.config.optim.ema_decay,
+            "val_raw_nats_per_char": best["val_raw"]["nats_per_char"],
+            "val_ema_nats_per_char": best["val_ema"]["nats_per_char"],
+        }
+
+    def _fine_tune_facts(self, evals: list[dict]) -> dict:
+        return {
+            "fine_tuned_from": self.fine_tune["base"],
+            "base_val_nats_per_char": evals[0]["nats_per_char"] if evals else None,  # step 0: the base itself
+            "byte_fallback_share": self.fine_tune["byte_fallback_share"],
         }
 
     def _restore(self, saved: dict) -> None:
@@ -415,7 +510,7 @@ class Trainer:
             self.optimizer = self._optimizer(averaging=True)
         self.optimizer.load_state_dict(_join_optimizer_state(state["optimizer"], tensors))
         self.stream.restore(state["data"], tensors["rng.data"])
-        rows = self.state.shape[2]
+        rows = count_rows(self.state)
         rank = self.replicas.rank
         self.state = select_rows(tensors["hidden"], slice(rank * rows, (rank + 1) * rows)).clone()
         torch.set_rng_state(tensors[f"rng.torch.{rank}"])
@@ -425,6 +520,11 @@ class Trainer:
             self.best_weights = best
         elif self.progress.val_history:  # the saved weights were the best
             self.best_weights = {k: v.clone() for k, v in stored_tensors(self.model).items()}
+        names = [name for name, _ in self.model.named_parameters()]
+        if all(f"ema.{name}" in tensors for name in names):
+            self.average = [tensors[f"ema.{name}"].to(self.device).clone() for name in names]
+        else:  # none kept (or averaging switched on at this resume): it starts at the next step
+            self.average, self.progress.ema_updates = None, 0
         self._stop_signal = None
 
     def _tokenizer(self) -> Tokenizer:

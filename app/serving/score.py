@@ -1,0 +1,35 @@
+"""/v1/score: the likelihood of a given text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lyricist.model.scoring import Score
+from lyricist.model.tokenizer import TokenText
+
+from .. import limits
+from .. import protocol as p
+from ..engine import ModelEngine
+from ..registry import ModelRegistry
+from ..settings import Settings
+
+
+async def score(body: p.ScoreRequest, settings: Settings, registry: ModelRegistry,
+                notes: dict[str, Any]) -> p.ScoreResponse:
+    limits.check(body, settings)
+    engine = registry.get(body.model)
+    notes.update(model=engine.name, prompt=body.text)
+    scored = await engine.score(body.text)
+    figures = scored.metrics()
+    notes.update(prompt_tokens=figures["tokens"])
+    return p.ScoreResponse(
+        model=engine.name, tokens=figures["tokens"], chars=figures["chars"], nll=figures["nll"],
+        nats_per_char=figures["nats_per_char"] if body.text else None,
+        perplexity=figures["perplexity"] if scored.token_ids else None,
+        token_logprobs=[p.TokenLogprob(text=piece.text, bytes=list(piece.data), logprob=logprob)
+                        for piece, logprob in scored_pieces(engine, scored)])
+
+
+def scored_pieces(engine: ModelEngine, scored: Score) -> list[tuple[TokenText, float]]:
+    """Each scored piece as a token, and its logprob: /v1/score's tokens, and a completion's echo."""
+    return list(zip(engine.tokenizer.token_texts(scored.token_ids), scored.logprobs.tolist()))

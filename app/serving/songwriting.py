@@ -1,0 +1,129 @@
+"""The songwriting endpoints: /v1/analyze, /v1/lines, /v1/verse, and /v1/predict under constraints.
+
+Each body is checked first (configured limits, then values: 413 and 400 before an unknown
+model's 404). The dictionary is loaded off the event loop; the model work runs as one job on
+the model's engine worker (`ModelEngine.call`), so the model is never used from two threads,
+and a job ends within its work budget. A request nothing can meet is a 422 naming the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .. import limits
+from .. import protocol as p
+from ..engine import ModelEngine
+from ..errors import APIError
+from ..registry import ModelRegistry
+from ..settings import Settings
+from ..songwriting import tasks
+from ..songwriting.lines import ConstraintError, generate_lines, generate_verse
+from .generation import sampling_params
+
+T = TypeVar("T")
+
+
+async def run_job(engine: ModelEngine, job: Callable[[], T], settings: Settings) -> T:
+    """`job()` on the engine's worker thread: a 422 for constraints it could not meet, a 504 past the
+    request timeout (the job itself still ends within its work budget)."""
+    try:
+        return await asyncio.wait_for(engine.call(job), settings.request_timeout_s)
+    except ConstraintError as error:
+        raise APIError(422, f"{error.field}: {error}", error.field, "constraint_unsatisfiable") from None
+    except TimeoutError:
+        raise APIError(504, "the request took longer than LYRICIST_REQUEST_TIMEOUT_S", code="timeout") from None
+
+
+def _count(engine: ModelEngine, prompt_tokens: int, completion_tokens: int = 0) -> None:
+    series = engine.metrics.for_model(engine.name)
+    series.prompt_tokens.inc(prompt_tokens)
+    if completion_tokens:
+        series.generated_tokens.inc(completion_tokens)
+
+
+# -- /v1/predict with rhymes_with / syllables ---------------------------------------------------
+
+def check_constraints(body: p.PredictRequest) -> None:
+    """Songwriting constraints need whole words."""
+    if body.constrained and body.unit != "word":
+        given = [name for name in ("rhymes_with", "syllables") if getattr(body, name) is not None]
+        raise APIError(400, f"unit: {' and '.join(given)} need unit \"word\", got unit \"{body.unit}\"", "unit",
+                       "unsupported")
+
+
+async def predict_constrained(body: p.PredictRequest, engine: ModelEngine, settings: Settings,
+                              notes: dict[str, Any]) -> p.PredictResponse:
+    await asyncio.to_thread(tasks.lexicon)
+    result = await run_job(engine, lambda: tasks.predict_words(
+        engine.model, engine.tokenizer, body.prompt, body.top_k, body.temperature, body.rhymes_with, body.rhyme,
+        body.syllables, prompts=engine.prompts), settings)
+    prediction = result.prediction
+    notes.update(prompt_tokens=prediction.prompt_tokens)
+    distribution = [p.Candidate(text=text, prob=prob, logprob=p.json_logprob(math.log(prob) if prob > 0 else -math.inf))
+                    for text, prob in prediction.distribution]
+    return p.PredictResponse(
+        model=engine.name, unit="word", prompt_tokens=prediction.prompt_tokens, distribution=distribution,
+        coverage=sum(c.prob for c in distribution), entropy=prediction.entropy, exact=prediction.exact,
+        constraint_mass=prediction.constraint_mass, rhymes_with_known=result.rhymes_with_known)
+
+
+# -- /v1/analyze ---------------------------------------------------------------------------------
+
+async def analyze(body: p.AnalyzeRequest, settings: Settings, registry: ModelRegistry,
+                  notes: dict[str, Any]) -> p.AnalyzeResponse:
+    limits.check(body, settings)
+    engine = registry.get(body.model)
+    notes.update(model=engine.name, prompt=body.text)
+    stanzas = await asyncio.to_thread(tasks.analyze, body.text)
+    score = await engine.score(body.text)
+    notes.update(prompt_tokens=len(score.token_ids) + 1)
+    return p.AnalyzeResponse(model=engine.name, stanzas=tasks.with_surprise(stanzas, score, engine.tokenizer, body.text))
+
+
+# -- /v1/lines and /v1/verse ---------------------------------------------------------------------
+
+async def lines(body: p.LinesRequest, settings: Settings, registry: ModelRegistry,
+                notes: dict[str, Any]) -> p.LinesResponse:
+    limits.check(body, settings)
+    params = sampling_params(body)
+    engine = registry.get(body.model)
+    notes.update(model=engine.name, prompt=body.prompt)
+    lexicon = await asyncio.to_thread(tasks.lexicon)
+    known = None if body.rhymes_with is None else await asyncio.to_thread(tasks.word_is_known, body.rhymes_with)
+    result = await run_job(engine, lambda: generate_lines(
+        engine.model, engine.tokenizer, lexicon, body.prompt, n=body.n, syllables=body.syllables,
+        rhymes_with=body.rhymes_with, rhyme=body.rhyme, params=params, prompts=engine.prompts), settings)
+    _count(engine, result.prompt_tokens, result.completion_tokens)
+    notes.update(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
+    return p.LinesResponse(
+        model=engine.name, seed=result.seed, lines=[p.SongLine(**line.as_dict()) for line in result.lines],
+        usage=p.GenerateUsage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens),
+        rhymes_with_known=known)
+
+
+def check_verse(body: p.VerseRequest) -> None:
+    if isinstance(body.syllables, list) and len(body.syllables) != len(body.scheme):
+        raise APIError(400, f"syllables: the list must have one entry per line of the scheme ({len(body.scheme)} "
+                            f"for {body.scheme!r}), got {len(body.syllables)}", "syllables", "invalid_value")
+
+
+async def verse(body: p.VerseRequest, settings: Settings, registry: ModelRegistry,
+                notes: dict[str, Any]) -> p.VerseResponse:
+    limits.check(body, settings)
+    check_verse(body)
+    params = sampling_params(body)
+    engine = registry.get(body.model)
+    notes.update(model=engine.name, prompt=body.prompt)
+    lexicon = await asyncio.to_thread(tasks.lexicon)
+    result = await run_job(engine, lambda: generate_verse(
+        engine.model, engine.tokenizer, lexicon, body.prompt, body.scheme, body.syllables, rhyme=body.rhyme,
+        params=params, prompts=engine.prompts), settings)
+    _count(engine, result.prompt_tokens, result.completion_tokens)
+    notes.update(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
+    return p.VerseResponse(
+        model=engine.name, seed=result.seed, text=result.text,
+        lines=[p.VerseLine(**line.as_dict(), rhyme=letter) for line, letter in result.lines],
+        usage=p.GenerateUsage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens))

@@ -1,0 +1,138 @@
+"""`lyricist lines` and `lyricist predict` (with `--rhymes-with` / `--syllables`): the songwriting commands
+that need a model. They run the same code as `/v1/lines` and `/v1/predict` (`tasks.py`, `lines.py`), in
+this process. `lyricist predict` without constraints prints what it always did (model.prediction)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pydantic import TypeAdapter, ValidationError
+
+from lyricist.model import SamplingParams, load_checkpoint
+
+from .. import protocol as p
+
+
+def _checked(adapter: TypeAdapter, value, option: str):
+    """A value held to the same rule as the API's field, or a ValueError naming the option."""
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as error:
+        raise ValueError(f"{option}: {error.errors()[0]['msg']}, got {value!r}") from None
+
+
+_WORD = TypeAdapter(p.RhymeWord)
+
+
+def _syllable_spec(text: str) -> int | list[int]:
+    """N or MIN-MAX, as `syllables` of /v1/lines."""
+    try:
+        value: int | list[int] = [int(part) for part in text.split("-")] if "-" in text.strip("-") else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN-MAX, got {text!r}") from None
+    return value
+
+
+def add_lines_command(subcommands: argparse._SubParsersAction) -> None:
+    c = subcommands.add_parser("lines", help="candidate next lines under syllable and rhyme constraints")
+    c.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory")
+    c.add_argument("--prompt", required=True, help="the lyrics so far (a line break is added if missing)")
+    c.add_argument("--syllables", type=_syllable_spec, default=None, metavar="N|MIN-MAX",
+                   help=f"syllables of the line, 1-{p.MAX_LINE_SYLLABLES}, or a range")
+    c.add_argument("--rhymes-with", default=None, metavar="WORD", help="the line ends in a rhyme with WORD")
+    c.add_argument("--rhyme", choices=("perfect", "near"), default="perfect", help="kind of rhyme (default perfect)")
+    c.add_argument("-n", type=int, default=3, metavar="N", help=f"how many lines, 1-{p.MAX_LINES} (default 3)")
+    c.add_argument("--temperature", type=float, default=0.8, help="default 0.8")
+    c.add_argument("--seed", type=int, default=None, help="make the output reproducible")
+    c.add_argument("--json", action="store_true", help="print /v1/lines' response body instead")
+    c.set_defaults(run=_run_lines)
+
+
+def _run_lines(args: argparse.Namespace) -> None:
+    from .lines import ConstraintError, generate_lines
+    from .tasks import lexicon, word_is_known
+
+    body = {"prompt": args.prompt, "n": args.n, "syllables": args.syllables, "rhymes_with": args.rhymes_with,
+            "rhyme": args.rhyme, "temperature": args.temperature, "seed": args.seed}
+    try:
+        request = p.LinesRequest.model_validate(body)
+    except ValidationError as error:
+        raise ValueError(_option_error(error)) from None
+    params = SamplingParams(temperature=request.temperature, seed=request.seed)
+    checkpoint = load_checkpoint(args.model)
+    try:
+        result = generate_lines(checkpoint.model, checkpoint.tokenizer, lexicon(), request.prompt, n=request.n,
+                                syllables=request.syllables, rhymes_with=request.rhymes_with, rhyme=request.rhyme,
+                                params=params)
+    except ConstraintError as error:
+        raise ValueError(f"--{error.field.replace('_', '-')}: {error}") from None
+    known = None if request.rhymes_with is None else word_is_known(request.rhymes_with)
+    if args.json:
+        out = {"model": checkpoint.name, "seed": result.seed, "lines": [line.as_dict() for line in result.lines],
+               "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens}}
+        if known is not None:
+            out["rhymes_with_known"] = known
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+        return
+    width = max(len(line.text) for line in result.lines)
+    for line in result.lines:
+        rhyme = f", rhymes with {request.rhymes_with!r}" if line.rhymes else ""
+        print(f"{line.text:<{width}}  ({line.syllables} syllables{rhyme}, {line.nats_per_char:.2f} nats/char)")
+    if known is False:
+        print(f"note: {request.rhymes_with!r} is not in the dictionary; its rhymes come from an estimated "
+              f"pronunciation", file=sys.stderr)
+    print(f"seed {result.seed}", file=sys.stderr)
+
+
+def _option_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"])
+    option = {"n": "-n", "rhymes_with": "--rhymes-with"}.get(field, f"--{field.replace('_', '-')}")
+    return f"{option}: {first['msg'].removeprefix('Value error, ')}, got {first.get('input')!r}"
+
+
+def add_predict_command(subcommands: argparse._SubParsersAction) -> None:
+    c = subcommands.add_parser("predict", help="print the next-word distribution after a prompt")
+    c.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory")
+    c.add_argument("--prompt", required=True, help="the text so far")
+    c.add_argument("--top-k", type=int, default=10, metavar="K", help="how many words (1-100, default 10)")
+    c.add_argument("--rhymes-with", default=None, metavar="WORD", help="only words that rhyme with WORD")
+    c.add_argument("--rhyme", choices=("perfect", "near"), default="perfect", help="kind of rhyme (default perfect)")
+    c.add_argument("--syllables", type=int, default=None, metavar="N",
+                   help=f"only words of N syllables (1-{p.MAX_WORD_SYLLABLES})")
+    c.set_defaults(run=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> None:
+    body = {"prompt": args.prompt, "top_k": args.top_k, "rhymes_with": args.rhymes_with, "rhyme": args.rhyme,
+            "syllables": args.syllables}
+    try:
+        request = p.PredictRequest.model_validate(body)
+    except ValidationError as error:
+        raise ValueError(_option_error(error)) from None
+    checkpoint = load_checkpoint(args.model)
+    if not request.constrained:
+        from lyricist.model.prediction import predict
+
+        result = predict(checkpoint.model, checkpoint.tokenizer, request.prompt, top_k=request.top_k)
+        for text, prob in result.distribution:
+            print(f"{prob:8.2%}  {text!r}")
+        return
+    from .lines import ConstraintError
+    from .tasks import predict_words
+
+    try:
+        result = predict_words(checkpoint.model, checkpoint.tokenizer, request.prompt, request.top_k, 1.0,
+                               request.rhymes_with, request.rhyme, request.syllables)
+    except ConstraintError as error:
+        raise ValueError(f"--{error.field.replace('_', '-')}: {error}") from None
+    prediction = result.prediction
+    for text, prob in prediction.distribution:
+        print(f"{prob:8.2%}  {text!r}")
+    print(f"constraint mass {prediction.constraint_mass:.4%}: the probability that the next word qualifies; "
+          f"the figures above are given that it does", file=sys.stderr)
+    if result.rhymes_with_known is False:
+        print(f"note: {request.rhymes_with!r} is not in the dictionary; its rhymes come from an estimated "
+              f"pronunciation", file=sys.stderr)

@@ -1,0 +1,404 @@
+"""The exact next-word distribution restricted to a set of words (rhymes, syllable counts).
+
+`/v1/predict` defines a word and its probability (docs/api.md; `lyricist.model.units`, `lyricist.model.prediction`):
+a word is a maximal run of letters, digits and apostrophes after any leading
+whitespace, and P(w) is the product of the probabilities of the tokenizer's own
+spelling of it times the probability that the piece after it starts a new unit,
+summed over the whitespace it may come after (" night", "night", "  night").
+For a given set of words that sum is computed directly instead of searched for:
+
+- For every lead `l` (whitespace) and word `w` the path is `spelling(l + w)`, the
+  pieces the tokenizer itself writes. All paths form one trie rooted at the
+  prompt's state; the model is stepped over it level by level, every node of a
+  level in one batched call, so the cost is one model row per trie node. A node's
+  children are made only when it is stepped, so a branch left out costs nothing.
+- A path's leading whitespace-only pieces are trie nodes like any other: from
+  every such node `W` that is the tokenizer's spelling of its whitespace, the
+  leads tried are `text(W) + s` for each whitespace `s` a piece may start with,
+  keeping the paths whose whitespace part is exactly `W` (each counted path has
+  one such `W`, so none is counted twice and none is missed).
+- At the node that spells `l + w`, the word ends with the probability of the
+  pieces that start a new unit (a non-word first character, or the end of the
+  text), plus what ends it through a character spread over byte pieces (followed
+  down to the character, as the search does). Pieces of word characters then
+  others ("s," in some vocabularies) are counted where the tokenizer spells that
+  way, as `search_words` counts them.
+
+A node below `tolerance` times the set's estimated mass (or below `floor`, or past
+the row budget) is not followed; its probability is added to `unresolved`, an upper
+bound on the mass the listed words may still miss (trie nodes of one level are
+disjoint events, so the bound is their plain sum), and `exact` says whether that
+bound is within 1% of the mass found. With `tolerance=0` the figures are exact to
+rounding.
+
+Capitalised forms are separate units, exactly as `/v1/predict` lists them:
+"Night" is not "night". `surface_forms` gives each dictionary word its lower-case
+and capitalised forms ("night", "Night"; "i" -> "i", "I"), which the routes ask
+for: a capitalised word is the same word at the start of a line. ALL-CAPS forms
+are left out.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lyricist.model.network import LanguageModel, evaluating
+from lyricist.model.prediction import entropy, next_piece_probs
+from lyricist.model.prompt_cache import PromptCache
+from lyricist.model.tokenizer import Tokenizer
+from lyricist.model.units import LINE_BREAKS, classify, is_whole, is_word_char
+from lyricist.model.vocabulary import vocabulary_of
+
+TOLERANCE = 3e-5  # a node less probable than this times the set's estimated mass is bounded, not followed
+FALLBACK_SCALE = 1e-2  # the scale of that estimate before any word of the set is in sight
+EXACT_SHARE = 1e-2  # `exact`: what may be missing is at most this share of the mass found
+MAX_ROWS = 2048  # model rows per request (a row is one trie node)
+FRAGMENT_SHARE = 1e-2  # of the tolerance: a byte-piece continuation after a word is followed above this
+MAX_LEAD_DEPTH = 3  # whitespace-only pieces a path may start with
+CHUNK_ROWS = 1024  # rows per model call (memory); a level may take several
+
+
+@dataclass
+class ConstrainedPrediction:
+    prompt_tokens: int
+    distribution: list[tuple[str, float]]  # (word, probability given the constraint), most probable first
+    probs: dict[str, float]  # every qualifying word with mass: its unconditional probability (as /v1/predict's)
+    constraint_mass: float  # P(the next word is one of the set) = sum(probs)
+    unresolved: float  # upper bound on qualifying mass not found (nodes not followed)
+    entropy: float  # of the full next-piece distribution, as /v1/predict reports it
+    rows: int  # model rows used
+
+    @property
+    def exact(self) -> bool:
+        """Whether what may be missing is at most EXACT_SHARE of the mass found: each listed (renormalised)
+        probability is then within that share of its value."""
+        return self.unresolved <= EXACT_SHARE * self.constraint_mass
+
+
+def surface_forms(words: Iterable[str]) -> list[str]:
+    """Each word lower-case and capitalised (the capitalised form starts a line), in a stable order."""
+    forms: dict[str, None] = {}
+    for word in words:
+        low = word.lower()
+        forms[low] = None
+        forms[low[:1].upper() + low[1:]] = None
+    return list(forms)
+
+
+class _Node:
+    """A piece sequence after the prompt on the way to some words of the set. Its children are made only when it
+    is stepped (`entries` holds the paths through it until then), so improbable branches cost nothing."""
+
+    __slots__ = ("data", "depth", "entries", "mixed", "parent", "pending", "piece", "prob", "row", "whitespace",
+                 "word")
+
+    def __init__(self, parent: _Node | None, piece: int, data: bytes, depth: int, prob: float = 0.0):
+        self.parent, self.piece, self.data, self.depth, self.prob = parent, piece, data, depth, prob
+        self.entries: list[tuple[tuple[int, ...], str | None]] = []  # (path from the prompt, word or None)
+        self.word: str | None = None  # the word of the set its text spells whole (lead + word)
+        self.pending: bytes | None = None  # lead + word + the first bytes of a character: `word` may still end
+        self.whitespace = False  # a whitespace-only node spelled its own way: leads are tried from it
+        self.mixed = False  # a word beginning from which a mixed piece ("s,") may finish a word of the set
+        self.row: tuple[int, int] | None = None  # (batch, row) of its state once stepped
+
+    def path(self) -> tuple[int, ...]:
+        pieces, node = [], self
+        while node.parent is not None:
+            pieces.append(node.piece)
+            node = node.parent
+        return tuple(reversed(pieces))
+
+
+class _Tables:
+    """Per tokenizer: whitespace pieces, byte pieces, mixed pieces, spellings (cached)."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        v = vocabulary_of(tokenizer)
+        self.v = v
+        self.tokenizer = tokenizer
+        data = tokenizer.piece_bytes
+        self.whitespace_ids = [i for i, d in enumerate(data) if is_whole(d) and d
+                               and all(c.isspace() and c not in LINE_BREAKS for c in d.decode())]
+        self.whitespace_set = frozenset(self.whitespace_ids)
+        # After a whole word: part of a character that may end it (the first bytes of one), and pieces that
+        # are not whole but end it at once (a byte that cannot start a character reads as U+FFFD).
+        heads = [_head(d) for d in data]
+        self.opens = torch.tensor([bool(d) and not is_whole(d) and heads[i] == "" for i, d in enumerate(data)])
+        self.ends_at_once = torch.tensor([bool(d) and not is_whole(d) and heads[i] != "" and not is_word_char(heads[i][0])
+                                          for i, d in enumerate(data)])
+        self.mixed = [i for i, d in enumerate(data) if _is_mixed(d)]
+        self.leads = [lead for lead in v.leads if all(c.isspace() and c not in LINE_BREAKS for c in lead)]
+        lead_id = {lead: i for i, lead in enumerate(v.leads)}
+        # Per lead: the first pieces a word after that lead may have (to bound a lead not tried).
+        starts = v.start_word | torch.tensor([bool(d) and not is_whole(d) for d in data])
+        self.lead_starts = {lead: (v.start_lead_id == lead_id[lead]) & starts for lead in self.leads}
+        self._spellings: dict[str, tuple[int, ...]] = {}
+        self._after_pending: dict[bytes, tuple[Tensor, Tensor]] = {}
+
+    def after_pending(self, pending: bytes) -> tuple[Tensor, Tensor]:
+        """After a word and the first bytes `pending` of a character: the pieces that end the word (they
+        finish a character that is no word character, or the text ends) and those that leave it unfinished."""
+        found = self._after_pending.get(pending)
+        if found is None:
+            ends, opens = [], []
+            for i, data in enumerate(self.v.piece_bytes):
+                head = _head(pending + data)
+                ends.append(i == self.v.eos_id or (bool(head) and not is_word_char(head[0])))
+                opens.append(not head and bool(data) and len(pending) + len(data) < 4)
+            found = self._after_pending[pending] = (torch.tensor(ends), torch.tensor(opens))
+        return found
+
+    def spelling(self, text: str) -> tuple[int, ...]:
+        path = self._spellings.get(text)
+        if path is None:
+            path = tuple(self.tokenizer.encode(text))
+            if len(self._spellings) < 1_000_000:
+                self._spellings[text] = path
+        return path
+
+
+_TABLES: dict[int, _Tables] = {}
+
+
+def tables(tokenizer: Tokenizer) -> _Tables:
+    found = _TABLES.get(id(tokenizer))
+    if found is None or found.tokenizer is not tokenizer:
+        found = _TABLES[id(tokenizer)] = _Tables(tokenizer)
+    return found
+
+
+@torch.inference_mode()
+def constrained_next_words(
+    model: LanguageModel,
+    tokenizer: Tokenizer,
+    prompt: str,
+    words: Iterable[str],
+    top_k: int | None = None,
+    temperature: float = 1.0,
+    tolerance: float = TOLERANCE,
+    floor: float = 0.0,
+    max_rows: int = MAX_ROWS,
+    prompts: PromptCache | None = None,
+) -> ConstrainedPrediction:
+    """The distribution of the next word after `prompt` over `words` (surface forms, each one word unit).
+
+    `distribution` is renormalised over the set (its `top_k` most probable, or all); `probs`
+    and `constraint_mass` are the unconditional figures, those `/v1/predict` would list.
+    `temperature` is applied to every next-piece distribution, as `/v1/predict` does.
+    """
+    words = list(dict.fromkeys(words))
+    for word in words:
+        if not word or not all(is_word_char(c) for c in word):
+            raise ValueError(f"not one word unit: {word!r}")
+    with evaluating(model):
+        return _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance, floor, max_rows,
+                            prompts)
+
+
+def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance, floor, max_rows, prompts):
+    t = tables(tokenizer)
+    ids = tokenizer.encode(prompt, add_bos=True)
+    features = prompts.prefill(ids) if prompts else model.features(torch.tensor([ids]))
+    root_probs = next_piece_probs(model.decode(features.dropped[:, -1]), temperature)[0]
+    search = _TrieSearch(t, words, floor, tolerance)
+    root = _Node(None, -1, b"", 0, 1.0)
+    root.whitespace, root.row = True, (0, 0)
+    batches = [features.state]  # states of stepped nodes: a node's state is batches[row[0]][..., row[1], :]
+    stepped = [(root, root_probs)]
+    rows = 0
+    while stepped:
+        candidates = []
+        for node, node_probs in stepped:
+            candidates.extend(search.visit(node, node_probs))
+        followed = _follow(search, candidates, tolerance, floor, max(0, max_rows - rows))
+        stepped = []
+        for start in range(0, len(followed), CHUNK_ROWS):
+            chunk = followed[start:start + CHUNK_ROWS]
+            state = torch.cat([batches[n.parent.row[0]].narrow(2, n.parent.row[1], 1) for n in chunk], dim=2)
+            out = model.features(torch.tensor([n.piece for n in chunk]).view(-1, 1), state)
+            chunk_probs = next_piece_probs(model.decode(out.dropped[:, -1]), temperature)
+            batches.append(out.state)
+            for row, node in enumerate(chunk):
+                node.row = (len(batches) - 1, row)
+                stepped.append((node, chunk_probs[row]))
+            rows += len(chunk)
+
+    probs = search.probs
+    mass = sum(probs.values())
+    ranked = sorted(((w, p) for w, p in probs.items() if p > 0), key=lambda item: -item[1])
+    distribution = [(w, p / mass) for w, p in ranked[: top_k or len(ranked)]] if mass > 0 else []
+    return ConstrainedPrediction(len(ids), distribution, dict(ranked), mass, search.unresolved,
+                                 entropy(root_probs), rows)
+
+
+def _follow(search: _TrieSearch, candidates: list[_Node], tolerance: float, floor: float, budget: int) -> list[_Node]:
+    """The nodes to step next (one batched call), most probable first: those above `tolerance` times the
+    set's estimated mass (found so far, plus the nodes of this level that spell a whole word: at most what
+    they can add) and above `floor`, within the row budget. Whatever is left out is added to `unresolved`
+    whole: all the mass that may lie under it."""
+    candidates.sort(key=lambda n: -n.prob)
+    estimate = sum(search.probs.values()) + sum(n.prob for n in candidates if n.word is not None)
+    threshold = max(floor, tolerance * estimate if estimate > 0 else tolerance * FALLBACK_SCALE)
+    keep = min(len(candidates), budget)
+    while keep and candidates[keep - 1].prob <= threshold:
+        keep -= 1
+    search.unresolved += sum(n.prob for n in candidates[keep:])
+    return candidates[:keep]
+
+
+class _TrieSearch:
+    def __init__(self, t: _Tables, words: list[str], floor: float, tolerance: float):
+        self.t, self.words, self.floor = t, words, floor
+        # A character spread over byte pieces after a word is followed only above this; below, it is bounded.
+        self.fragment_floor = max(floor, tolerance * FRAGMENT_SHARE)
+        self.wanted = set(words)
+        self.probs: dict[str, float] = dict.fromkeys(words, 0.0)
+        self.unresolved = 0.0
+        self.mixed_starts = _mixed_starts(t, words) if t.mixed else []
+
+    def visit(self, node: _Node, node_probs: Tensor) -> list[_Node]:
+        """Count what ends at `node` (its next-piece distribution is known); return its children to step."""
+        v = self.t.v
+        if node.pending is not None:
+            return self._pending(node, node_probs)
+        out: list[_Node] = []
+        if node.word is not None:  # a new unit starts: the word is whole
+            self.probs[node.word] += node.prob * float(node_probs[v.ends_word | self.t.ends_at_once].sum())
+            out.extend(self._open_characters(node, node_probs))
+        if self.t.mixed:
+            self._settle_mixed(node, node_probs)
+        children: dict[int, _Node] = {}
+        if node.whitespace:
+            self._add_paths(node, node_probs, children)
+        # The paths through this node, by their next piece.
+        depth = node.depth + 1
+        for path, word in node.entries:
+            piece = path[node.depth]
+            child = children.get(piece)
+            if child is None:
+                child = children[piece] = _Node(node, piece, node.data + v.piece_bytes[piece], depth)
+            if len(path) == depth:
+                if word is None:
+                    child.mixed = True
+                else:
+                    child.word = word
+            else:
+                child.entries.append((path, word))
+        node.entries = []
+        if children:
+            pieces = list(children)
+            for child, p in zip(children.values(), (node_probs[pieces] * node.prob).tolist()):
+                child.prob = p
+                if p > 0:
+                    out.append(child)
+        return out
+
+    # -- the trie -----------------------------------------------------------------------------
+
+    def _add_paths(self, node: _Node, node_probs: Tensor, children: dict[int, _Node]) -> None:
+        """The path of every word of the set after every lead tried from whitespace node `node`, and its
+        whitespace children."""
+        t = self.t
+        base = node.data.decode()
+        prefix = node.path()
+        for lead in t.leads:
+            bound = node.prob * float(node_probs[t.lead_starts[lead]].sum())
+            if bound <= self.floor:
+                self.unresolved += bound
+                continue
+            for word in self.words:
+                self._enter(node, prefix, base + lead + word, word)
+            for start in self.mixed_starts:
+                self._enter(node, prefix, base + lead + start, None)
+        if node.depth < MAX_LEAD_DEPTH:
+            for piece in t.whitespace_ids:
+                data = node.data + t.v.piece_bytes[piece]
+                if t.spelling(data.decode()) == prefix + (piece,):
+                    child = children[piece] = _Node(node, piece, data, node.depth + 1)
+                    child.whitespace = True
+        else:  # deeper whitespace: bounded by its mass
+            self.unresolved += node.prob * float(node_probs[t.whitespace_ids].sum())
+
+    def _enter(self, node: _Node, prefix: tuple[int, ...], text: str, word: str | None) -> None:
+        path = self.t.spelling(text)
+        depth = len(prefix)
+        if len(path) > depth and path[depth] not in self.t.whitespace_set and path[:depth] == prefix:
+            node.entries.append((path, word))
+        # else its whitespace is spelled through another whitespace node
+
+    # -- a character over several byte pieces ---------------------------------------------------
+
+    def _open_characters(self, node: _Node, node_probs: Tensor) -> list[_Node]:
+        """After whole word `node.word`: first bytes of a character, which ends it unless it is a word character."""
+        t = self.t
+        children = node_probs * node.prob
+        follow = t.opens & (children > self.fragment_floor)
+        self.unresolved += float(children[t.opens & ~follow].sum())
+        out = []
+        for piece in follow.nonzero().squeeze(1).tolist():
+            child = _Node(node, piece, node.data + t.v.piece_bytes[piece], node.depth + 1, float(children[piece]))
+            child.word, child.pending = node.word, t.v.piece_bytes[piece]
+            out.append(child)
+        return out
+
+    def _pending(self, node: _Node, node_probs: Tensor) -> list[_Node]:
+        t = self.t
+        ends, opens = t.after_pending(node.pending)
+        children = node_probs * node.prob
+        self.probs[node.word] += float(children[ends].sum())
+        follow = opens & (children > self.fragment_floor)
+        self.unresolved += float(children[opens & ~follow].sum())
+        out = []
+        for piece in follow.nonzero().squeeze(1).tolist():
+            data = t.v.piece_bytes[piece]
+            child = _Node(node, piece, node.data + data, node.depth + 1, float(children[piece]))
+            child.word, child.pending = node.word, node.pending + data
+            out.append(child)
+        return out
+
+    # -- word characters then others in one piece -----------------------------------------------
+
+    def _settle_mixed(self, node: _Node, node_probs: Tensor) -> None:
+        """Children that are word characters then others: the unit they end, where that is its spelling."""
+        t = self.t
+        path = None
+        for piece in t.mixed:
+            p = float(node_probs[piece])
+            if p == 0:
+                continue
+            data = node.data + t.v.piece_bytes[piece]
+            unit, _ = classify(data)
+            if unit in self.wanted:
+                path = path if path is not None else node.path()
+                if t.v.spells(data, path + (piece,)):
+                    self.probs[unit] += node.prob * p
+
+
+def _mixed_starts(t: _Tables, words: list[str]) -> list[str]:
+    """Beginnings of words of the set that a mixed piece may finish ("i" for "is," when "s," is a piece):
+    their spellings are trie paths too, though no word of the set may end on them."""
+    tails = set()
+    for piece in t.mixed:
+        text = t.v.piece_bytes[piece].decode().lstrip(" ")
+        end = 0
+        while end < len(text) and is_word_char(text[end]):
+            end += 1
+        tails.add(text[:end])
+    return sorted({word[:cut] for word in words for cut in range(1, len(word)) if word[cut:] in tails})
+
+
+def _head(data: bytes) -> str:
+    """What `data` decodes to so far (an unfinished last character held back; bad bytes as U+FFFD)."""
+    return codecs.getincrementaldecoder("utf-8")(errors="replace").decode(data)
+
+
+def _is_mixed(data: bytes) -> bool:
+    if not is_whole(data):
+        return False
+    text = data.decode().lstrip(" ")
+    return bool(text) and is_word_char(text[0]) and not all(is_word_char(c) for c in text)

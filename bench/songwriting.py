@@ -1,0 +1,335 @@
+"""Songwriting benchmark: next lines under the constraints real lines meet.
+
+From the songs validation split it takes `--lines` real lines (200 by default),
+each with the constraints that line itself meets: its syllable count and, when
+an earlier line of its stanza rhymes with it, a rhyme with that line's end word.
+For each it asks the line generator for one line with those constraints, the
+lyrics before the real line as the prompt, and prints:
+
+- the rate at which the generated lines meet their constraints, checked by an
+  independent reading of the CMU dictionary (a parser in this file, not the
+  project's phonology): every word known as written, some choice of
+  pronunciations giving the syllable count, the end word sharing a rhyme part
+  (last stressed vowel to the end) with the target and not being it;
+- the fluency cost: nats per character of the constrained lines under the
+  unconstrained model (temperature 1), against unconstrained lines sampled at the
+  same temperature after the same prompts, in the same run (goal <= 1.15x);
+- latency per line, p50 and p95;
+- the baselines: how often unconstrained sampling meets the same constraints, and
+  so how many samples rejection sampling needs on average per line.
+
+    python bench/songwriting.py                                  # the songs model, 200 lines
+    python bench/songwriting.py --model checkpoints/shakespeare-lstm --lines 20 --samples 16
+
+The lines come from the service: the script starts `lyricist serve --model MODEL`
+(bench/processes.py, as bench/serving.py does) and asks `POST /v1/lines` for each,
+so the figures, latency included, are the served endpoint's. `--in-process` calls
+the generator in this process instead (`InProcessLines`), to tell the algorithm's
+cost from the service's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from processes import start_server  # noqa: E402
+
+from lyricist.model import SamplingParams, load_checkpoint  # noqa: E402
+
+VALID = ROOT / "data" / "songs" / "valid.txt"
+CMUDICT_CANDIDATES = (ROOT / "app" / "songwriting" / "cmudict" / "cmudict.dict", ROOT / "data" / "cmudict" / "cmudict.dict",
+                      ROOT.parent / "shared" / "data" / "cmudict" / "cmudict.dict")
+WORD = re.compile(r"(?:[^\W_]|['\u2019])+")  # letters, digits, apostrophes: docs/api.md's word
+PROMPT_CHARS = 1200  # the lyrics before a line, at most this many characters (whole lines)
+
+
+# -- an independent reading of the dictionary -------------------------------------------------
+
+
+class Dictionary:
+    """cmudict.dict read from scratch: word -> list of (syllables, rhyme part)."""
+
+    def __init__(self, path: Path):
+        self.entries: dict[str, list[tuple[int, str]]] = {}
+        for raw in path.read_text(encoding="utf-8").splitlines():
+            raw = raw.split("#")[0].strip()
+            if not raw:
+                continue
+            head, *phones = raw.split()
+            word = re.sub(r"\(\d+\)$", "", head).lower()
+            vowels = [i for i, p in enumerate(phones) if p[-1] in "012"]
+            stressed = [i for i in vowels if phones[i][-1] in "12"]
+            start = (stressed or vowels or [0])[-1]
+            part = " ".join(re.sub(r"\d", "", p) for p in phones[start:])
+            self.entries.setdefault(word, []).append((len(vowels), part))
+
+    def words(self, line: str) -> list[str]:
+        return WORD.findall(line)
+
+    def known(self, line: str) -> bool:
+        words = self.words(line)
+        return bool(words) and all(w.lower() in self.entries for w in words)
+
+    def syllable_sums(self, line: str) -> set[int]:
+        sums = {0}
+        for word in self.words(line):
+            counts = {s for s, _ in self.entries.get(word.lower(), [])}
+            if not counts:
+                return set()
+            sums = {a + b for a in sums for b in counts}
+        return sums
+
+    def primary_syllables(self, line: str) -> int:
+        return sum(self.entries[w.lower()][0][0] for w in self.words(line))
+
+    def rhymes(self, a: str, b: str) -> bool:
+        a, b = a.lower(), b.lower()
+        if a == b or a not in self.entries or b not in self.entries:
+            return False
+        return bool({p for _, p in self.entries[a]} & {p for _, p in self.entries[b]})
+
+    def end_word(self, line: str) -> str | None:
+        words = self.words(line)
+        return words[-1] if words else None
+
+    def meets(self, line: str, syllables: int, rhymes_with: str | None) -> dict[str, bool]:
+        syl = self.known(line) and syllables in self.syllable_sums(line)
+        rhyme = rhymes_with is None or (self.known(line) and self.rhymes(self.end_word(line), rhymes_with))
+        return {"syllables": syl, "rhyme": rhyme, "both": syl and rhyme}
+
+
+# -- the tasks --------------------------------------------------------------------------------
+
+
+def tasks(text: str, dictionary: Dictionary, count: int) -> list[dict]:
+    """Real lines with the constraints they meet, spread evenly over the split."""
+    found = []
+    for song in text.strip("\n").split("\n\n\n"):
+        before = ""
+        for stanza in song.split("\n\n"):
+            lines = stanza.split("\n")
+            for i, line in enumerate(lines):
+                if i > 0 and not line.startswith("SONG:") and dictionary.known(line):
+                    syllables = dictionary.primary_syllables(line)
+                    end = dictionary.end_word(line)
+                    partner = next((dictionary.end_word(lines[j]) for j in range(i - 1, -1, -1)
+                                    if dictionary.known(lines[j]) and dictionary.rhymes(end, dictionary.end_word(lines[j]))),
+                                   None)
+                    if 4 <= syllables <= 16 and partner is not None:
+                        prompt = (before + "\n".join(lines[:i]) + "\n")[-PROMPT_CHARS:]
+                        prompt = prompt[prompt.find("\n") + 1:] if len(prompt) == PROMPT_CHARS else prompt
+                        found.append({"prompt": prompt, "real": line, "syllables": syllables, "rhymes_with": partner})
+            before += stanza + "\n\n"
+    step = max(1, len(found) // count)
+    return found[::step][:count]
+
+
+# -- the generator under test ---------------------------------------------------------------
+
+
+class InProcessLines:
+    """The project's line generator, called in this process."""
+
+    def __init__(self, checkpoint):
+        from lyricist.app.songwriting.lexicon import default_lexicon
+        from lyricist.app.songwriting.lines import generate_lines
+
+        self.checkpoint = checkpoint
+        self.lexicon = default_lexicon()
+        self._generate = generate_lines
+
+    def lines(self, prompt: str, syllables: int, rhymes_with: str | None, temperature: float, seed: int,
+              n: int = 1) -> list[dict]:
+        ck = self.checkpoint
+        result = self._generate(ck.model, ck.tokenizer, self.lexicon, prompt, n=n, syllables=syllables,
+                                rhymes_with=rhymes_with, params=SamplingParams(temperature=temperature, seed=seed))
+        return [line.as_dict() for line in result.lines]
+
+
+class HttpLines:
+    """`POST /v1/lines` on a running server; a refusal (a 422: no line found) raises with its message."""
+
+    def __init__(self, base_url: str, model: str | None = None):
+        self.base_url, self.model = base_url.rstrip("/"), model
+
+    def lines(self, prompt: str, syllables: int, rhymes_with: str | None, temperature: float, seed: int,
+              n: int = 1) -> list[dict]:
+        import httpx
+
+        body = {"prompt": prompt, "n": n, "syllables": syllables, "temperature": temperature, "seed": seed}
+        if rhymes_with:
+            body["rhymes_with"] = rhymes_with
+        if self.model:
+            body["model"] = self.model
+        response = httpx.post(f"{self.base_url}/v1/lines", json=body, timeout=120)
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
+        return response.json()["lines"]
+
+
+# -- the unconstrained model ------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def score_line(model, tokenizer, prompt: str, line: str) -> tuple[float, int]:
+    """(nats, characters) of `line` and its line break after `prompt`, temperature 1."""
+    head = tokenizer.encode(prompt, add_bos=True)
+    ids = tokenizer.encode(line + "\n")
+    logits, _ = model(torch.tensor([head + ids]))
+    logp = torch.log_softmax(logits[0, len(head) - 1:-1].double(), -1)
+    return -float(logp[torch.arange(len(ids)), torch.tensor(ids)].sum()), len(line) + 1
+
+
+@torch.inference_mode()
+def sample_lines(model, tokenizer, prompt: str, count: int, temperature: float, seed: int,
+                 max_pieces: int = 80) -> list[str]:
+    """`count` unconstrained next lines (up to a line break) at `temperature`, in one batch."""
+    generator = torch.Generator().manual_seed(seed)
+    head = tokenizer.encode(prompt, add_bos=True)
+    logits, state = model(torch.tensor([head]))
+    logits = logits[:, -1].expand(count, -1)
+    state = state.expand(-1, -1, count, -1).contiguous()
+    newline = tokenizer.encode("\n")[0]
+    pieces: list[list[int]] = [[] for _ in range(count)]
+    done = [False] * count
+    for _ in range(max_pieces):
+        probs = torch.softmax(logits.double() / max(temperature, 1e-6), -1)
+        choice = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        for i, piece in enumerate(choice.tolist()):
+            if not done[i]:
+                if piece in (newline, tokenizer.eos_id):
+                    done[i] = True
+                else:
+                    pieces[i].append(piece)
+        if all(done):
+            break
+        logits, state = model(choice.view(-1, 1), state)
+        logits = logits[:, -1]
+    return [tokenizer.decode(p) for p, d in zip(pieces, done) if d]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(math.ceil(q * len(ordered))) - 1)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(ROOT / "checkpoints" / "songs-lstm"))
+    parser.add_argument("--valid", default=str(VALID))
+    parser.add_argument("--cmudict", default=None)
+    parser.add_argument("--lines", type=int, default=200)
+    parser.add_argument("--samples", type=int, default=32, help="unconstrained samples per prompt (baselines)")
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads of the server and of this script (0: the server's own choice)")
+    parser.add_argument("--in-process", action="store_true", help="call the generator here, not the service")
+    parser.add_argument("--server-log", default=None, help="write the server's output here (default: discard)")
+    parser.add_argument("--json", default=None, help="write the figures and every line here")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.in_process:
+        run(args, None)
+        return
+    log = open(args.server_log, "w") if args.server_log else subprocess.DEVNULL
+    env = {"LYRICIST_REQUEST_TIMEOUT_S": "120"}
+    if not args.threads:
+        env["LYRICIST_THREADS"] = ""  # the server chooses
+    server, base = start_server(Path(args.model), args.threads or 0, log, **env)
+    try:
+        run(args, base)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def run(args: argparse.Namespace, base: str | None) -> None:
+
+    cmudict = Path(args.cmudict) if args.cmudict else next(p for p in CMUDICT_CANDIDATES if p.exists())
+    dictionary = Dictionary(cmudict)
+    checkpoint = load_checkpoint(args.model)
+    model, tokenizer = checkpoint.model.eval(), checkpoint.tokenizer
+    work = tasks(Path(args.valid).read_text(encoding="utf-8"), dictionary, args.lines)
+    client = InProcessLines(checkpoint) if base is None else HttpLines(base)
+    client.lines(work[0]["prompt"], 6, None, args.temperature, 0)  # warm-up: the dictionary, tables, caches
+
+    records = []
+    latencies, failures = [], []
+    met = {"syllables": 0, "rhyme": 0, "both": 0}
+    constrained_nats = constrained_chars = 0.0
+    free_nats = free_chars = 0.0
+    free_met = {"syllables": 0, "rhyme": 0, "both": 0}
+    free_count = 0
+    for index, task in enumerate(work):
+        started = time.perf_counter()
+        try:
+            lines = client.lines(task["prompt"], task["syllables"], task["rhymes_with"], args.temperature,
+                                 args.seed + index)
+        except Exception as error:  # a 422 counts as not meeting the constraints
+            lines, error_text = [], f"{type(error).__name__}: {error}"
+        else:
+            error_text = None
+        latencies.append(time.perf_counter() - started)
+        record = {**{k: task[k] for k in ("real", "syllables", "rhymes_with")}, "error": error_text}
+        if lines:
+            text = lines[0]["text"]
+            verdict = dictionary.meets(text, task["syllables"], task["rhymes_with"])
+            nats, chars = score_line(model, tokenizer, task["prompt"], text)
+            constrained_nats += nats
+            constrained_chars += chars
+            record.update(line=text, verdict=verdict, nats_per_char=nats / chars)
+            for key in met:
+                met[key] += verdict[key]
+        else:
+            failures.append(record)
+        samples = sample_lines(model, tokenizer, task["prompt"], args.samples, args.temperature, args.seed + index)
+        for text in samples:
+            nats, chars = score_line(model, tokenizer, task["prompt"], text)
+            free_nats += nats
+            free_chars += chars
+            verdict = dictionary.meets(text, task["syllables"], task["rhymes_with"])
+            for key in free_met:
+                free_met[key] += verdict[key]
+        free_count += len(samples)
+        record["unconstrained_example"] = samples[0] if samples else None
+        records.append(record)
+        print(f"[{index + 1}/{len(work)}] {latencies[-1]:.2f}s {task['syllables']} syl ~ {task['rhymes_with']!r}: "
+              f"{record.get('line', error_text)!r} {record.get('verdict', {}).get('both')}", file=sys.stderr)
+
+    total = len(work)
+    c_npc = constrained_nats / max(constrained_chars, 1)
+    f_npc = free_nats / max(free_chars, 1)
+    rate = {k: free_met[k] / max(free_count, 1) for k in free_met}
+    figures = {
+        "model": str(args.model), "lines": total, "temperature": args.temperature,
+        "served": base is not None,
+        "constraint_rate": {k: met[k] / total for k in met},
+        "errors": len(failures),
+        "nats_per_char_constrained": c_npc, "nats_per_char_unconstrained": f_npc,
+        "fluency_cost": c_npc / f_npc if f_npc else None,
+        "latency_p50_s": percentile(latencies, 0.5), "latency_p95_s": percentile(latencies, 0.95),
+        "unconstrained_rate": rate,
+        "rejection_samples_per_line": {k: (1 / r if r else None) for k, r in rate.items()},
+        "unconstrained_samples": free_count,
+    }
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"figures": figures, "records": records}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
