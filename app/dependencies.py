@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from .metrics import Metrics
 from .registry import ModelRegistry
+from .serving.adapt import Adapters
 from .settings import Settings
 
 
@@ -25,6 +26,10 @@ async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+async def get_adapters(request: Request) -> Adapters:
+    return request.app.state.adapters
+
+
 async def get_notes(request: Request) -> dict[str, Any]:
     """The facts for this request's access-log line (model, token counts, the prompt), which the
     RequestLog middleware writes when the response ends."""
@@ -34,4 +39,5 @@ async def get_notes(request: Request) -> dict[str, Any]:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+AdaptersDep = Annotated[Adapters, Depends(get_adapters)]
 NotesDep = Annotated[dict[str, Any], Depends(get_notes)]

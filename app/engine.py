@@ -1,11 +1,14 @@
 """The serving engine: continuous batching of generation over one model, usable without HTTP.
 
 One worker thread per model owns the model. Every iteration it runs the queued
-one-off jobs (predict, score), admits waiting requests while batch slots are
-free (each prompt prefilled by its own forward call), then samples one token
-for every running sequence and advances them all with ONE batched model call.
-Finished, cancelled and timed-out sequences leave the batch before the next
-call; new ones join at the next iteration. An LSTM's state is a fixed-size
+small jobs (predict, the songwriting calls), gives the texts being read (new
+prompts, scored texts: chunked prefill) turns of one slice each, round robin,
+up to one slice's worth of pieces in all, then samples one token for every
+running sequence and advances them all with ONE batched model call. So no
+request waits behind another's long prompt for more than about one slice.
+Finished, cancelled and timed-out sequences leave the batch (or the reading)
+before the next call; a prompt read to its end joins the batch at once.
+Torch's thread count is chosen per phase (`_threads_for`). An LSTM's state is a fixed-size
 tensor per sequence, so joining and leaving is just stacking and selecting
 rows. Results go back to the asyncio side through `loop.call_soon_threadsafe`,
 so the event loop never waits on the model. docs/serving.md explains why.
@@ -21,11 +24,12 @@ import asyncio
 import enum
 import functools
 import logging
+import os
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,14 +38,25 @@ from torch import Tensor
 
 from lyricist.model import Checkpoint, SamplingParams, sample, select_rows, stack_rows
 from lyricist.model.prediction import Prediction, predict
-from lyricist.model.prompt_cache import PromptCache
+from lyricist.model.prompt_cache import SLICE, PromptCache, PromptReading
 from lyricist.model.sampling import make_generator, random_seed
-from lyricist.model.scoring import Score, score_text
+from lyricist.model.scoring import Score, read_score
 from lyricist.model.tokenizer import TokenText
 
 from .metrics import Metrics
 
 log = logging.getLogger("lyricist.engine")
+
+# A step of at most this many rows is a few clients' work: the event loop has little to do for them, so torch
+# gets every core (a lone stream at the machine's speed); a bigger batch leaves the event loop a core of its own.
+FEW_ROWS = 2
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 class QueueFull(Exception):
     """The waiting queue is at its bound; try again later."""
@@ -113,6 +128,23 @@ class _Sequence:
     cancel_asked: bool = False  # set by the event loop; the worker ends the sequence at its next step
     finished: bool = False  # set by the worker thread only, in _finish
     held: list = field(default_factory=list)  # events of a non-incremental request, sent at its end
+    reading: PromptReading | None = None  # its prompt, while it is being read (it holds a slot already)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_asked
+
+
+@dataclass(eq=False)
+class _Job:
+    """Work for the worker thread: `fn()` run at once (a small job), or, sliced, a generator that reads one
+    slice per `next()` and yields the pieces it read (a scored text); its return value is the result."""
+    fn: Callable[[], Any]
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    sliced: bool = False
+    steps: Generator[int, None, Any] | None = None
+    cancelled: bool = False  # its awaiter is gone: not started, or dropped before its next slice
 
 
 class Stream:
@@ -152,9 +184,14 @@ class Stream:
 
 class ModelEngine:
     def __init__(self, checkpoint: Checkpoint, name: str | None = None, max_batch_size: int = 64,
-                 max_queue: int = 256, metrics: Metrics | None = None):
+                 max_queue: int = 256, metrics: Metrics | None = None, threads: int | None = None,
+                 slice_tokens: int = SLICE):
         self.checkpoint = checkpoint
         self.model = checkpoint.model.eval()
+        self.device = self.model.embedding.weight.device  # every tensor the engine makes lives there
+        self.threads = threads  # None: chosen per phase from the work at hand (_threads_for); else forced
+        self.cores = available_cores()
+        self.slice_tokens = slice_tokens  # the most pieces one call reads, and one iteration's reading budget
         self.tokenizer = checkpoint.tokenizer
         self.prompts = PromptCache(self.model)  # prefix states, for prompts that extend earlier ones
         self.name = name or checkpoint.name
@@ -165,7 +202,11 @@ class ModelEngine:
         self._lock = threading.Condition()
         self._waiting: deque[_Sequence] = deque()
         self._leaving: list[_Sequence] = []  # cancelled while waiting: out of the queue, not yet finished
-        self._jobs: deque[tuple[Callable[[], Any], asyncio.Future, asyncio.AbstractEventLoop]] = deque()
+        self._jobs: deque[_Job] = deque()
+        # Texts being read, a slice per turn, round robin: prompts of admitted sequences and sliced jobs.
+        self._reading: deque[_Sequence | _Job] = deque()
+        self._reading_rows = 0  # the sequences among them: they hold batch slots
+        self._threads_now = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
         # The running batch: one row per sequence, in the same order everywhere.
@@ -190,7 +231,7 @@ class ModelEngine:
 
     @property
     def queue_depth(self) -> int:
-        return len(self._waiting) + len(self._jobs)
+        return len(self._waiting) + len(self._jobs) + len(self._reading) - self._reading_rows
 
     def submit(self, request: GenerationRequest) -> Stream:
         """Queue a generation; its events arrive on the returned `Stream`. Call from the event loop."""
@@ -209,23 +250,52 @@ class ModelEngine:
         return Stream(seed, len(prompt_ids), events, functools.partial(self._cancel, sequence))
 
     async def call(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn()` on the worker thread between two model steps (it owns the model)."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        """Run `fn()` on the worker thread between two model steps (it owns the model). For small work: it
+        runs whole, so everything else waits for it; a long prompt is better read first (`read_prompt`)."""
+        return await self._queue(_Job(fn, None, None))
+
+    async def read(self, fn: Callable[[], Generator[int, None, Any]]) -> Any:
+        """Sliced work: `fn()` (called on the worker thread) returns a generator that reads one slice per step
+        and yields the pieces it read; its return value is the result. Its slices take turns with the other
+        texts being read, between decode steps. If the awaiting task is cancelled, at most one more slice runs."""
+        return await self._queue(_Job(fn, None, None, sliced=True))
+
+    async def _queue(self, job: _Job) -> Any:
+        job.loop = asyncio.get_running_loop()
+        job.future = job.loop.create_future()
         with self._lock:
             self._admissible()
-            self._jobs.append((fn, future, loop))
+            self._jobs.append(job)
             self._series.queue_depth.set(self.queue_depth)
             self._lock.notify()
-        return await future
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            job.cancelled = True  # the worker skips it, or drops it before its next slice
+            raise
+
+    async def read_prompt(self, prompt: str | list[int]) -> None:
+        """Read a prompt into the prompt cache in slices that take turns with other work, so that a job that
+        prefills it next (`self.prompts.prefill`) finds it whole. Exact either way: the cache changes no bits."""
+        ids = self.tokenizer.encode(prompt, add_bos=True) if isinstance(prompt, str) else prompt
+
+        def steps() -> Generator[int, None, None]:
+            reading = self.prompts.reader(ids)
+            while not reading.done:
+                yield reading.read(self.slice_tokens)
+
+        await self.read(steps)
 
     async def predict(self, prompt: str, top_k: int, unit: str, temperature: float) -> Prediction:
+        ids = self.tokenizer.encode(prompt, add_bos=True)
+        if len(ids) > self.slice_tokens:  # a long prompt: read it a slice at a time first
+            await self.read_prompt(ids)
         return await self.call(lambda: predict(self.model, self.tokenizer, prompt, top_k, unit, temperature,
                                                prompts=self.prompts))
 
     async def score(self, text: str) -> Score:
-        """The likelihood of `text` read as a whole text (model.scoring)."""
-        return await self.call(lambda: self._score(text))
+        """The likelihood of `text` read as a whole text (model.scoring), a slice per turn."""
+        return await self.read(lambda: self._score(text))
 
     def _admissible(self) -> None:
         if self._stopping:
@@ -253,7 +323,8 @@ class ModelEngine:
         with torch.inference_mode():
             while True:
                 with self._lock:
-                    while not (self._stopping or self._jobs or self._running or self._waiting or self._leaving):
+                    while not (self._stopping or self._jobs or self._running or self._waiting or self._leaving
+                               or self._reading):
                         self._lock.wait()
                     if self._stopping:
                         break
@@ -261,34 +332,59 @@ class ModelEngine:
                     self._jobs.clear()
                     leaving, self._leaving = self._leaving, []
                     joining = []
-                    while self._waiting and len(self._running) + len(joining) < self.max_batch_size:
+                    while self._waiting and len(self._running) + self._reading_rows + len(joining) < self.max_batch_size:
                         joining.append(self._waiting.popleft())
                     self._series.queue_depth.set(self.queue_depth)
-                for fn, future, loop in jobs:
-                    self._run_job(fn, future, loop)
+                self._use_threads(self._threads_for(reading=False))
+                for job in jobs:
+                    if job.sliced:
+                        self._reading.append(job)
+                    elif not job.cancelled:
+                        self._run_job(job)
                 events: list[tuple[_Sequence, Event]] = []
                 for sequence in leaving:
                     self._finish(sequence, FinishReason.CANCELLED, events)
                 try:
                     self._expire_waiting(events)
                     self._admit(joining, events)
+                    if self._reading:
+                        self._use_threads(self._threads_for(reading=True))
+                        self._read_slices(events)
                     if self._running:
+                        self._use_threads(self._threads_for(reading=False))
                         self._step(events)
                 except Exception:  # a bug must not kill the worker: end the batch, keep serving
                     log.exception("engine step failed; ending the running sequences")
-                    for sequence in self._running + joining:
+                    for sequence in self._running:
                         self._finish(sequence, FinishReason.ERROR, events)
                     self._keep([])
                 self._post(events)
             self._shut_down()
 
-    def _run_job(self, fn, future: asyncio.Future, loop: asyncio.AbstractEventLoop) -> None:
+    def _threads_for(self, reading: bool) -> int:
+        """Torch threads for the next phase: LYRICIST_THREADS when set; else every core for a slice being read
+        (the batch waits for it anyway) and for a step of a few rows, and all cores but one for a bigger
+        batch, whose many clients keep the event loop busy (torch's threads spin while they wait for each
+        other, so one descheduled by the event loop stalls the rest). No result depends on it: the kernels
+        give the same bits at any thread count (tests/test_engine.py)."""
+        if self.threads is not None:
+            return self.threads
+        if reading or len(self._running) <= FEW_ROWS:
+            return self.cores
+        return max(1, self.cores - 1)
+
+    def _use_threads(self, count: int) -> None:
+        if count != self._threads_now:  # per thread: the worker's own OpenMP setting
+            torch.set_num_threads(count)
+            self._threads_now = count
+
+    def _run_job(self, job: _Job) -> None:
         try:
-            result = fn()
+            result = job.fn()
         except Exception as error:  # noqa: BLE001 -- handed to the awaiting request, which answers with it
-            _call_soon(loop, _settle, future, None, error)
+            _call_soon(job.loop, _settle, job.future, None, error)
         else:
-            _call_soon(loop, _settle, future, result, None)
+            _call_soon(job.loop, _settle, job.future, result, None)
 
     def _expire_waiting(self, events: list) -> None:
         now = time.monotonic()
@@ -300,26 +396,86 @@ class ModelEngine:
             self._finish(sequence, FinishReason.TIMEOUT, events)
 
     def _admit(self, joining: list[_Sequence], events: list) -> None:
-        """Prefill each new prompt alone and add its row to the running batch."""
-        states, logits, seen = [], [], []
+        """Give each new sequence its slot and start reading its prompt (a prompt read before is done at once)."""
+        ready = []
         for sequence in joining:
             if sequence.cancel_asked:
                 self._finish(sequence, FinishReason.CANCELLED, events)
                 continue
-            ids = sequence.prompt_ids
-            features = self.prompts.prefill(ids)
+            sequence.reading = self.prompts.reader(sequence.prompt_ids)
+            if sequence.reading.done:
+                ready.append(sequence)
+            else:
+                self._reading.append(sequence)
+                self._reading_rows += 1
+        self._join(ready)
+
+    def _read_slices(self, events: list) -> None:
+        """One round of chunked prefill: the texts being read take turns, one slice (one call) each, in
+        order, until a slice's worth of pieces is read; one not done goes to the back. A cancelled or
+        expired sequence, or a job whose awaiter left, is dropped before its turn and frees its slot."""
+        now = time.monotonic()
+        for item in [i for i in self._reading if i.cancelled or (isinstance(i, _Sequence) and i.deadline < now)]:
+            self._reading.remove(item)
+            if isinstance(item, _Sequence):
+                self._reading_rows -= 1
+                self._finish(item, FinishReason.CANCELLED if item.cancel_asked else FinishReason.TIMEOUT, events)
+            elif item.steps is not None:
+                item.steps.close()
+        budget = self.slice_tokens
+        ready = []
+        for _ in range(len(self._reading)):
+            if budget <= 0:
+                break
+            item = self._reading[0]  # it stays in the queue during its turn (what the tests look at)
+            if isinstance(item, _Sequence):
+                try:
+                    budget -= item.reading.read(budget)
+                except Exception:
+                    log.exception("reading a prompt failed")
+                    self._reading.popleft()
+                    self._reading_rows -= 1
+                    self._finish(item, FinishReason.ERROR, events)
+                    continue
+                if item.reading.done:
+                    self._reading.popleft()
+                    self._reading_rows -= 1
+                    ready.append(item)
+                    continue
+            else:
+                try:
+                    if item.steps is None:
+                        item.steps = item.fn()
+                    budget -= next(item.steps)
+                except StopIteration as done:
+                    self._reading.popleft()
+                    _call_soon(item.loop, _settle, item.future, done.value, None)
+                    continue
+                except Exception as error:  # noqa: BLE001 -- handed to the awaiting request
+                    self._reading.popleft()
+                    _call_soon(item.loop, _settle, item.future, None, error)
+                    continue
+            self._reading.rotate(-1)  # to the back: the next one's turn
+        self._join(ready)
+
+    def _join(self, ready: list[_Sequence]) -> None:
+        """Add the rows of sequences whose prompts are read to the running batch."""
+        if not ready:
+            return
+        states, logits = [], []
+        seen = torch.zeros(len(ready), self.tokenizer.vocab_size, dtype=torch.bool, device=self.device)
+        for row, sequence in enumerate(ready):
+            features = sequence.reading.features
+            sequence.reading = None
             states.append(features.state)
             logits.append(self.model.decode(features.dropped[:, -1]))
-            row = torch.zeros(1, self.tokenizer.vocab_size, dtype=torch.bool)
-            row[0, ids] = True
-            seen.append(row)
+            seen[row, sequence.prompt_ids] = True
             self._running.append(sequence)
-            self._series.prompt_tokens.inc(len(ids))
-        if states:
-            self._state = stack_rows(([self._state] if self._state is not None else []) + states)
-            self._logits = torch.cat(([self._logits] if self._logits is not None else []) + logits)
-            self._seen = torch.cat(([self._seen] if self._seen is not None else []) + seen)
-            self._series.running.set(len(self._running))
+            self._series.prompt_tokens.inc(len(sequence.prompt_ids))
+        self._state = stack_rows(([self._state] if self._state is not None else []) + states)
+        self._logits = torch.cat(([self._logits] if self._logits is not None else []) + logits)
+        self._seen = torch.cat(([self._seen] if self._seen is not None else []) + [seen])
+        self._series.running.set(len(self._running))
 
     def _step(self, events: list) -> None:
         """Sample a token for every running sequence, then advance the survivors in one call."""
@@ -358,7 +514,7 @@ class ModelEngine:
             else:
                 self._finish(sequence, end, events)
         self._series.generated_tokens.inc(batch)
-        self._seen[torch.arange(batch), tokens] = True
+        self._seen[torch.arange(batch, device=self.device), tokens] = True
         if len(keep) < batch:
             self._keep(keep)
             tokens = tokens[keep]
@@ -433,25 +589,31 @@ class ModelEngine:
         for loop, batch in by_loop.items():
             _call_soon(loop, _deliver, batch)
 
-    def _score(self, text: str) -> Score:
-        score = score_text(self.model, self.tokenizer, text)
+    def _score(self, text: str) -> Generator[int, None, Score]:
+        score = yield from read_score(self.model, self.tokenizer, text, self.slice_tokens)
         self._series.prompt_tokens.inc(len(score.token_ids) + 1)  # and the start marker
         return score
 
     def _shut_down(self) -> None:
         events: list[tuple[_Sequence, Event]] = []
         with self._lock:  # nothing new arrives (_stopping), but a waiting request may still be cancelled
-            ending = [*self._running, *self._waiting, *self._leaving]
+            reading = list(self._reading)
+            self._reading.clear()
+            self._reading_rows = 0
+            ending = [*self._running, *self._waiting, *self._leaving,
+                      *(item for item in reading if isinstance(item, _Sequence))]
             self._waiting.clear()
             self._leaving.clear()
-            jobs = list(self._jobs)
+            jobs = list(self._jobs) + [item for item in reading if isinstance(item, _Job)]
             self._jobs.clear()
         for sequence in ending:
             self._finish(sequence, FinishReason.CANCELLED if sequence.cancel_asked else FinishReason.SHUTDOWN, events)
         self._keep([])
         self._post(events)
-        for _, future, loop in jobs:
-            _call_soon(loop, _settle, future, None, ShuttingDown("the server is shutting down"))
+        for job in jobs:
+            if job.steps is not None:
+                job.steps.close()
+            _call_soon(job.loop, _settle, job.future, None, ShuttingDown("the server is shutting down"))
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable, *args: Any) -> None:

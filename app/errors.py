@@ -28,8 +28,8 @@ ERROR_MEANINGS = {
     401: "an API key is required and was missing or wrong",
     404: "unknown model",
     413: "the body or the prompt is longer than the configured limit",
-    422: "no word or line can meet the songwriting constraints (or none was found within the work budget); "
-         "the message and `param` say which constraint",
+    422: "a well-formed request that cannot be carried out: songwriting constraints nothing can meet (or none "
+         "found within the work budget), or `adapt` on a model without gradient statistics; `param` says which",
     429: "the waiting queue is full; try again after Retry-After seconds",
     503: "not ready (no model loaded yet), or shutting down",
     504: "the request was still unfinished after LYRICIST_REQUEST_TIMEOUT_S",

@@ -95,15 +95,18 @@ def explained(message: str) -> WrapValidator:
 
 def _one_word(value: str) -> str:
     word = value.strip(" ")
-    if not word or not all(is_word_char(c) for c in word) or not any(c.isalpha() for c in word):
+    if not all(is_word_char(c) for c in word) or not any(c.isalnum() and not c.isdecimal() for c in word):
         raise PydanticCustomError("invalid_value", f"must be one word: letters, digits and apostrophes, at least "
                                                    f"one letter, at most {MAX_WORD_CHARS} characters")
     return word
 
 
 # A word to rhyme with: surrounding spaces are dropped; empty, digits only, two words, punctuation or control
-# characters are refused (400).
-RhymeWord = Annotated[Text, Field(min_length=1, max_length=MAX_WORD_CHARS), AfterValidator(_one_word)]
+# characters are refused (400). The check is `_one_word`; the schema states the same rule as a pattern (Python's
+# reading of it: `[^\W_]` is a letter or digit, `[^\W\d_]` one that is no decimal digit) for clients and fuzzers.
+WORD_PATTERN = r"^ *(?:[^\W_]|['\u2019])*[^\W\d_](?:[^\W_]|['\u2019])* *$"
+RhymeWord = Annotated[Text, Field(min_length=1, max_length=MAX_WORD_CHARS, json_schema_extra={"pattern": WORD_PATTERN}),
+                      AfterValidator(_one_word)]
 RhymeKind = Literal["perfect", "near"]
 
 
@@ -204,6 +207,7 @@ class GenerateResponse(BaseModel):
 
 class ScoreRequest(Request):
     text: PromptText
+    adapt: bool = False  # dynamic evaluation: the model learns from the text as it scores it (docs/api.md)
 
 
 class TokenLogprob(BaseModel):
@@ -220,6 +224,7 @@ class ScoreResponse(BaseModel):
     nats_per_char: float | None
     perplexity: float | None
     token_logprobs: list[TokenLogprob]
+    evaluation: Literal["static", "dynamic"] = "static"  # "dynamic" with adapt: not comparable with static figures
 
 
 # -- songwriting: /v1/analyze, /v1/lines, /v1/verse ------------------------------------------

@@ -55,13 +55,14 @@ class ModelRegistry:
 
     async def load(self, settings: Settings, metrics: Metrics) -> None:
         """Load every configured checkpoint (off the event loop), start its engine, then be ready."""
-        torch.set_num_threads(settings.threads)
+        if settings.threads is not None:
+            torch.set_num_threads(settings.threads)
         device = settings.torch_device()
         checkpoints = await asyncio.to_thread(lambda: [load_checkpoint(path) for path in settings.models])
         for checkpoint in checkpoints:
             checkpoint.model.to(device)
             engine = ModelEngine(checkpoint, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue,
-                                 metrics=metrics)
+                                 metrics=metrics, threads=settings.threads)
             if engine.name in self.by_name:
                 raise ValueError(f"two checkpoints are both named {engine.name!r}: {settings.models}")
             self.by_name[engine.name] = engine

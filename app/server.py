@@ -14,6 +14,7 @@ from .middleware import install_middleware
 from .openapi import fit_openapi
 from .registry import ModelRegistry
 from .routes import completions, generate, health, models, predict, score, songwriting
+from .serving.adapt import Adapters
 from .settings import Settings
 
 V1_FAMILIES = (models, predict, generate, score, completions, songwriting)
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = ModelRegistry()
     app.state.metrics = Metrics()
+    app.state.adapters = Adapters()
     install_middleware(app, settings, app.state.metrics)
     install_error_handlers(app)
     fit_openapi(app, settings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,9 +33,9 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(20000, ge=1)
     request_timeout_s: float = Field(60.0, gt=0)
     cors_origins: CommaList = ()
-    # One core is left to the event loop (HTTP, JSON, the search's bookkeeping): on 2 cores, two torch threads
-    # fighting it for a core gave 32 clients 7.8x one client's rate, one thread 13.6x (docs/serving.md).
-    threads: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 1) - 1), ge=1)
+    # None: the engine chooses per step (every core for a prompt being read or a few rows; all but one, left to
+    # the event loop, for a big batch: docs/serving.md). A number forces it.
+    threads: int | None = Field(None, ge=1)
     log_prompts: bool = False
     device: str = "auto"
 
@@ -73,11 +72,13 @@ class Settings(BaseSettings):
         return 6 * self.max_prompt_chars + 64 * 1024
 
     def torch_device(self):
-        """The device the models run on: `auto` is the first GPU when torch finds one, else the CPU."""
+        """The device the models run on. `auto` is the CPU for now: the next-word search and the songwriting
+        searches still make CPU tensors, so on a GPU only generation and scoring would work (docs/serving.md);
+        `cuda` asks for the GPU explicitly."""
         import torch
 
         if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            return torch.device("cpu")
         device = torch.device(self.device)
         if device.type == "cuda":
             count = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -15,14 +15,16 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_server(model: Path, threads: int, output: IO | int = subprocess.DEVNULL,
+def start_server(model: Path, threads: int | None, output: IO | int = subprocess.DEVNULL,
                  **env: str) -> tuple[subprocess.Popen, str]:
-    """`lyricist serve --model MODEL` on a free port with `threads` torch threads and the LYRICIST_* `env`;
-    returns (the process, its base URL) once it is ready."""
+    """`lyricist serve --model MODEL` on a free port with `threads` torch threads (None: the engine's own
+    choice per step) and the LYRICIST_* `env`; returns (the process, its base URL) once it is ready."""
     port = free_port()
+    environment = {name: value for name, value in os.environ.items() if name != "LYRICIST_THREADS"}
+    if threads is not None:
+        environment["LYRICIST_THREADS"] = str(threads)
     server = subprocess.Popen([sys.executable, "-m", "lyricist.model.cli", "serve", "--port", str(port), "--model", str(model)],
-                              env={**os.environ, "LYRICIST_THREADS": str(threads), **env}, stdout=output,
-                              stderr=subprocess.STDOUT, cwd=ROOT)
+                              env={**environment, **env}, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:

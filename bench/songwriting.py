@@ -34,7 +34,6 @@ import argparse
 import json
 import math
 import re
-import statistics
 import subprocess
 import sys
 import time
@@ -182,13 +181,20 @@ class HttpLines:
 # -- the unconstrained model ------------------------------------------------------------------
 
 
+_PROMPT: dict[str, tuple] = {}  # the last prompt read: its state and last logits (each line after it reuses them)
+
+
 @torch.inference_mode()
 def score_line(model, tokenizer, prompt: str, line: str) -> tuple[float, int]:
     """(nats, characters) of `line` and its line break after `prompt`, temperature 1."""
-    head = tokenizer.encode(prompt, add_bos=True)
+    if prompt not in _PROMPT:
+        _PROMPT.clear()
+        logits, state = model(torch.tensor([tokenizer.encode(prompt, add_bos=True)]))
+        _PROMPT[prompt] = (logits[0, -1:], state)
+    last, state = _PROMPT[prompt]
     ids = tokenizer.encode(line + "\n")
-    logits, _ = model(torch.tensor([head + ids]))
-    logp = torch.log_softmax(logits[0, len(head) - 1:-1].double(), -1)
+    logits = torch.cat([last, model(torch.tensor([ids[:-1]]), state)[0][0]]) if len(ids) > 1 else last
+    logp = torch.log_softmax(logits.double(), -1)
     return -float(logp[torch.arange(len(ids)), torch.tensor(ids)].sum()), len(line) + 1
 
 

@@ -68,24 +68,5 @@ def _run_generate(args: argparse.Namespace) -> None:
     sys.stdout.write("\n")
 
 
-def add_predict_command(subcommands: argparse._SubParsersAction) -> None:
-    p = subcommands.add_parser("predict", help="print the next-word distribution after a prompt")
-    p.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory")
-    p.add_argument("--prompt", required=True, help="the text so far")
-    p.add_argument("--top-k", type=int, default=10, metavar="K", help="how many words (1-100, default 10)")
-    p.set_defaults(run=_run_predict)
-
-
-def _run_predict(args: argparse.Namespace) -> None:
-    from .prediction import predict
-
-    if not 1 <= args.top_k <= 100:
-        raise ValueError(f"--top-k must be between 1 and 100, got {args.top_k}")
-    checkpoint = load_checkpoint(args.model)
-    result = predict(checkpoint.model, checkpoint.tokenizer, args.prompt, top_k=args.top_k)
-    for text, prob in result.distribution:
-        print(f"{prob:8.2%}  {text!r}")
-
-
 if __name__ == "__main__":
     sys.exit(main())

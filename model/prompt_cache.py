@@ -2,13 +2,19 @@
 
 Typing into the demo page asks for the next word after "Never gonna", then
 "Never gonna g", "Never gonna gi", ...: each prompt extends the last. A prompt
-is read in fixed chunks of `CHUNK` pieces and the state at every chunk
-boundary is kept (least recently used first out). Because every prompt is
-read by the same calls on the same inputs whether or not a prefix was
-cached, no result depends on what happens to be in the cache. The outcome at
-the last piece is kept too, for the most recent prompts: the page asks about
-the same prompt again when a control changes, and the kept outcome is the one
-that call would compute again.
+is read in slices of at most `SLICE` pieces, each ONE call of the fused kernel,
+and a slice stops at a multiple of `CHUNK` pieces where it can (the last one
+before the prompt's end included), where the state is kept (least recently
+used first out). Any cut of a text into calls of at least 2 pieces gives the
+bits of one pass over it (model.network, `slice_end`), so no result depends on
+what happens to be in the cache, on the slice size, or on how the engine
+interleaves the slices with other work. The outcome at the last piece is kept
+too, for the most recent prompts: the page asks about the same prompt again
+when a control changes, and the kept outcome is the one that call would
+compute again.
+
+`reader(ids)` reads a prompt a slice at a time (the engine's chunked prefill);
+`prefill(ids)` reads it all at once.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ from collections import OrderedDict
 import torch
 from torch import Tensor
 
-from .network import Features, LanguageModel
+from .network import MIN_CALL_PIECES, Features, LanguageModel, slice_end
 
-CHUNK = 16  # pieces per call; a boundary every CHUNK pieces
+CHUNK = 16  # the state is kept at multiples of CHUNK pieces
+SLICE = 256  # the most pieces one call reads
 CAPACITY = 2048  # states kept (8 KB each for a 2x512 LSTM)
 WHOLE_CAPACITY = 256  # whole prompts' outcomes kept (10 KB each for a 2x512 LSTM)
+_ID_BYTES = 8  # array("q")
 
 
 class PromptCache:
@@ -35,35 +43,76 @@ class PromptCache:
         self.hits = 0  # prompts that found a cached prefix
         self.whole_hits = 0  # prompts read before, answered from the cache alone
 
-    @torch.inference_mode()
-    def prefill(self, ids: list[int]) -> Features:
+    def prefill(self, ids: list[int], slice_pieces: int = SLICE) -> Features:
         """The model's features after reading `ids` (one sequence), at its last piece."""
-        key = array("q", ids).tobytes()
-        state = self._whole_states.get(key)
+        reading = self.reader(ids)
+        while not reading.done:
+            reading.read(slice_pieces)
+        return reading.features
+
+    def reader(self, ids: list[int]) -> PromptReading:
+        """`ids` to be read a slice at a time (`PromptReading.read`); done at once when cached whole."""
+        return PromptReading(self, ids)
+
+
+class PromptReading:
+    """One prompt being read: `read(limit)` reads one slice (one call); `features` once `done`."""
+
+    def __init__(self, cache: PromptCache, ids: list[int]):
+        if not ids:
+            raise ValueError("a prompt has at least its start marker")
+        self.cache, self.ids = cache, ids
+        self.key = array("q", ids).tobytes()
+        self.features: Features | None = None
+        self.position, self.state = 0, None
+        state = cache._whole_states.get(self.key)
         if state is not None:
-            self.whole_hits += 1
-            output = self._whole_outputs.get(key).clone()
-            return Features(output, output, state.clone())  # copies: a slot is reused once evicted
-        step = 8 * CHUNK  # bytes per chunk of ids
-        last_boundary = (len(ids) - 1) // CHUNK * CHUNK  # the last chunk is never empty
-        start, state = 0, None
-        for boundary in range(last_boundary, 0, -CHUNK):
-            state = self._states.get(key[: boundary // CHUNK * step])
+            cache.whole_hits += 1
+            output = cache._whole_outputs.get(self.key).clone()
+            self.features = Features(output, output, state.clone())  # copies: a slot is reused once evicted
+            self.position = len(ids)
+            return
+        # The latest kept boundary that leaves at least a call's worth of pieces to read.
+        for boundary in range((len(ids) - MIN_CALL_PIECES) // CHUNK * CHUNK, 0, -CHUNK):
+            state = cache._states.get(self.key[: boundary * _ID_BYTES])
             if state is not None:
-                start = boundary
+                self.position, self.state = boundary, state.clone()
+                cache.hits += 1
                 break
-        self.hits += start > 0
-        while True:
-            end = min(start + CHUNK, len(ids))
-            features = self.model.features(torch.tensor([ids[start:end]]), state)
-            state = features.state
-            if end == len(ids):
-                last = features.dropped[:, -1:]
-                self._whole_states.put(key, state)
-                self._whole_outputs.put(key, last)
-                return Features(features.hidden[:, -1:], last, state)
-            self._states.put(key[: end // CHUNK * step], state)
-            start = end
+        # The last boundary before the end, where a prompt typed further will pick up.
+        last = (len(ids) - MIN_CALL_PIECES) // CHUNK * CHUNK
+        self._last_boundary = last if last > self.position + MIN_CALL_PIECES - 1 else None
+
+    @property
+    def done(self) -> bool:
+        return self.features is not None
+
+    @property
+    def remaining(self) -> int:
+        return len(self.ids) - self.position
+
+    @torch.inference_mode()
+    def read(self, limit: int = SLICE) -> int:
+        """Read one slice of at most about `limit` pieces in one call; how many pieces it read."""
+        if self.done:
+            return 0
+        ids, start = self.ids, self.position
+        end = len(ids)
+        if self._last_boundary is not None and start < self._last_boundary:
+            end = self._last_boundary
+        end = slice_end(start, end, limit, CHUNK)
+        model = self.cache.model
+        tokens = torch.tensor([ids[start:end]], device=model.embedding.weight.device)
+        features = model.features(tokens, self.state)
+        self.position, self.state = end, features.state
+        if end == len(ids):
+            last = features.dropped[:, -1:]
+            self.cache._whole_states.put(self.key, self.state)
+            self.cache._whole_outputs.put(self.key, last)
+            self.features = Features(features.hidden[:, -1:], last, self.state)
+        elif end % CHUNK == 0:
+            self.cache._states.put(self.key[: end * _ID_BYTES], self.state)
+        return end - start
 
 
 class _Slots:

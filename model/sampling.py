@@ -85,7 +85,10 @@ def sample(
     choice = z.argmax(dim=-1)
     draw_rows = [i for i, p in enumerate(params) if p.temperature > 0]
     if draw_rows:
+        # Each row's generator is a CPU one whatever the device (make_generator): the same seed draws the same
+        # numbers on any device, and they go to the logits' device to be used.
         uniforms = torch.cat([torch.rand(1, generator=generators[i], dtype=torch.float64) for i in draw_rows])
+        uniforms = uniforms.to(z.device)
         choice[draw_rows] = _inverse_cdf(torch.softmax(z[draw_rows].double(), dim=-1), uniforms)
     return choice
 

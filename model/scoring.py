@@ -6,22 +6,32 @@ start-of-text marker, and every piece of it is predicted from everything
 before it, whatever the text's length (no evaluation batches, so no figure
 depends on a batch size). The logits come from `LanguageModel.decode`, as
 everywhere the service reads them.
+
+The text is read in slices of at most `SLICE_TOKENS` pieces, each ONE call of
+the fused kernel, and its log-probabilities are computed slice by slice, so
+memory is bounded by the slice, never by the text. Any cut into calls of at
+least 2 pieces reads the text as one pass does (model.network, `slice_end`),
+and `decode`'s rows do not depend on their neighbours, so no figure depends on
+the slice size. `read_score` is the same reading one slice per step (the
+engine interleaves the slices of a long text with other work); `score_text`
+runs it to its end.
 """
 
 from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .network import LanguageModel, evaluating
+from .network import LanguageModel, evaluating, slice_end
 from .tokenizer import Tokenizer
 from .units import count_units
 
-CHUNK_TOKENS = 1024  # pieces per forward call; only memory depends on it
+SLICE_TOKENS = 256  # the most pieces one call reads; memory and the engine's turns depend on it, no figure
 
 
 @dataclass
@@ -54,19 +64,40 @@ def _perplexity(nats: float) -> float:
     return math.exp(min(nats, math.log(sys.float_info.max)))
 
 
-@torch.inference_mode()
-def score_text(model: LanguageModel, tokenizer: Tokenizer, text: str) -> Score:
+def score_text(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_tokens: int | None = None,
+               observe: Callable[[torch.Tensor], None] | None = None) -> Score:
+    """The likelihood of `text`, read in slices of at most `slice_tokens` pieces (SLICE_TOKENS)."""
+    reading = read_score(model, tokenizer, text, slice_tokens, observe)
+    while True:
+        try:
+            next(reading)
+        except StopIteration as done:
+            return done.value
+
+
+def read_score(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_tokens: int | None = None,
+               observe: Callable[[torch.Tensor], None] | None = None) -> Generator[int, None, Score]:
+    """`score_text` one slice per step: each step reads one slice in one call and yields how many pieces it
+    read; the generator returns the Score. `observe` is handed each slice's logits (the largest tensor a slice
+    makes), for a look at the memory a score takes."""
+    limit = slice_tokens or SLICE_TOKENS
     device = model.embedding.weight.device
     ids = tokenizer.encode(text, add_bos=True)
-    stream = torch.tensor(ids, device=device).unsqueeze(0)
-    logprobs, state = [], None
-    with evaluating(model):
-        for start in range(0, stream.shape[1] - 1, CHUNK_TOKENS):
-            inputs = stream[:, start : start + CHUNK_TOKENS]
-            targets = stream[:, start + 1 : start + 1 + CHUNK_TOKENS]
-            features = model.features(inputs[:, : targets.shape[1]], state)
+    stream = torch.tensor(ids, device=device)
+    # One block for the result, allocated first: small pieces kept between the slices' large short-lived
+    # tensors would pin the heap above them (the process grew by hundreds of MB over a burst of long scores).
+    logprobs = torch.empty(len(ids) - 1, dtype=torch.float64, device=device)
+    state, start = None, 0
+    while start < len(ids) - 1:
+        end = slice_end(start, len(ids) - 1, limit)
+        with torch.inference_mode(), evaluating(model):
+            features = model.features(stream[start:end].unsqueeze(0), state)
             state = features.state
             logits = model.decode(features.dropped[0])
-            logprobs.append(-F.cross_entropy(logits.double(), targets[0], reduction="none"))
-    scores = torch.cat(logprobs).cpu() if logprobs else torch.zeros(0, dtype=torch.float64)
-    return Score(ids[1:], scores, len(text), count_units(text))
+            if observe is not None:
+                observe(logits)
+            logprobs[start:end] = -F.cross_entropy(logits.double(), stream[start + 1 : end + 1], reduction="none")
+            del features, logits
+        yield end - start
+        start = end
+    return Score(ids[1:], logprobs.cpu(), len(text), count_units(text))

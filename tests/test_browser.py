@@ -406,7 +406,8 @@ def expected_rows(text: str, analysis: dict) -> list[dict]:
     written = [index for index, line in enumerate(text.split("\n")) if line.strip()]
     assert len(counted) == len(written), (counted, written)
     return [{"line": index, "syllables": line["syllables"], "rhyme": line["rhyme"],
-             "count": ("≈" if line["unknown_words"] else "") + str(line["syllables"]), "letter": line["rhyme"]}
+             "count": ("≈" if line["unknown_words"] else "") + str(line["syllables"]),
+             "letter": "x" if line["rhyme"] == "-" else line["rhyme"]}  # x: an unrhymed line, as in xAxA
             for index, line in zip(written, counted)]
 
 

@@ -1,6 +1,7 @@
 """The continuous-batching engine, without HTTP."""
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from lyricist.app.engine import Finished, FinishReason, GenerationRequest, ModelEngine, QueueFull
 from lyricist.model import SamplingParams, generate, load_checkpoint
+from lyricist.model.scoring import score_text
 
 
 @pytest.fixture
@@ -205,3 +207,169 @@ def test_score_matches_a_full_forward_pass(engine):
     want = torch.log_softmax(logits[0, :-1], -1).gather(1, torch.tensor(ids[1:]).unsqueeze(1)).squeeze(1)
     assert scored.token_ids == ids[1:]
     assert scored.logprobs.tolist() == pytest.approx(want.tolist(), abs=1e-5)
+
+
+# -- chunked prefill: long prompts and texts are read a slice per turn -------------------------------------------
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
+
+
+def reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")  # the peak starts again from now (Linux 4.0+)
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def slicing_engine(served_checkpoint):
+    engine = ModelEngine(load_checkpoint(served_checkpoint), max_batch_size=4, max_queue=16, slice_tokens=16)
+    engine.start()
+    yield engine
+    engine.stop()
+
+
+async def wait_for(condition, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.001)
+
+
+def test_a_small_request_finishes_while_a_long_prompt_is_still_being_read(slicing_engine, shakespeare_text):
+    engine = slicing_engine
+    long_prompt = shakespeare_text[:60000]  # thousands of pieces: hundreds of slices of 16
+
+    async def go():
+        long = engine.submit(GenerationRequest(long_prompt, 3, SamplingParams(temperature=0)))
+        await wait_for(lambda: engine._reading_rows == 1)
+        small = await generate_text(engine, GenerationRequest("KING:", 5, SamplingParams(temperature=0)))
+        prediction = await engine.predict("ROMEO:", 5, "token", 1.0)
+        still_reading = engine._reading_rows == 1 and long._events.empty()
+        _, long_end = await long.result()
+        return small, prediction, still_reading, long_end
+
+    (text, small_end), prediction, still_reading, long_end = run(go())
+    assert small_end.reason == "length" and prediction.distribution
+    assert still_reading  # both were answered before the long prompt was read
+    assert long_end.reason == "length" and long_end.completion_tokens == 3
+
+
+def test_a_small_request_is_answered_while_a_long_text_is_scored(slicing_engine, shakespeare_text):
+    engine = slicing_engine
+    text = shakespeare_text[:60000]
+
+    async def go():
+        scoring = asyncio.ensure_future(engine.score(text))
+        await wait_for(lambda: any(getattr(item, "steps", None) is not None for item in list(engine._reading)))
+        await engine.predict("ROMEO:", 5, "token", 1.0)
+        small, _ = await generate_text(engine, GenerationRequest("KING:", 5, SamplingParams(temperature=0)))
+        answered_first = not scoring.done()
+        return answered_first, await scoring
+
+    answered_first, scored = run(go())
+    assert answered_first
+    want = score_text(engine.model, engine.tokenizer, text)  # alone, in one go: the same bits
+    assert scored.token_ids == want.token_ids and torch.equal(scored.logprobs, want.logprobs)
+
+
+def test_cancelling_during_prefill_frees_the_slot_after_at_most_about_one_more_slice(served_checkpoint,
+                                                                                    shakespeare_text):
+    engine = ModelEngine(load_checkpoint(served_checkpoint), max_batch_size=1, slice_tokens=8)
+    engine.start()
+
+    async def go():
+        long = engine.submit(GenerationRequest(shakespeare_text[:60000], 5, SamplingParams()))
+        await wait_for(lambda: engine._reading_rows == 1 and engine._reading[0].reading.position > 0)
+        sequence = engine._reading[0]
+        at_cancel = sequence.reading.position
+        long.cancel()
+        other = engine.submit(GenerationRequest("KING:", 5, SamplingParams(temperature=0)))  # waits for the slot
+        _, long_end = await long.result()
+        _, other_end = await other.result()
+        return long_end, other_end, at_cancel, sequence.reading
+
+    try:
+        long_end, other_end, at_cancel, reading = run(go())
+    finally:
+        engine.stop()
+    assert long_end.reason == FinishReason.CANCELLED and long_end.completion_tokens == 0
+    assert other_end.reason == "length"  # the slot was freed
+    assert not reading.done and reading.position <= at_cancel + 2 * 8 + 1  # about one more slice, not the rest
+    assert engine._reading_rows == 0 and not engine._reading
+
+
+def test_a_score_whose_client_left_is_dropped_before_its_next_slice(slicing_engine, shakespeare_text):
+    engine = slicing_engine
+
+    async def go():
+        scoring = asyncio.ensure_future(engine.score(shakespeare_text[:60000]))
+        await wait_for(lambda: any(getattr(item, "steps", None) is not None for item in list(engine._reading)))
+        job = next(item for item in list(engine._reading) if getattr(item, "steps", None) is not None)
+        scoring.cancel()
+        await wait_for(lambda: not engine._reading)
+        return job
+
+    job = run(go())
+    assert job.steps.gi_frame is None  # closed, not read to its end
+    assert engine.queue_depth == 0
+
+
+@pytest.mark.parametrize("threads, slice_tokens, company", [
+    (2, 256, True), (None, 7, True), (1, 4, False), (2, 1024, False), (None, 16, False)])
+def test_seeded_results_are_the_same_bits_whatever_the_threads_slices_or_company(
+        served_checkpoint, shakespeare_text, threads, slice_tokens, company):
+    checkpoint = load_checkpoint(served_checkpoint)
+    request = GenerationRequest(shakespeare_text[:1500], 25, SamplingParams(temperature=0.9, top_k=40, seed=7),
+                                logprobs=2)
+
+    def tokens(threads, slice_tokens, company):
+        engine = ModelEngine(checkpoint, max_batch_size=16, max_queue=32, threads=threads, slice_tokens=slice_tokens)
+        engine.start()
+
+        async def go():
+            others = [engine.submit(r) for r in NEIGHBOURS] if company else []
+            if company:  # a long prompt being read and texts being scored beside it
+                others.append(engine.submit(GenerationRequest(shakespeare_text[2000:9000], 5, SamplingParams(seed=1))))
+            scores = [asyncio.ensure_future(engine.score(shakespeare_text[:3000]))] if company else []
+            mine = await engine.submit(request).result()
+            await asyncio.gather(*(s.result() for s in others), *scores)
+            return [(t.id, t.logprob, t.top) for t in mine[0]], mine[1]
+
+        try:
+            return run(go())
+        finally:
+            engine.stop()
+
+    reference = tokens(1, 256, False)
+    assert reference[1].completion_tokens == 25
+    assert tokens(threads, slice_tokens, company) == reference  # ids, logprobs and top lists, to the bit
+
+
+def test_memory_after_a_burst_of_long_scores_returns_to_its_level(slicing_engine, shakespeare_text):
+    engine = slicing_engine
+    engine.slice_tokens = int(os.environ.get("SLICE_PROBE", 256))
+    text = shakespeare_text[:60000]  # ~18,000 pieces: the whole text's logits would be ~350 MB in float64 steps
+
+    async def burst(count):
+        return await asyncio.gather(*(engine.score(text) for _ in range(count)))
+
+    run(burst(1))  # warm: the allocator's pools at their working size
+    before = rss_mb()
+    peak_known = reset_peak_rss()
+    scores = run(burst(4))
+    peak, after = peak_rss_mb(), rss_mb()
+    assert all(len(s.token_ids) > 10_000 for s in scores)
+    assert after - before < 64, (before, after)
+    if peak_known:  # while it ran, too: a slice's few MB, not the text's hundreds
+        assert peak - before < 96, (before, peak)

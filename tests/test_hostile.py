@@ -30,7 +30,7 @@ KEYS = ("k1-first-key", "s3cret-second-key")
 ALLOWED_ORIGIN = "http://good.example"
 OTHER_ORIGIN = "http://evil.example"
 # One body every POST route accepts: each reads its own fields and ignores the others.
-ANY_POST = {"prompt": "a", "text": "a", "max_new_tokens": 2, "max_tokens": 2}
+ANY_POST = {"prompt": "a", "text": "a", "max_new_tokens": 2, "max_tokens": 2, "scheme": "X"}  # X: a line free of rhymes
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,10 @@ def test_readme_python_example_runs(tmp_path):
 def test_readme_service_examples_run_against_the_shipped_model():
     server, base = start_server()  # no --model: the shipped default
     try:
-        curls = [line for line in README.splitlines() if line.startswith("curl ")]
-        assert len(curls) >= 4
+        commands = [line for block in re.findall(r"```bash\n(.*?)```", README, re.S)
+                    for line in block.replace("\\\n", " ").splitlines()]  # a trailing backslash continues the line
+        curls = [line for line in commands if line.startswith("curl ")]
+        assert len(curls) >= 8 and any("/v1/verse" in line for line in curls)
         for line in curls:
             result = subprocess.run(line.replace("localhost:8000", base.removeprefix("http://")), shell=True,
                                     capture_output=True, text=True, timeout=60)

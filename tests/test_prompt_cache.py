@@ -1,12 +1,34 @@
+from contextlib import contextmanager
+
+import pytest
 import torch
 
+from lyricist.model import LanguageModel, ModelConfig
+from lyricist.model.network import MIN_CALL_PIECES, slice_end
 from lyricist.model.prompt_cache import CHUNK, PromptCache
 
 from .helpers import tiny_model
 
 
-def ids(n, seed=0):
-    return torch.randint(3, 60, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+def ids(n, seed=0, vocab=60):
+    return torch.randint(3, vocab, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+@contextmanager
+def torch_threads(count: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def call_lengths(model):
+    """The number of pieces of every call the first recurrent layer gets (a hook, not a mock)."""
+    lengths = []
+    model.rnns[0].register_forward_hook(lambda module, args, output: lengths.append(args[0].shape[1]))
+    return lengths
 
 
 def test_a_cached_prefix_never_changes_the_result():
@@ -14,7 +36,7 @@ def test_a_cached_prefix_never_changes_the_result():
     prompt = ids(5 * CHUNK + 3)
     cold = PromptCache(model).prefill(prompt)
     warm_cache = PromptCache(model)
-    warm_cache.prefill(prompt[: 3 * CHUNK + 7])  # an earlier, shorter prompt: its boundaries are cached
+    warm_cache.prefill(prompt[: 3 * CHUNK + 7])  # an earlier, shorter prompt: its last boundary is cached
     warm = warm_cache.prefill(prompt)
     assert warm_cache.hits == 1
     assert torch.equal(warm.state, cold.state) and torch.equal(warm.dropped, cold.dropped)  # to the bit
@@ -34,23 +56,74 @@ def test_a_prompt_read_again_is_answered_from_the_cache_with_the_same_bits():
     assert cache.whole_hits == 1
 
 
-def test_chunked_reading_equals_one_pass():
+@pytest.mark.parametrize("length", [1, 2, 3, CHUNK, CHUNK + 1, CHUNK + 2, 3 * CHUNK + 5, 300, 513])
+def test_a_prompt_read_in_slices_of_any_size_has_the_bits_of_one_pass(length):
+    # The canonical reading is one pass over the whole prompt; every cut the cache or the engine makes gives
+    # its bits, because no call reads a lone piece (that one takes another kernel path).
     model = tiny_model(60).eval()
-    prompt = ids(3 * CHUNK + 5, seed=1)
+    prompt = ids(length, seed=length)
     with torch.inference_mode():
         whole = model.features(torch.tensor([prompt]))
-    chunked = PromptCache(model).prefill(prompt)
-    torch.testing.assert_close(chunked.state, whole.state)
-    torch.testing.assert_close(chunked.dropped[:, -1], whole.dropped[:, -1])
+    for slice_pieces in (4, 5, 16, 37, 256, 1024):
+        lengths = call_lengths(model)
+        sliced = PromptCache(model).prefill(prompt, slice_pieces)
+        assert torch.equal(sliced.state, whole.state), slice_pieces
+        assert torch.equal(sliced.dropped[:, -1], whole.dropped[:, -1]), slice_pieces
+        assert sum(lengths) == length and (length == 1 or min(lengths) >= MIN_CALL_PIECES)
+        assert max(lengths) <= max(slice_pieces, 2 * MIN_CALL_PIECES)
+        model.rnns[0]._forward_hooks.clear()
 
 
-def test_only_whole_chunks_are_kept_and_the_capacity_holds():
+def test_a_reading_interleaved_with_another_and_with_odd_budgets_gives_the_same_bits():
+    model = tiny_model(60).eval()
+    a, b = ids(200, seed=1), ids(150, seed=2)
+    fresh = [PromptCache(model).prefill(p) for p in (a, b)]
+    cache = PromptCache(model)
+    readings = [cache.reader(a), cache.reader(b)]
+    budgets = iter([7, 4, 33, 5, 100, 9, 61, 4] * 10)
+    while not all(r.done for r in readings):
+        for reading in readings:
+            if not reading.done:
+                reading.read(next(budgets))
+    for reading, want in zip(readings, fresh):
+        assert torch.equal(reading.features.state, want.state)
+        assert torch.equal(reading.features.dropped, want.dropped)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_slices_give_the_bits_of_one_pass_at_the_shipped_shape(threads):
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=4000, layers=2, hidden_size=512, embedding_size=512)).eval()
+    prompt = ids(300, seed=5, vocab=4000)
+    with torch.inference_mode(), torch_threads(1):
+        whole = model.features(torch.tensor([prompt]))
+    with torch_threads(threads):
+        for slice_pieces in (4, 64, 256):
+            sliced = PromptCache(model).prefill(prompt, slice_pieces)
+            assert torch.equal(sliced.state, whole.state) and torch.equal(sliced.dropped[:, -1], whole.dropped[:, -1])
+
+
+def test_no_cut_leaves_a_lone_piece():
+    for total in range(1, 60):
+        for limit in range(1, 20):
+            for align in (1, CHUNK):
+                start, calls = 0, []
+                while start < total:
+                    end = slice_end(start, total, limit, align)
+                    calls.append(end - start)
+                    start = end
+                assert total == 1 or min(calls) >= MIN_CALL_PIECES, (total, limit, calls)
+                assert max(calls) <= max(limit, 2 * MIN_CALL_PIECES)
+
+
+def test_states_are_kept_where_calls_end_on_a_boundary_and_the_capacity_holds():
     model = tiny_model(60).eval()
     cache = PromptCache(model, capacity=3)
-    cache.prefill(ids(CHUNK))  # one chunk: nothing before its last piece to keep
+    cache.prefill(ids(CHUNK))  # one call: nothing before its last piece to keep
     assert len(cache._states) == 0
-    cache.prefill(ids(2 * CHUNK + 1, seed=2))
+    cache.prefill(ids(2 * CHUNK + 1, seed=2))  # 32 would leave a lone piece: the call stops at 16
+    assert len(cache._states) == 1
+    cache.prefill(ids(2 * CHUNK + 5, seed=3))  # one call to the last boundary, one for the rest
     assert len(cache._states) == 2
-    for seed in range(3, 8):
-        cache.prefill(ids(2 * CHUNK + 1, seed=seed))
+    cache.prefill(ids(5 * CHUNK + 3, seed=4), CHUNK)  # slices of a chunk: a state at every boundary
     assert len(cache._states) == 3

@@ -9,16 +9,28 @@ from lyricist.model.scoring import score_text
 from .helpers import tiny_model
 
 
-def test_the_figure_does_not_depend_on_how_the_text_is_cut(tokenizer, shakespeare_text, monkeypatch):
-    # The state is carried through the whole text, so reading it 1024 or 7 pieces
-    # at a time gives the same likelihood.
+def test_the_figure_does_not_depend_on_how_the_text_is_cut(tokenizer, shakespeare_text):
+    # The state is carried through the whole text, and any cut into calls of at least 2 pieces reads it as one
+    # pass does, so reading it 1024, 256 or 7 pieces at a time gives the same log-probabilities, to the bit.
     model = tiny_model(tokenizer.vocab_size, seed=4).eval()
     text = shakespeare_text[:3000]
-    whole = score_text(model, tokenizer, text)
-    monkeypatch.setattr(scoring, "CHUNK_TOKENS", 7)
-    cut = score_text(model, tokenizer, text)
-    assert cut.token_ids == whole.token_ids == tokenizer.encode(text)
-    assert cut.nll == pytest.approx(whole.nll, rel=1e-9)
+    whole = score_text(model, tokenizer, text, slice_tokens=100_000)
+    for slice_tokens in (1024, 256, 7, 4):
+        cut = score_text(model, tokenizer, text, slice_tokens)
+        assert cut.token_ids == whole.token_ids == tokenizer.encode(text)
+        assert torch.equal(cut.logprobs, whole.logprobs), slice_tokens
+
+
+def test_a_long_text_is_scored_in_memory_bounded_by_the_slice(tokenizer, shakespeare_text):
+    # No tensor of tokens x vocabulary for the whole text: each slice's logits are the largest a score makes.
+    model = tiny_model(tokenizer.vocab_size, seed=4).eval()
+    text = shakespeare_text[:20000]
+    shapes = []
+    score = score_text(model, tokenizer, text, slice_tokens=256, observe=lambda logits: shapes.append(logits.shape))
+    assert len(score.token_ids) > 4 * 256
+    assert max(rows for rows, _ in shapes) <= 256 and sum(rows for rows, _ in shapes) == len(score.token_ids)
+    assert len(shapes) == -(-len(score.token_ids) // 256)  # one call a slice
+    assert scoring.SLICE_TOKENS * tokenizer.vocab_size * 8 < 16 * 2**20  # the default slice: a few MB a step
 
 
 def test_metrics_are_consistent(tokenizer):

@@ -51,14 +51,13 @@ def test_every_bad_value_is_reported_at_once():
     assert str(error.value).count("; ") == 1 and "\n" not in str(error.value)
 
 
-def test_auto_runs_the_models_on_a_gpu_only_when_torch_finds_one(served_checkpoint):
-    found = "cuda" if torch.cuda.is_available() else "cpu"
+def test_auto_runs_the_models_on_the_cpu_until_every_search_is_device_clean(served_checkpoint):
     settings = Settings.from_env({}, models=(str(served_checkpoint),))
-    assert settings.torch_device().type == found
+    assert settings.torch_device().type == "cpu"
     assert Settings.from_env({"LYRICIST_DEVICE": "cpu"}).torch_device() == torch.device("cpu")
     with TestClient(create_app(settings)) as client:
         assert client.get("/readyz").status_code == 200
-        assert next(client.app.state.registry.default.model.parameters()).device.type == found
+        assert next(client.app.state.registry.default.model.parameters()).device.type == "cpu"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

@@ -172,7 +172,8 @@ def test_every_line_meets_its_constraints(client, cmudict):
         assert "\n" not in line["text"] and line["end_word"] == end_word(line["text"])
         assert 6 in syllable_sums(cmudict, line["text"]) and line["syllables"] == 6
         assert rhymes(cmudict, line["end_word"], "day") and line["rhymes"] is True
-        assert line["logprob"] < 0 and line["nats_per_char"] == pytest.approx(-line["logprob"] / (len(line["text"]) + 1))
+        assert line["logprob"] < 0
+        assert line["nats_per_char"] == pytest.approx(-line["logprob"] / (len(line["text"]) + 1))
     ranged = client.post("/v1/lines", json={"prompt": "", "n": 2, "syllables": [3, 5], "seed": 2}).json()
     for line in ranged["lines"]:
         assert syllable_sums(cmudict, line["text"]) & {3, 4, 5} and 3 <= line["syllables"] <= 5
@@ -193,6 +194,7 @@ def test_verse_keeps_its_scheme(client, cmudict):
     assert [line["rhyme"] for line in lines] == list("ABAB") and body["seed"] == 3
     assert body["text"] == "\n".join(line["text"] for line in lines)
     assert [line["syllables"] for line in lines] == [6, 4, 6, 4]
+    assert all(line["rhymes"] for line in lines)
     for line, count in zip(lines, [6, 4, 6, 4]):
         assert count in syllable_sums(cmudict, line["text"])
     ends = [end_word(line["text"]).lower() for line in lines]
@@ -208,6 +210,40 @@ def test_free_lines_in_a_verse(client, cmudict):
     body = client.post("/v1/verse", json={"prompt": "", "scheme": "AXA", "syllables": 5, "seed": 1}).json()
     a1, x, a2 = (end_word(line["text"]).lower() for line in body["lines"])
     assert rhymes(cmudict, a1, a2) and x not in (a1, a2)
+    assert [line["rhymes"] for line in body["lines"]] == [True, False, True]
+
+
+# -- /v1/analyze ------------------------------------------------------------------------------------
+
+TWINKLE = ("Twinkle, twinkle, little star,\nHow I wonder what you are.\nUp above the world so high,\n"
+           "Like a diamond in the sky.")
+
+
+def test_analyze_counts_and_finds_the_scheme(client):
+    text = TWINKLE + "\n\nThe glorpnight came along\nAnd sang a song\n"
+    body = client.post("/v1/analyze", json={"text": text}).json()
+    assert set(body) == {"model", "stanzas"} and body["model"] == "tiny-lstm"
+    first, second = body["stanzas"]
+    assert first["scheme"] == "AABB" and second["scheme"] == "AA"
+    star = first["lines"][0]
+    assert set(star) == {"text", "syllables", "stress", "end_word", "rhyme_part", "rhyme", "unknown_words",
+                         "nats_per_char"}
+    assert star["text"] == "Twinkle, twinkle, little star," and star["syllables"] == 7
+    assert len(star["stress"]) == 7 and set(star["stress"]) <= {"0", "1"}
+    assert star["end_word"] == "star" and star["rhyme_part"] == "AA R" and star["rhyme"] == "A"
+    assert [line["rhyme"] for line in first["lines"]] == list("AABB")
+    assert "glorpnight" in second["lines"][0]["unknown_words"] and second["lines"][1]["unknown_words"] == []
+    assert all(line["nats_per_char"] > 0 for stanza in body["stanzas"] for line in stanza["lines"])
+
+
+def test_analyze_surprise_adds_up_to_the_score(client):
+    """Each line's nats/char covers its characters and its line break: together, the whole text's nll."""
+    lines = client.post("/v1/analyze", json={"text": TWINKLE}).json()["stanzas"][0]["lines"]
+    score = client.post("/v1/score", json={"text": TWINKLE}).json()
+    chars = [len(line["text"]) + 1 for line in lines[:-1]] + [len(lines[-1]["text"])]
+    assert sum(chars) == score["chars"]
+    assert sum(line["nats_per_char"] * n for line, n in zip(lines, chars)) == pytest.approx(score["nll"], rel=1e-9)
+    assert client.post("/v1/analyze", json={"text": ""}).json()["stanzas"] == []
 
 
 # -- bad input: 400 naming the field, impossible constraints: 422 ----------------------------------
@@ -243,6 +279,7 @@ BAD = [
     ("/v1/verse", {"scheme": "ABAB", "syllables": [8, 6, 8]}, "syllables"),
     ("/v1/verse", {"scheme": "AB", "syllables": [8, 25]}, "syllables"),
     ("/v1/verse", {"scheme": "AB", "syllables": 0}, "syllables"),
+    ("/v1/analyze", {"text": 5}, "text"),
 ]
 
 
@@ -302,6 +339,21 @@ def test_lines_and_predict_commands(served_checkpoint, capsys, cmudict):
     assert "--rhymes-with" in capsys.readouterr().err
     assert main(["predict", "--model", str(served_checkpoint), "--prompt", "O", "--rhymes-with", "orange"]) == 1
     assert "orange" in capsys.readouterr().err
+
+
+def test_analyze_command_with_a_model_matches_the_service(served_checkpoint, client, capsys, tmp_path):
+    import json
+
+    from lyricist.model.cli import main
+
+    lyrics = tmp_path / "twinkle.txt"
+    lyrics.write_text(TWINKLE, encoding="utf-8")
+    assert main(["analyze", str(lyrics), "--json", "--model", str(served_checkpoint)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    served = client.post("/v1/analyze", json={"text": TWINKLE}).json()
+    assert printed["model"] == served["model"] == "tiny-lstm"
+    for mine, theirs in zip(printed["stanzas"][0]["lines"], served["stanzas"][0]["lines"]):
+        assert mine == {**theirs, "nats_per_char": pytest.approx(theirs["nats_per_char"], rel=1e-9)}
 
 
 # -- the shipped songs model ---------------------------------------------------------------------------

@@ -10,22 +10,31 @@ from lyricist.model.tokenizer import TokenText
 from .. import limits
 from .. import protocol as p
 from ..engine import ModelEngine
+from ..errors import APIError
 from ..registry import ModelRegistry
 from ..settings import Settings
+from .adapt import Adapters
 
 
-async def score(body: p.ScoreRequest, settings: Settings, registry: ModelRegistry,
+async def score(body: p.ScoreRequest, settings: Settings, registry: ModelRegistry, adapters: Adapters,
                 notes: dict[str, Any]) -> p.ScoreResponse:
     limits.check(body, settings)
     engine = registry.get(body.model)
     notes.update(model=engine.name, prompt=body.text)
-    scored = await engine.score(body.text)
+    if body.adapt:
+        try:
+            scored = await adapters.score(engine, body.text)
+        except ValueError as error:
+            raise APIError(422, f"adapt: {error}", param="adapt") from None
+    else:
+        scored = await engine.score(body.text)
     figures = scored.metrics()
     notes.update(prompt_tokens=figures["tokens"])
     return p.ScoreResponse(
         model=engine.name, tokens=figures["tokens"], chars=figures["chars"], nll=figures["nll"],
         nats_per_char=figures["nats_per_char"] if body.text else None,
         perplexity=figures["perplexity"] if scored.token_ids else None,
+        evaluation="dynamic" if body.adapt else "static",
         token_logprobs=[p.TokenLogprob(text=piece.text, bytes=list(piece.data), logprob=logprob)
                         for piece, logprob in scored_pieces(engine, scored)])
 

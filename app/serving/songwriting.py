@@ -77,10 +77,13 @@ async def analyze(body: p.AnalyzeRequest, settings: Settings, registry: ModelReg
     limits.check(body, settings)
     engine = registry.get(body.model)
     notes.update(model=engine.name, prompt=body.text)
-    stanzas = await asyncio.to_thread(tasks.analyze, body.text)
-    score = await engine.score(body.text)
+    score = await engine.score(body.text)  # the whole text once, on the engine's worker
     notes.update(prompt_tokens=len(score.token_ids) + 1)
-    return p.AnalyzeResponse(model=engine.name, stanzas=tasks.with_surprise(stanzas, score, engine.tokenizer, body.text))
+    stanzas = await asyncio.to_thread(tasks.analyze, body.text, score, engine.tokenizer)  # the phonology, off the loop
+    for line in (line for stanza in stanzas for line in stanza["lines"]):
+        if not math.isfinite(line.get("nats_per_char", math.nan)):
+            line["nats_per_char"] = None
+    return p.AnalyzeResponse(model=engine.name, stanzas=stanzas)
 
 
 # -- /v1/lines and /v1/verse ---------------------------------------------------------------------

@@ -129,8 +129,8 @@ class _Tables:
         # are not whole but end it at once (a byte that cannot start a character reads as U+FFFD).
         heads = [_head(d) for d in data]
         self.opens = torch.tensor([bool(d) and not is_whole(d) and heads[i] == "" for i, d in enumerate(data)])
-        self.ends_at_once = torch.tensor([bool(d) and not is_whole(d) and heads[i] != "" and not is_word_char(heads[i][0])
-                                          for i, d in enumerate(data)])
+        self.ends_at_once = torch.tensor([bool(d) and not is_whole(d) and heads[i] != ""
+                                          and not is_word_char(heads[i][0]) for i, d in enumerate(data)])
         self.mixed = [i for i, d in enumerate(data) if _is_mixed(d)]
         self.leads = [lead for lead in v.leads if all(c.isspace() and c not in LINE_BREAKS for c in lead)]
         lead_id = {lead: i for i, lead in enumerate(v.leads)}

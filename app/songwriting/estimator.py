@@ -68,6 +68,7 @@ class Estimator:
             raise ValueError(f"{n} graphones do not pack into 64-bit {order}-grams")
         self._base = 1 << self._bits
         self._phones = [tuple(g.split(":", 1)[1].split()) for g in self.graphones]
+        self._primary = np.array([any(p.endswith("1") for p in ph) for ph in self._phones] + [False, False])
         by_letter: dict[str, list[int]] = defaultdict(list)
         for i, g in enumerate(self.graphones):
             by_letter[g.split(":", 1)[0]].append(i)
@@ -107,16 +108,17 @@ class Estimator:
         distinct_above = None
         for m in range(N, 0, -1):  # longest first: the lower orders count distinct left extensions
             if m == N:
-                grams, counts = np.unique(keys[m - 1], return_counts=True)
+                grams, counts = _unique(keys[m - 1])
             else:
-                grams, counts = np.unique(distinct_above % (B ** m), return_counts=True)
-            distinct_above = np.unique(keys[m - 1]) if m > 1 else None
+                grams, counts = _unique(distinct_above % (B ** m))
+            distinct_above = _unique(keys[m - 1])[0] if m > 1 else None
             n1, n2, n3, n4 = (max(1, int(np.sum(counts == i))) for i in (1, 2, 3, 4))
             y = n1 / (n1 + 2 * n2)
             d = np.array([0.0, max(0.05, 1 - 2 * y * n2 / n1), max(0.05, 2 - 3 * y * n3 / n2),
                           max(0.05, 3 - 4 * y * n4 / n3)])
-            hist = grams // B
-            hkeys, first = np.unique(hist, return_index=True)
+            hist = grams // B  # sorted, as grams are
+            first = np.concatenate(([0], np.nonzero(hist[1:] != hist[:-1])[0] + 1))
+            hkeys = hist[first]
             self._hist_keys.insert(0, hkeys)
             self._hist_tot.insert(0, np.add.reduceat(counts, first).astype(np.float64))
             self._hist_gamma.insert(0, np.add.reduceat(d[np.minimum(counts, 3)], first))
@@ -124,25 +126,46 @@ class Estimator:
             self._gram_counts.insert(0, counts.astype(np.int64))
             self._discounts.insert(0, d)
 
-    def _prob(self, hist: np.ndarray, nxt: np.ndarray) -> np.ndarray:
-        """P(next | history) for arrays of packed histories (the last ORDER-1 ids) and next ids (broadcast)."""
-        B = self._base
-        p = np.full(np.broadcast_shapes(hist.shape, nxt.shape), self._uniform)
-        for k in range(self.order):  # history length k: the (k+1)-grams
-            hk = hist % (B ** k) if k else np.zeros_like(hist)
-            hk = np.broadcast_to(hk, p.shape)
+        self._dense = self._bigram_table()
+
+    def _bigram_table(self) -> np.ndarray:
+        """P(next | one graphone before) for every pair, the first two orders of the interpolation done once."""
+        V, B = len(self.graphones) + 2, self._base
+        ids = np.arange(V)
+
+        def step(k: int, hist: np.ndarray, lower: np.ndarray) -> np.ndarray:
             keys = self._hist_keys[k]
-            i = np.minimum(np.searchsorted(keys, hk), len(keys) - 1)
-            found = keys[i] == hk
-            if not found.any():
-                break
-            grams = hk * B + nxt
+            i = np.minimum(np.searchsorted(keys, hist), len(keys) - 1)
+            found = keys[i] == hist
+            grams = hist[:, None] * B + ids[None, :]
             gkeys = self._gram_keys[k]
             j = np.minimum(np.searchsorted(gkeys, grams), len(gkeys) - 1)
             c = np.where(gkeys[j] == grams, self._gram_counts[k][j], 0)
             d = self._discounts[k][np.minimum(c, 3)]
-            value = (np.maximum(c - d, 0.0) + self._hist_gamma[k][i] * p) / self._hist_tot[k][i]
-            p = np.where(found, value, p)
+            value = (np.maximum(c - d, 0.0) + self._hist_gamma[k][i][:, None] * lower) / self._hist_tot[k][i][:, None]
+            return np.where(found[:, None], value, lower)
+
+        unigram = step(0, np.zeros(1, dtype=np.int64), np.full((1, V), self._uniform))  # (1, V)
+        return step(1, ids, unigram)  # (V, V)
+
+    def _prob(self, hist: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        """P(next | history): hist (H,) packed histories (the last ORDER-1 ids), nxt (C,) ids -> (H, C)."""
+        B = self._base
+        p = self._dense[(hist % B)[:, None], nxt[None, :]]
+        for k in range(2, self.order):  # history length k: the (k+1)-grams
+            hk = hist % (B ** k)
+            keys = self._hist_keys[k]
+            i = np.minimum(np.searchsorted(keys, hk), len(keys) - 1)
+            rows = np.nonzero(keys[i] == hk)[0]
+            if not len(rows):
+                break  # no longer history was seen either
+            i = i[rows]
+            grams = hk[rows][:, None] * B + nxt[None, :]
+            gkeys = self._gram_keys[k]
+            j = np.minimum(np.searchsorted(gkeys, grams), len(gkeys) - 1)
+            c = np.where(gkeys[j] == grams, self._gram_counts[k][j], 0)
+            d = self._discounts[k][np.minimum(c, 3)]
+            p[rows] = (np.maximum(c - d, 0.0) + self._hist_gamma[k][i][:, None] * p[rows]) / self._hist_tot[k][i][:, None]
         return p
 
     # --- use -------------------------------------------------------------------------------------------------
@@ -156,20 +179,22 @@ class Estimator:
         start = sum(self._bos * B ** j for j in range(self.order - 1))
         hist = np.array([start], dtype=np.int64)
         score = np.zeros(1)
+        primary = np.zeros(1, dtype=bool)  # whether the hypothesis has a vowel with primary stress yet
         back: list[tuple[np.ndarray, np.ndarray]] = []
         for c in reversed(letters):
             cands = self._by_letter[c]
-            p = self._prob(hist[:, None], cands[None, :])
-            total = score[:, None] + np.log(np.maximum(p, 1e-300))
-            flat = total.ravel()
-            keep = np.argsort(-flat, kind="stable")[: self.beam]
+            p = self._prob(hist, cands)
+            total = (score[:, None] + np.log(np.maximum(p, 1e-300))).ravel()
+            keep = np.argsort(-total, kind="stable")[: self.beam]
             parent, choice = np.divmod(keep, len(cands))
-            score = flat[keep]
+            score = total[keep]
             chosen = cands[choice]
             hist = (hist[parent] * B + chosen) % top
+            primary = primary[parent] | self._primary[chosen]
             back.append((parent, chosen))
-        score = score + np.log(np.maximum(self._prob(hist, np.array(self._eos)), 1e-300))
-        best = int(np.argmax(score))
+        score = score + np.log(np.maximum(self._prob(hist, np.array([self._eos]))[:, 0], 1e-300))
+        # every English word has a primary stress, a monosyllable too: the likeliest that has one
+        best = int(np.argmax(np.where(primary, score, score - 1e6)))
         ids = []
         for parent, chosen in reversed(back):
             ids.append(int(chosen[best]))
@@ -184,6 +209,13 @@ class Estimator:
         if data.get("format") != FORMAT:
             raise ValueError(f"{path}: not a {FORMAT} file")
         return cls(data["graphones"], _decode(data["sequences"]), order=data["order"], meta=data)
+
+
+def _unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values and how often each occurs (np.unique, by sorting: faster here than its hashing)."""
+    ordered = np.sort(values)
+    starts = np.concatenate(([0], np.nonzero(ordered[1:] != ordered[:-1])[0] + 1))
+    return ordered[starts], np.diff(np.append(starts, len(ordered)))
 
 
 def _encode(sequences: Iterable[Sequence[int]]) -> str:

@@ -96,28 +96,44 @@ class Lexicon:
 
     def rhyme_masks(self, target: str, kind: str = "perfect") -> dict[str, int]:
         """The words of `rhymes(target, kind)`, each with the syllable counts of its pronunciations that rhyme
-        with one of the target's (all its counts when pronunciations are not known here)."""
+        with one of the target's (all its counts when this lexicon was given no `pronounce`)."""
         key = (target.lower(), kind)
         found = self._rhyme_masks.get(key)
         if found is None:
             words = self.rhymes(target, kind)
             found = {}
-            parts = {part for _, part in self._pronounce(target)} if self._pronounce else set()
+            parts = {part for _, part in self._pronounce(target)} if self._pronounce else None
             for word in words:
+                if parts is None:
+                    found[word] = self.masks[word]
+                    continue
                 mask = 0
                 if parts:
                     for count, part in self._pronounce(word):
                         if part in parts or (kind == "near" and self._near_parts is not None
                                              and any(self._near_parts(part, other) for other in parts)):
                             mask |= 1 << count
-                found[word] = (mask & self.masks[word]) or self.masks[word]
+                mask &= self.masks[word]
+                if mask:  # a word whose rhyming pronunciation is not its dictionary's is left out
+                    found[word] = mask
             self._rhyme_masks[key] = found
         return found
 
     @classmethod
     def from_phonology(cls, phonology) -> Lexicon:
-        """From the project's `Phonology`: its dictionary's words and counts, and its rhymes."""
-        return cls(_dictionary_counts(phonology), _phonology_rhymes(phonology))
+        """From the project's `Phonology`: its dictionary's own headwords and counts (no folded or estimated
+        forms: lines may only use words an outside reader of the dictionary can check), its rhymes read the
+        same way (`dictionary_only`), and its definition of a near rhyme."""
+        from .phonology import near_rhyme_parts
+
+        def rhyme_set(target: str, kind: str) -> set[str]:
+            return phonology.rhyming_words(target, kind, dictionary_only=True)
+
+        def pronounce(word: str) -> list[tuple[int, str]]:
+            prons = phonology.dictionary_pronunciations(word) or phonology.pronunciations(word)
+            return [(p.syllables, p.rhyme_part) for p in prons]
+
+        return cls(phonology.dictionary_syllables(), rhyme_set, pronounce, near_rhyme_parts)
 
     @classmethod
     def from_cmudict(cls, path: str | Path, rhyme_set: RhymeSet | None = None) -> Lexicon:
@@ -127,7 +143,8 @@ class Lexicon:
         counts = {w: [sum(p[-1].isdigit() for p in phones) for phones in prons] for w, prons in entries.items()}
 
         def pronounce(word: str) -> list[tuple[int, str]]:
-            return [(sum(p[-1].isdigit() for p in phones), rhyme_part(phones)) for phones in entries.get(word.lower(), [])]
+            prons = entries.get(word.lower(), [])
+            return [(sum(p[-1].isdigit() for p in phones), rhyme_part(phones)) for phones in prons]
 
         return cls(counts, rhyme_set or _rhyme_parts(entries), pronounce)
 
@@ -172,44 +189,12 @@ def _rhyme_parts(entries: dict[str, list[list[str]]]) -> RhymeSet:
     return rhyme_set
 
 
-def _dictionary_counts(phonology) -> dict[str, list[int]]:
-    """The dictionary's own words and syllable counts, read from the phonology module."""
-    for name in ("dictionary_syllables", "syllable_table"):
-        if callable(getattr(phonology, name, None)):
-            return dict(getattr(phonology, name)())
-    words = None
-    for name in ("dictionary_words", "words", "entries", "dictionary"):
-        value = getattr(phonology, name, None)
-        value = value() if callable(value) else value
-        if value is not None:
-            words = value
-            break
-    if words is None:
-        raise TypeError("the phonology object does not list its dictionary words")
-    counts: dict[str, list[int]] = {}
-    for word in words:
-        known = [p.syllables for p in phonology.pronunciations(word) if getattr(p, "known", True)]
-        if known:
-            counts[word] = known
-    return counts
-
-
-def _phonology_rhymes(phonology) -> RhymeSet:
-    if callable(getattr(phonology, "rhyming_words", None)):
-        return lambda target, kind: phonology.rhyming_words(target, kind)
-    raise TypeError("the phonology object has no rhyming_words(target, kind)")
-
-
 @lru_cache(maxsize=4)
 def default_lexicon() -> Lexicon:
-    """The project's lexicon: its phonology's dictionary when that module is there."""
-    try:
-        from .phonology import Phonology
-    except ImportError:
-        Phonology = None
-    if Phonology is not None:
-        return Lexicon.from_phonology(Phonology.load())
-    return Lexicon.from_cmudict(cmudict_path())
+    """The project's lexicon: its phonology's dictionary."""
+    from .phonology import Phonology
+
+    return Lexicon.from_phonology(Phonology.load())
 
 
 def cmudict_path() -> Path:

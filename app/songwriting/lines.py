@@ -13,7 +13,9 @@ Monte Carlo steering of large language models").
   word with more words after it, or as a qualifying end word: right syllables,
   rhymes, not used before); a word may only end if it is a dictionary word and its
   syllables leave the line completable; the line break only comes after a
-  qualifying end word with the syllable total in range. So every finished line
+  qualifying end word with the syllable total in range (an end word counts only
+  the pronunciations that rhyme: "trying" rhymes with "crying" in two syllables,
+  not in its one-syllable reading). So every finished line
   meets every constraint, by the same dictionary an outside reader would use
   (`lexicon.py` says why only words the dictionary knows as written are used).
 - Masking alone is greedy about the constraint: it steers every particle into
@@ -23,10 +25,22 @@ Monte Carlo steering of large language models").
   distribution conditioned on the constraints, and particles whose weight falls
   behind are resampled away (systematic resampling of the live particles when
   their effective sample size drops below half).
-- Finished lines are drawn `n` distinct ones by their summed weights (a sample of
-  the conditioned distribution at the request's temperature), returned most
-  probable first by their true log-probability under the model (temperature 1,
-  the tokenizer's own spelling of the line and its line break).
+- Among the distinct finished lines the model's fluency decides: the `n` with the
+  fewest nats per character under the model (temperature 1) are returned, most
+  fluent first (`choose="sample"` draws them by their summed importance weights
+  instead: a sample of the model at the request's temperature conditioned on the
+  constraints). A line's `logprob` is that of the tokenizer's own spelling of the
+  line and its line break after the prompt.
+- Temperature 0 is searched at MIN_TEMPERATURE: a greedy line is one line, and the
+  search needs spread (the choice among lines is by fluency anyway).
+- A run of pieces without word characters is cut at `MAX_RUN` (". . . . ." would
+  otherwise put off a hard rhyme for ever at no cost in weight), and a line does
+  not end in a space.
+
+Why this and not a model trained on reversed lines (Deep-speare, DeepRapper): it
+works with any checkpoint as it is, and the constraint is exact by construction;
+why not masking alone: the weights, at one batched model call per step.
+Measured with `bench/songwriting.py` (docs/benchmarks.md).
 
 A request has a work budget (`max_rows`: model rows, a row being one particle's
 step): an impossible or too hard request ends with `ConstraintError` naming the

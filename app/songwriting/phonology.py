@@ -41,9 +41,9 @@ from typing import Literal
 from .spelling import IRREGULAR, IRREGULAR_BY_GLOSS, clean, edge_variants, orthographic_variants
 
 DICTIONARY_PATH = files(__package__).joinpath("cmudict", "cmudict.dict")
-VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())
-VOICELESS = frozenset("P T K F TH S SH CH HH".split())
-SIBILANTS = frozenset("S Z SH ZH CH JH".split())
+VOWELS = frozenset({"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"})
+VOICELESS = frozenset({"P", "T", "K", "F", "TH", "S", "SH", "CH", "HH"})
+SIBILANTS = frozenset({"S", "Z", "SH", "ZH", "CH", "JH"})
 _DEVOICE = {"B": "P", "D": "T", "G": "K", "V": "F", "DH": "TH", "Z": "S", "ZH": "SH", "JH": "CH"}
 _DIGITS = str.maketrans("", "", "012")
 
@@ -397,7 +397,19 @@ class Phonology:
         if not re.search("[a-z]", letters):
             return Reading("", ())
         guess = self.estimate(letters)
-        return Reading(letters, (guess,) if guess is not None else ())
+        prons = [p for p in (self._closed_compound(letters.replace("'", "")), guess) if p is not None]
+        return Reading(letters, tuple(dict.fromkeys(prons)))
+
+    def _closed_compound(self, word: str) -> Pronunciation | None:
+        """moonbright = moon + bright: two dictionary words of four letters or more, the first stressed, the
+        second with secondary stress (as the dictionary's own compounds, "moonlight" M UW1 N L AY2 T). Still
+        an estimate (known=False): a name can look like a compound. Listed before the letter-to-sound guess."""
+        for i in range(4, len(word) - 3):  # the longest second word first
+            head, tail = self._dictionary(word[:i]), self._dictionary(word[i:])
+            if head and tail:
+                second = tuple(p[:-1] + "2" if p[-1] == "1" else p for p in tail[0])
+                return Pronunciation.of(head[0] + second, known=False)
+        return None
 
     def _fold(self, word: str) -> Reading | None:
         """The table, the dictionary, then the spelling rules; None when none of them knows the word."""
@@ -405,8 +417,9 @@ class Phonology:
         if base is not None:
             gloss, prons = base
             return _reading(gloss, prons, folded=gloss != word)
-        for rule in (_sounded_ed, _elided_ing, _elided_ed, _possessive, _dropped_final, _contracted_ever,
-                     _elided_vowel, _aphaeresis, _unmarked_ing, _old_spelling):
+        for rule in (_sounded_ed, _elided_ing, _elided_ed, _possessive, _clitic, _proclitic, _dropped_final,
+                     _contracted_ever, _elided_vowel, _aphaeresis, _unmarked_ing, _old_spelling, _unmarked_past,
+                     _archaic_verb, _scots_past, _plural):
             found = rule(self, word)
             if found is not None:
                 gloss, prons = found
@@ -499,7 +512,7 @@ def _elided_ed(ph: Phonology, word: str):
             return full, plain
     base = ph._base(stem) or ph._base(stem + "e")
     if base:
-        return stem + "ed", [_past(p) for p in base[1]]
+        return word, [_past(p) for p in base[1]]
     return None
 
 
@@ -523,7 +536,7 @@ def _dropped_final(ph: Phonology, word: str):
     if not word.endswith("'") or len(word) < 3:
         return None
     stem = word[:-1]
-    for add, phone in (("d", "D"), ("t", "T"), ("ll", "L")):
+    for add, phone in (("d", "D"), ("t", "T"), ("ll", "L"), ("l", "L")):
         base = ph._base(stem + add)
         if base:
             prons = [p[:-1] for p in base[1] if p and p[-1] == phone]
@@ -592,8 +605,103 @@ def _aphaeresis(ph: Phonology, word: str):
                     out.append(p[first + 1:])
             if out:
                 return base[0], out
+    return None
+
+
+_CLITICS = {"ll": ("L",), "re": ("R",), "ve": ("V",), "t": ("T",), "rt": ("R", "T"), "st": ("S", "T"),
+            "se": ("Z",)}
+
+
+def _clitic(ph: Phonology, word: str):
+    """ye'll, ye're, ye've, thou'rt, o't, was't, can'st, ye'se: the word and the clitic's consonants, no
+    syllable added (after a consonant, 'll and 're take one: it'll, there're are in the dictionary)."""
+    m = re.fullmatch(r"([a-z']+?)'(ll|re|ve|t|rt|st|se)", word)
+    if not m:
+        return None
+    head, clitic = m.groups()
+    base = ph._base(head)
+    if base is None:
+        return None
+    out = []
+    for p in base[1]:
+        if p and not is_vowel(p[-1]) and clitic in ("ll", "re"):
+            out.append(p + ("AH0",) + _CLITICS[clitic])
+        else:
+            out.append(p + _CLITICS[clitic])
+    return f"{base[0]}'{clitic}", out
+
+
+def _proclitic(ph: Phonology, word: str):
+    """d'ye, t'other, th'eternal: a consonant for the elided word, joined to the next."""
+    m = re.fullmatch(r"(d|t|th)'([a-z']+)", word)
+    if not m:
+        return None
+    head, rest = m.groups()
     base = ph._base(rest)
-    return base if base else None
+    if base is None:
+        return None
+    consonant = {"d": "D", "t": "T", "th": "DH"}[head]
+    return f"{head}'{base[0]}", [(consonant,) + p for p in base[1]]
+
+
+def _archaic_verb(ph: Phonology, word: str):
+    """aileth, comest, mayst, hadst, wouldst: the old second and third person endings (-eth, -est: a
+    syllable; -st after a vowel or as in hadst: none)."""
+    for ending, phones in (("eth", ("IH0", "TH")), ("est", ("IH0", "S", "T"))):
+        stem = word[: -len(ending)]
+        if word.endswith(ending) and len(stem) >= 2 and re.search("[aeiouy]", stem):
+            base = ph._base(stem + "e") or ph._base(stem)
+            if base:
+                return word, [p + phones for p in base[1]]
+    stem = word[:-2]
+    if word.endswith("st") and len(stem) >= 2 and re.search("[aeiouy]", stem):
+        base = ph._base(stem)
+        if base:
+            return word, [p + ("S", "T") for p in base[1]]
+    return None
+
+
+def _unmarked_past(ph: Phonology, word: str):
+    """lookt, dropt, drest, kissd, turnd, drownd: a past tense spelled as sung, -ed not sounded."""
+    if len(word) < 4 or word[-1] not in "td" or is_vowel_letter(word[-2]):
+        return None
+    stem = word[:-1]
+    for full in (stem + "ed", stem + stem[-1] + "ed", stem + "d"):
+        base = ph._base(full)
+        if base:
+            plain = [p for p in base[1] if not _ends_syllabic_ed(p)]
+            if plain:
+                return full, plain
+    return None
+
+
+def _scots_past(ph: Phonology, word: str):
+    """hangit, keepit, stickit: the Scots past in -it, a syllable of its own."""
+    if word.endswith("it") and len(word) > 4:
+        base = ph._base(word[:-2])
+        if base:
+            return word, [p + ("IH0", "T") for p in base[1]]
+    return None
+
+
+def _plural(ph: Phonology, word: str):
+    """braes, griefs, posies, bannocks: a plural (or third person) of a word the dictionary has."""
+    if not word.endswith("s") or len(word) < 4 or word.endswith("ss"):
+        return None
+    for stem in (word[:-1], word[:-2] if word.endswith("es") else None,
+                 word[:-3] + "y" if word.endswith("ies") else None):
+        base = ph._base(stem) if stem else None
+        if base:
+            out = []
+            for p in base[1]:
+                last = p[-1].rstrip("012") if p else ""
+                out.append(p + (("IH0", "Z") if last in SIBILANTS else ("S",) if last in VOICELESS else ("Z",)))
+            return word, out
+    return None
+
+
+def is_vowel_letter(c: str) -> bool:
+    return c in "aeiouy"
 
 
 def _old_spelling(ph: Phonology, word: str):

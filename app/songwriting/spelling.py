@@ -24,6 +24,10 @@ import unicodedata
 _IRREGULAR_TABLE = """
 # elisions the dictionary lacks (it has o', ol', 'em, 'tis, 'twas, ne'er and the -in' forms it knows)
 th'        the      DH
+'em        them     AH0 M
+em         them     AH0 M ; EH1 M
+o'         of       OW1 ; AH0
+ol'        old      OW1 L
 i'         in       IH0
 t'         to       T
 an'        and      AE1 N ; AH0 N
@@ -61,6 +65,24 @@ ev'ry      every    EH1 V R IY0
 e'e        eye      IY1
 ee         eye      IY1
 # early-modern forms the spelling rules do not reach
+heere      here     HH IY1 R
+ile        I'll     AY1 L
+i'le       I'll     AY1 L
+'ile       I'll     AY1 L
+i'll       I'll     AY1 L
+fa'se      false    F AO1 S
+yf         if       IH1 F
+ys         is       IH1 Z
+ther       there    DH EH1 R
+shal       shall    SH AE1 L
+agen       again    AH0 G EH1 N
+hie        hasten   HH AY1
+nought     naught   N AO1 T
+sooth      truth    S UW1 TH
+wot        know     W AA1 T
+shews      shows    SH OW1 Z
+afore      before   AH0 F AO1 R
+adown      down     AH0 D AW1 N
 woud       would    W UH1 D
 coud       could    K UH1 D
 shoud      should   SH UH1 D
@@ -216,6 +238,23 @@ owre       over     OW1 R ; AW1 R
 ower       over     OW1 R ; AW1 ER0
 stown      stolen   S T AW1 N
 # Scots: the rest
+alang      along    AH0 L AE1 NG
+rin        run      R IH1 N
+gaen       gone     G EY1 N
+ga'e       gave     G EY1
+gi         give     G IY1
+wud        would    W UH1 D
+wid        with     W IH1 D
+thegither  together DH AH0 G IH1 DH ER0
+nocht      nothing  N AA1 K T
+ghaist     ghost    G EY1 S T
+laith      loath    L EY1 TH
+tauld      told     T AO1 L D
+fauld      fold     F AO1 L D
+thraw      throw    TH R AO1
+blawn      blown    B L AO1 N
+brocht     brought  B R AA1 K T
+socht      sought   S AA1 K T
 blude      blood    B L UH1 D ; B L AH1 D
 bluid      blood    B L IH1 D ; B L AH1 D
 bluidy     bloody   B L IH1 D IY0 ; B L AH1 D IY0
@@ -358,7 +397,7 @@ def orthographic_variants(word: str) -> list[str]:
             out.append(w[0] + w[1:].replace("y", "i"))  # kyng -> king, sayd -> said
         if w.startswith("i") and len(w) > 2 and w[1] in "aeiou":
             out.append("j" + w[1:])  # iohn -> john
-        if w.endswith("e") and len(w) > 3:
+        if w.endswith("e") and len(w) >= 3:
             out.append(w[:-1])  # soone -> soon, learne -> learn
         if w.endswith("ie") and len(w) > 3:
             out.append(w[:-2] + "y")  # ladie -> lady
@@ -367,12 +406,12 @@ def orthographic_variants(word: str) -> list[str]:
         if w.startswith("ff"):
             out.append(w[1:])  # ffor -> for
         m = re.search(r"([bcdfgklmnprstz])\1$", w)
-        if m and len(w) > 3:
+        if m and len(w) >= 3:
             out.append(w[:-1])  # itt -> it, bishopp -> bishop
         if "our" in w:
             out.append(w.replace("our", "or"))  # saviour -> savior
         if "ee" in w:
-            out.append(w.replace("ee", "e", 1))  # shee -> she (then the e rule), heere -> here
+            out.append(w.replace("ee", "e", 1))  # shee -> she
         return [v for v in out if v != w]
 
     first = one(word)

@@ -10,15 +10,18 @@ The HTTP side (`app/serving/songwriting.py`) runs these on the model's engine wo
 - `qualifying_words`: the words `rhymes_with` / `syllables` allow, as the surface
   forms `/v1/predict` lists ("night" and "Night").
 - `predict_words`: `/v1/predict` under those constraints (`constrained.py`).
-- `line_surprise`: each line's nats per character within a scored text, for
-  `/v1/analyze` (the text scored once; each piece's loss spread over the
-  characters it spells, so every character's share is counted once).
+- `analyze`: `/v1/analyze`'s stanzas (analysis.py), each line with its nats per
+  character when the text's score is given (`scored_lines`; `model_scorer` for
+  the command): the text is scored once, as a whole, and each piece's loss is
+  spread over the characters it spells (`line_surprise`), so every character's
+  share is counted once.
 """
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -44,26 +47,9 @@ def lexicon() -> Lexicon:
 def word_is_known(word: str) -> bool:
     """Whether the dictionary knows `word` (after folding sung and dialect spellings); False means its
     sound is estimated."""
-    phonology = _phonology()
-    if phonology is not None:
-        for name in ("is_known", "known"):
-            test = getattr(phonology, name, None)
-            if callable(test):
-                return bool(test(word))
-        pronunciations = getattr(phonology, "pronunciations", None)
-        if callable(pronunciations):
-            return any(getattr(p, "known", True) for p in pronunciations(word))
-    return word.lower() in lexicon().masks
+    from .phonology import Phonology
 
-
-@lru_cache(maxsize=1)
-def _phonology():
-    try:
-        from .phonology import Phonology
-    except ImportError:
-        return None
-    with _LOCK:
-        return Phonology.load()
+    return Phonology.load().is_known(word)
 
 
 @lru_cache(maxsize=32)
@@ -118,51 +104,32 @@ def predict_words(model: LanguageModel, tokenizer: Tokenizer, prompt: str, top_k
     return WordPrediction(prediction, None if rhymes_with is None else word_is_known(rhymes_with))
 
 
-def analyze(text: str) -> list[dict[str, Any]]:
-    """`analysis.analyze_text(text)` as plain data: stanzas, each {"scheme", "lines": [{text, syllables, ...}]},
-    the fields of /v1/analyze but `nats_per_char` (which needs a model: `with_surprise`)."""
+def analyze(text: str, score: Score | None = None, tokenizer: Tokenizer | None = None) -> list[dict[str, Any]]:
+    """`/v1/analyze`'s stanzas (analysis.py); with the text's `score` under a model (and its tokenizer), each
+    line also gets its `nats_per_char`."""
     from .analysis import analyze_text
+    from .phonology import Phonology
 
-    result = analyze_text(text)
-    stanzas = _get(result, "stanzas") if not isinstance(result, list) else result
-    out = []
-    for stanza in stanzas:
-        lines = [{name: _plain(_get(line, name)) for name in LINE_FIELDS} for line in _get(stanza, "lines")]
-        out.append({"scheme": _get(stanza, "scheme"), "lines": lines})
-    return out
+    scorer = scored_lines(score, tokenizer) if score is not None else None
+    return analyze_text(text, Phonology.load(), scorer=scorer)
 
 
-LINE_FIELDS = ("text", "syllables", "stress", "end_word", "rhyme_part", "rhyme", "unknown_words")
+def scored_lines(score: Score, tokenizer: Tokenizer) -> Callable[[str, Sequence[tuple[int, int]]], list[float]]:
+    """analysis.py's `LineScorer` over a text already scored: a line's characters are its own and the line
+    break that ends it, read in context."""
+
+    def scorer(whole: str, spans: Sequence[tuple[int, int]]) -> list[float]:
+        ends = [(a, b + 1 if whole[b:b + 1] == "\n" else b) for a, b in spans]
+        return [math.nan if x is None else x for x in line_surprise(score, tokenizer, ends)]
+
+    return scorer
 
 
-def _get(obj: Any, name: str) -> Any:
-    return obj[name] if isinstance(obj, dict) else getattr(obj, name)
+def model_scorer(model: LanguageModel, tokenizer: Tokenizer) -> Callable[[str, Sequence[tuple[int, int]]], list[float]]:
+    """analysis.py's `LineScorer` with a model: the whole text scored once (for `lyricist analyze --model`)."""
+    from lyricist.model.scoring import score_text
 
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, (tuple, set, frozenset)) else value
-
-
-def with_surprise(stanzas: list[dict[str, Any]], score: Score, tokenizer: Tokenizer,
-                  text: str) -> list[dict[str, Any]]:
-    """Each analysed line with its `nats_per_char` within `text` (scored once, as a whole: each line is read
-    after the lines before it). A line's characters are its text and the line break that ends it, found in
-    `text` in order."""
-    spans, cursor = [], 0
-    for stanza in stanzas:
-        for line in stanza["lines"]:
-            start = text.find(line["text"], cursor)
-            if start < 0:  # not found as written: no figure rather than a wrong one
-                spans.append((0, 0))
-                continue
-            end = start + len(line["text"])
-            if text[end:end + 1] == "\n":
-                end += 1
-            spans.append((start, end))
-            cursor = end
-    figures = iter(line_surprise(score, tokenizer, spans))
-    return [{**stanza, "lines": [{**line, "nats_per_char": next(figures)} for line in stanza["lines"]]}
-            for stanza in stanzas]
+    return lambda whole, spans: scored_lines(score_text(model, tokenizer, whole), tokenizer)(whole, spans)
 
 
 def line_surprise(score: Score, tokenizer: Tokenizer, spans: Sequence[tuple[int, int]]) -> list[float | None]:
@@ -184,10 +151,3 @@ def line_surprise(score: Score, tokenizer: Tokenizer, spans: Sequence[tuple[int,
         chars = per_char[start:end]
         out.append(sum(chars) / len(chars) if chars else None)
     return out
-
-
-def analyze_with_model(text: str, model: LanguageModel, tokenizer: Tokenizer) -> list[dict[str, Any]]:
-    """`analyze(text)` with each line's `nats_per_char` under `model` (for `lyricist analyze --model`)."""
-    from lyricist.model.scoring import score_text
-
-    return with_surprise(analyze(text), score_text(model, tokenizer, text), tokenizer, text)

@@ -378,7 +378,7 @@ function lineRow(line, index, facts) {
   const letter = document.createElement("span");
   letter.className = facts.rhyme === "-" ? "letter none" : "letter";
   letter.setAttribute("aria-hidden", "true");
-  letter.textContent = facts.rhyme;
+  letter.textContent = facts.rhyme === "-" ? "x" : facts.rhyme; // x: rhymes with no other line, as in xAxA
   if (facts.rhyme !== "-") letter.style.setProperty("--hue", String(hueOf(facts.rhyme)));
   aside.title = [`${facts.syllables} syllables, stress ${facts.stress}`,
     facts.end_word ? `ends in “${facts.end_word}” (${facts.rhyme_part})` : "",

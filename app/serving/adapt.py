@@ -1,0 +1,31 @@
+"""`"adapt": true` on /v1/score: dynamic evaluation (model/dynamic_eval.py) on a per-request copy of the weights.
+
+An adapted score takes about nine times a plain one (a backward pass per segment) and holds a copy of the
+weights with their gradients (about 50 MB for a shipped model), so each model runs one at a time, in a
+thread of its own: the engine's worker, and every other request, never wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from lyricist.model.dynamic_eval import DynamicEvaluator
+from lyricist.model.scoring import Score
+
+from ..engine import ModelEngine
+
+
+class Adapters:
+    """One evaluator per model, made at its first adapted score, and the lock that serialises them."""
+
+    def __init__(self):
+        self._by_model: dict[str, tuple[asyncio.Lock, DynamicEvaluator | None]] = {}
+
+    async def score(self, engine: ModelEngine, text: str) -> Score:
+        """The adapted score of `text`; ValueError when the model's checkpoint holds no gradient statistics."""
+        lock, evaluator = self._by_model.setdefault(engine.name, (asyncio.Lock(), None))
+        async with lock:
+            if evaluator is None:
+                evaluator = await asyncio.to_thread(DynamicEvaluator.from_checkpoint, engine.checkpoint)
+                self._by_model[engine.name] = (lock, evaluator)
+            return await asyncio.to_thread(evaluator.score, text)
