@@ -1,5 +1,6 @@
 """Small builders the tests share."""
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -66,3 +67,13 @@ def wait_for(predicate, seconds: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+@contextmanager
+def torch_threads(count: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

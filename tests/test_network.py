@@ -1,5 +1,4 @@
 import copy
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -9,7 +8,7 @@ from torch import nn
 from lyricist.model import LanguageModel, ModelConfig, select_rows, stack_rows
 from lyricist.model.network import CELLS, SequenceDropout, evaluating
 
-from .helpers import tiny_model
+from .helpers import tiny_model, torch_threads
 
 V = 50
 
@@ -253,15 +252,6 @@ def shipped_shape():
     torch.manual_seed(0)
     return LanguageModel(ModelConfig(vocab_size=4000, layers=2, hidden_size=512, embedding_size=512)).eval()
 
-
-@contextmanager
-def torch_threads(count: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

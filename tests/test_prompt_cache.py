@@ -1,5 +1,3 @@
-from contextlib import contextmanager
-
 import pytest
 import torch
 
@@ -7,21 +5,12 @@ from lyricist.model import LanguageModel, ModelConfig
 from lyricist.model.network import MIN_CALL_PIECES, slice_end
 from lyricist.model.prompt_cache import CHUNK, PromptCache
 
-from .helpers import tiny_model
+from .helpers import tiny_model, torch_threads
 
 
 def ids(n, seed=0, vocab=60):
     return torch.randint(3, vocab, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
 
-
-@contextmanager
-def torch_threads(count: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def call_lengths(model):

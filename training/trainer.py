@@ -11,7 +11,7 @@ import json
 import math
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -355,33 +355,25 @@ class Trainer:
         """Evaluate with the weights (`raw`; the averaged SGD ones under NT-ASGD) or their moving average (`ema`)."""
         return self._averaged_weights() if kind == "ema" else self._evaluation_weights()
 
-    @contextmanager
     def _averaged_weights(self):
-        params = list(self.model.parameters())
-        saved = [param.detach().clone() for param in params]
-        with torch.no_grad():
-            for param, average in zip(params, self.average):
-                param.copy_(average)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for param, kept in zip(params, saved):
-                    param.copy_(kept)
+        return self._weights_replaced(self.average)
 
-    @contextmanager
     def _evaluation_weights(self):
         """With averaged SGD, evaluate (and keep as best) the averaged weights."""
         if not self.progress.averaging:
-            yield
-            return
+            return nullcontext()
+        return self._weights_replaced([self.optimizer.state.get(param, {}).get("ax")
+                                       for param in self.model.parameters()])
+
+    @contextmanager
+    def _weights_replaced(self, replacements):
+        """The model's weights replaced by `replacements` (None keeps a weight) until the block ends."""
         params = list(self.model.parameters())
         saved = [param.detach().clone() for param in params]
         with torch.no_grad():
-            for param in params:
-                average = self.optimizer.state.get(param, {}).get("ax")
-                if average is not None:
-                    param.copy_(average)
+            for param, replacement in zip(params, replacements):
+                if replacement is not None:
+                    param.copy_(replacement)
         try:
             yield
         finally:
