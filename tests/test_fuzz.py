@@ -22,7 +22,7 @@ from .helpers import start_server
 
 LIMITS = {"LYRICIST_MAX_NEW_TOKENS": "8", "LYRICIST_MAX_PROMPT_CHARS": "200"}
 DOCUMENT = create_app(Settings.from_env(LIMITS, models=("tiny-lstm",))).openapi()
-# Refusing a schema-violating request: 400, or 413 for a prompt past maxLength (API.md); never a 5xx.
+# Refusing a schema-violating request: 400, or 413 for a prompt past maxLength (docs/api.md); never a 5xx.
 # Accepting a schema-valid one: schemathesis's default statuses, plus the songwriting 422 ("no dictionary word or
 # line meets these constraints": which words rhyme is no schema's to say). Two rules between fields that the
 # document does not state answer 400 to schema-valid bodies: /v1/verse's `syllables` list must have the scheme's

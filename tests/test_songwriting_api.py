@@ -18,7 +18,7 @@ from lyricist.app.songwriting.lexicon import cmudict_path, read_cmudict, rhyme_p
 
 from .helpers import ROOT
 
-WORD = re.compile(r"(?:[^\W_]|['\u2019])+")  # API.md's word: letters, digits, apostrophes
+WORD = re.compile(r"(?:[^\W_]|['\u2019])+")  # the API's word (docs/api.md): letters, digits, apostrophes
 
 
 @pytest.fixture(scope="module")
