@@ -18,6 +18,14 @@ def shakespeare_text() -> str:
 
 
 @pytest.fixture(scope="session")
+def corpus(tmp_path_factory, shakespeare_text):
+    """A 40 KB corpus file for training runs: big enough for a batch, small enough for seconds."""
+    path = tmp_path_factory.mktemp("corpus") / "shakespeare-slice.txt"
+    path.write_text(shakespeare_text[:40_000], encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
 def tokenizer(shakespeare_text) -> Tokenizer:
     """A small vocabulary learned from the whole corpus (a few seconds)."""
     return Tokenizer.train(shakespeare_text, vocab_size=1000)

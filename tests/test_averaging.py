@@ -14,7 +14,6 @@ from lyricist.training.config import load_config
 from lyricist.training.data import read_corpus
 from lyricist.training.trainer import LOG_FILE, Trainer, load_for_resume
 
-from .helpers import SHAKESPEARE
 
 TINY = [
     "model.vocab_size=400", "model.hidden_size=32", "model.embedding_size=16", "optim.batch_size=8",
@@ -26,12 +25,6 @@ EMA_WINS = ["optim.ema_decay=0.8", "optim.lr=0.02", "optim.schedule=constant"]
 # A slow average over a short run from scratch still remembers the untrained start: it scores worse.
 RAW_WINS = ["optim.ema_decay=0.99"]
 
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "shakespeare-slice.txt"
-    path.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:40_000], encoding="utf-8")
-    return path
 
 
 def evals(out) -> list[dict]:

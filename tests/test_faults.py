@@ -28,7 +28,7 @@ from lyricist.model.checkpoint import CONFIG_FILE, MANIFEST_FILE, TOKENIZER_FILE
 from lyricist.model.cli import main as lyricist_main
 from lyricist.training.trainer import LOG_FILE, load_for_resume
 
-from .helpers import SHAKESPEARE, free_port
+from .helpers import free_port
 
 # -- a broken checkpoint stops `lyricist serve` in one line ----------------------------------------
 
@@ -231,12 +231,6 @@ TINY_RUN = [
 ]
 SAVE_EVERY_STEP = "run.checkpoint_every_minutes=0.0001"
 
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "slice.txt"
-    path.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:40_000], encoding="utf-8")
-    return path
 
 
 def train_args(corpus: Path, out: Path, *settings: str) -> list[str]:

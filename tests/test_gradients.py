@@ -9,14 +9,8 @@ import torch
 from lyricist.model.cli import main as lyricist_main
 from lyricist.training.inspect import JSON_FILE, PLOT_FILE, WARMUP, gradient_norms
 
-from .helpers import SHAKESPEARE, tiny_model
+from .helpers import tiny_model
 
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "slice.txt"
-    path.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:40_000], encoding="utf-8")
-    return path
 
 
 def study_args(corpus, out, *more):

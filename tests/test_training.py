@@ -27,12 +27,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "shakespeare-slice.txt"
-    path.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:40_000], encoding="utf-8")
-    return path
-
 
 def train_args(corpus, out, *settings):
     args = ["train", "--corpus", str(corpus), "--out", str(out)]
