@@ -15,6 +15,7 @@ def add_serve_command(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> None:
+    import torch
     import uvicorn
 
     from lyricist.model import load_checkpoint
@@ -23,6 +24,8 @@ def _run_serve(args: argparse.Namespace) -> None:
     from .server import create_app
     from .settings import Settings
 
+    # This thread becomes the event loop: one torch thread, before its first torch work (ModelRegistry.load).
+    torch.set_num_threads(1)
     settings = Settings.from_env(host=args.host, port=args.port, models=tuple(args.model) if args.model else None)
     # Every fault the lifespan would meet is reported here in one line, before the server starts.
     settings.torch_device()

@@ -28,7 +28,7 @@ import os
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -50,6 +50,15 @@ log = logging.getLogger("lyricist.engine")
 # A step of at most this many rows is a few clients' work: the event loop has little to do for them, so torch
 # gets every core (a lone stream at the machine's speed); a bigger batch leaves the event loop a core of its own.
 FEW_ROWS = 2
+# /v1/predict's answers kept, by prompt and settings: a prediction is exact and the weights never change, and
+# a writer's page asks again for what it showed (a filter cleared, a word taken back).
+PREDICTIONS_KEPT = 256
+# The event loop's share of one core (its CPU time over the last LOOP_WINDOW_S) above which the worker leaves it
+# that core whatever the step: a client hammering cheap requests (answers kept, health checks) keeps it busy, and
+# torch's spinning threads collapse when one of them shares a core with it (a 19,000-character score beside a
+# stream of kept predictions ran at 2% of its speed with every core, docs/serving.md).
+LOOP_BUSY = 0.25
+LOOP_WINDOW_S = 0.05
 
 
 def available_cores() -> int:
@@ -194,6 +203,7 @@ class ModelEngine:
         self.slice_tokens = slice_tokens  # the most pieces one call reads, and one iteration's reading budget
         self.tokenizer = checkpoint.tokenizer
         self.prompts = PromptCache(self.model)  # prefix states, for prompts that extend earlier ones
+        self._predictions: OrderedDict[tuple, Prediction] = OrderedDict()  # used on the event loop only
         self.name = name or checkpoint.name
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
@@ -207,6 +217,9 @@ class ModelEngine:
         self._reading: deque[_Sequence | _Job] = deque()
         self._reading_rows = 0  # the sequences among them: they hold batch slots
         self._threads_now = 0
+        self._loop_clock: int | None = None  # the event loop thread's CPU clock (LOOP_BUSY)
+        self._loop_cpu = self._loop_checked = 0.0
+        self._loop_busy = False
         self._stopping = False
         self._thread: threading.Thread | None = None
         # The running batch: one row per sequence, in the same order everywhere.
@@ -235,6 +248,7 @@ class ModelEngine:
 
     def submit(self, request: GenerationRequest) -> Stream:
         """Queue a generation; its events arrive on the returned `Stream`. Call from the event loop."""
+        self._watch_loop()
         seed = random_seed() if request.params.seed is None else request.params.seed
         request = replace(request, params=replace(request.params, seed=seed))
         prompt_ids = self.tokenizer.encode(request.prompt, add_bos=True)
@@ -261,6 +275,7 @@ class ModelEngine:
         return await self._queue(_Job(fn, None, None, sliced=True))
 
     async def _queue(self, job: _Job) -> Any:
+        self._watch_loop()
         job.loop = asyncio.get_running_loop()
         job.future = job.loop.create_future()
         with self._lock:
@@ -287,11 +302,20 @@ class ModelEngine:
         await self.read(steps)
 
     async def predict(self, prompt: str, top_k: int, unit: str, temperature: float) -> Prediction:
+        self._watch_loop()
+        key = (prompt, top_k, unit, temperature)
+        if (kept := self._predictions.get(key)) is not None:
+            self._predictions.move_to_end(key)
+            return kept
         ids = self.tokenizer.encode(prompt, add_bos=True)
         if len(ids) > self.slice_tokens:  # a long prompt: read it a slice at a time first
             await self.read_prompt(ids)
-        return await self.call(lambda: predict(self.model, self.tokenizer, prompt, top_k, unit, temperature,
-                                               prompts=self.prompts))
+        found = await self.call(lambda: predict(self.model, self.tokenizer, prompt, top_k, unit, temperature,
+                                                prompts=self.prompts))
+        self._predictions[key] = found
+        if len(self._predictions) > PREDICTIONS_KEPT:
+            self._predictions.popitem(last=False)
+        return found
 
     async def score(self, text: str) -> Score:
         """The likelihood of `text` read as a whole text (model.scoring), a slice per turn."""
@@ -361,14 +385,36 @@ class ModelEngine:
                 self._post(events)
             self._shut_down()
 
+    def _watch_loop(self) -> None:
+        """Remember the calling thread (the event loop's) to watch its CPU time; Linux only, else nothing."""
+        if self._loop_clock is None and hasattr(time, "pthread_getcpuclockid"):
+            try:
+                self._loop_clock = time.pthread_getcpuclockid(threading.get_ident())
+            except OSError:
+                pass
+
+    def _event_loop_busy(self) -> bool:
+        now = time.monotonic()
+        if self._loop_clock is not None and now - self._loop_checked >= LOOP_WINDOW_S:
+            try:
+                cpu = time.clock_gettime(self._loop_clock)
+            except OSError:  # that thread has ended (a test's loop); the next caller's is watched
+                self._loop_clock, self._loop_busy = None, False
+                return False
+            self._loop_busy = (cpu - self._loop_cpu) > LOOP_BUSY * (now - self._loop_checked)
+            self._loop_cpu, self._loop_checked = cpu, now
+        return self._loop_busy
+
     def _threads_for(self, reading: bool) -> int:
         """Torch threads for the next phase: LYRICIST_THREADS when set; else every core for a slice being read
-        (the batch waits for it anyway) and for a step of a few rows, and all cores but one for a bigger
-        batch, whose many clients keep the event loop busy (torch's threads spin while they wait for each
+        (the batch waits for it anyway) and for a step of a few rows, and all cores but one while the event
+        loop is busy (LOOP_BUSY) and for a bigger batch, whose many clients keep the event loop busy (torch's threads spin while they wait for each
         other, so one descheduled by the event loop stalls the rest). No result depends on it: the kernels
         give the same bits at any thread count (tests/test_engine.py)."""
         if self.threads is not None:
             return self.threads
+        if self._event_loop_busy():
+            return max(1, self.cores - 1)
         if reading or len(self._running) <= FEW_ROWS:
             return self.cores
         return max(1, self.cores - 1)

@@ -55,10 +55,12 @@ class ModelRegistry:
 
     async def load(self, settings: Settings, metrics: Metrics) -> None:
         """Load every configured checkpoint (off the event loop), start its engine, then be ready."""
-        if settings.threads is not None:
-            torch.set_num_threads(settings.threads)
+        # The event loop's own torch work is small (a result's lists), and an OpenMP team of its own would slow
+        # every engine worker's: their fused kernels ran 1.6x slower once this thread had used two threads
+        # (docs/serving.md). The workers choose their own counts (LYRICIST_THREADS forces theirs).
+        torch.set_num_threads(1)
         device = settings.torch_device()
-        checkpoints = await asyncio.to_thread(lambda: [load_checkpoint(path) for path in settings.models])
+        checkpoints = await asyncio.to_thread(_load_all, settings.models)
         for checkpoint in checkpoints:
             checkpoint.model.to(device)
             engine = ModelEngine(checkpoint, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue,
@@ -80,3 +82,8 @@ class ModelRegistry:
         self.ready = False
         for engine in self.by_name.values():
             await asyncio.to_thread(engine.stop, timeout_s)
+
+
+def _load_all(paths: tuple[str, ...]) -> list:
+    torch.set_num_threads(1)  # this pool thread too: no OpenMP team beside the workers' (above)
+    return [load_checkpoint(path) for path in paths]

@@ -72,13 +72,11 @@ class Settings(BaseSettings):
         return 6 * self.max_prompt_chars + 64 * 1024
 
     def torch_device(self):
-        """The device the models run on. `auto` is the CPU for now: the next-word search and the songwriting
-        searches still make CPU tensors, so on a GPU only generation and scoring would work (docs/serving.md);
-        `cuda` asks for the GPU explicitly."""
+        """The device the models run on: `auto` is the first GPU torch finds, else the CPU."""
         import torch
 
         if self.device == "auto":
-            return torch.device("cpu")
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         device = torch.device(self.device)
         if device.type == "cuda":
             count = torch.cuda.device_count() if torch.cuda.is_available() else 0

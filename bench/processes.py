@@ -16,14 +16,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_server(model: Path, threads: int | None, output: IO | int = subprocess.DEVNULL,
-                 **env: str) -> tuple[subprocess.Popen, str]:
-    """`lyricist serve --model MODEL` on a free port with `threads` torch threads (None: the engine's own
-    choice per step) and the LYRICIST_* `env`; returns (the process, its base URL) once it is ready."""
+                 beside: tuple[Path, ...] = (), **env: str) -> tuple[subprocess.Popen, str]:
+    """`lyricist serve --model MODEL` (the default model; `beside`: more loaded after it) on a free port with
+    `threads` torch threads (None: the engine's own choice per step) and the LYRICIST_* `env`; returns (the
+    process, its base URL) once it is ready."""
     port = free_port()
     environment = {name: value for name, value in os.environ.items() if name != "LYRICIST_THREADS"}
     if threads is not None:
         environment["LYRICIST_THREADS"] = str(threads)
-    server = subprocess.Popen([sys.executable, "-m", "lyricist.model.cli", "serve", "--port", str(port), "--model", str(model)],
+    models = [argument for path in (model, *beside) for argument in ("--model", str(path))]
+    server = subprocess.Popen([sys.executable, "-m", "lyricist.model.cli", "serve", "--port", str(port), *models],
                               env={**environment, **env}, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     for _ in range(600):

@@ -4,7 +4,8 @@
 
 Starts the real server (`lyricist serve`) on a free port and measures it over
 HTTP: one stream and 32 streams of /v1/generate, /v1/score of a 19,000-character
-text and the longest wait of small /v1/predict calls meanwhile, /v1/predict of
+text alone, then again while small /v1/predict calls follow one another (the
+longest wait among them, and the score's rate beside them), /v1/predict of
 a new and of a repeated ~50-piece prompt, and the server's RSS around the
 score. The raw in-process loops (a decode loop at batch 1, one full-sequence
 forward + log-softmax) run in this process in the same rounds, interleaved
@@ -128,6 +129,17 @@ def fifty_piece_prompts(tokenizer, count: int) -> list[str]:
     return prompts
 
 
+async def score_alone(base: str, text: str) -> tuple[float, int]:
+    """/v1/score of `text` with nothing else asked: (tokens/s, tokens)."""
+    async with httpx.AsyncClient(base_url=base, timeout=300) as client:
+        started = time.perf_counter()
+        response = await client.post("/v1/score", json={"text": text})
+        seconds = time.perf_counter() - started
+        response.raise_for_status()
+        tokens = response.json()["tokens"]
+        return tokens / seconds, tokens
+
+
 async def score_and_predict(base: str, text: str, prompt: str) -> tuple[float, float, int, float]:
     """/v1/score of `text` while small /v1/predict calls follow one another: (the score's tokens/s, its
     seconds, its tokens, the longest predict meanwhile in seconds)."""
@@ -156,6 +168,9 @@ async def score_and_predict(base: str, text: str, prompt: str) -> tuple[float, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--beside", type=Path, action="append", default=[], metavar="DIR",
+                        help="another model loaded after the measured one (the RSS with every default model: "
+                             "--beside checkpoints/songs-lstm)")
     parser.add_argument("--threads", type=int, default=None,
                         help="LYRICIST_THREADS for the server (default: unset, the engine chooses per step)")
     parser.add_argument("--seconds", type=float, default=6.0, help="per generate figure, per round")
@@ -178,13 +193,14 @@ def main() -> None:
         model, tokenizer = checkpoint.model.eval(), checkpoint.tokenizer
         config = model.config
         print(f"model: {what}: {config.cell} {config.layers}x{config.hidden_size}, embedding {config.embedding_size}, "
-              f"vocabulary {config.vocab_size}; server threads {args.threads or 'chosen per step'}; {cores} cores; "
+              f"vocabulary {config.vocab_size}; loaded beside it: {', '.join(map(str, args.beside)) or 'nothing'}; "
+              f"server threads {args.threads or 'chosen per step'}; {cores} cores; "
               f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print(f"reproduce: {command}\n")
         text = SHAKESPEARE.read_text(encoding="utf-8")[100_000:100_000 + args.score_chars]
         prompts = fifty_piece_prompts(tokenizer, args.predict_count)
 
-        server, base = start_server(model_dir, args.threads, LYRICIST_MAX_QUEUE="1024")
+        server, base = start_server(model_dir, args.threads, beside=tuple(args.beside), LYRICIST_MAX_QUEUE="1024")
         rows: dict[str, list[float]] = {}
 
         def note(name: str, value: float) -> None:
@@ -201,7 +217,8 @@ def main() -> None:
                 raw1t = plain_loop(model, tokenizer, 1, 200, 1)
                 raw_score = plain_score(model, tokenizer, text, cores)
                 before = process_figures(server.pid)["rss_mb"]
-                rate, _, tokens, longest = asyncio.run(score_and_predict(base, text, prompts[0]))
+                rate, tokens = asyncio.run(score_alone(base, text))
+                busy_rate, _, _, longest = asyncio.run(score_and_predict(base, text, prompts[0]))
                 raw_scoreb = plain_score(model, tokenizer, text, cores)
                 raw_score_t = plain_score(model, tokenizer, text, 1)
                 time.sleep(1)
@@ -215,11 +232,13 @@ def main() -> None:
                 note("raw1all", raw_all), note("raw1t", raw1t), note("rawsall", raw_s_all), note("rawst", raw_score_t)
                 note("raw1", raw), note("one", one), note("one%", one / raw), note("many", many), note("x", many / one)
                 note("raws", raw_s), note("score", rate), note("score%", rate / raw_s), note("wait", longest)
+                note("busy", busy_rate), note("busy%", busy_rate / raw_s)
                 note("new", statistics.median(new)), note("same", statistics.median(same))
                 note("before", before), note("after", after)
                 print(f"round {round_ + 1}: raw loop {raw:.0f}/s, 1 stream {one:.0f}/s ({one / raw:.0%}), 32 streams "
                       f"{many:.0f}/s ({many / one:.1f}x); raw score {raw_s:.0f}/s, /v1/score {rate:.0f}/s "
-                      f"({tokens} tokens, {rate / raw_s:.0%}), longest predict meanwhile {longest * 1e3:.0f} ms; "
+                      f"({tokens} tokens, {rate / raw_s:.0%}); beside predicts {busy_rate:.0f}/s, the longest predict "
+                      f"{longest * 1e3:.0f} ms; "
                       f"predict p50 new {statistics.median(new) * 1e3:.1f} ms, same {statistics.median(same) * 1e3:.1f} ms;"
                       f" RSS {before:.0f} -> {after:.0f} MB")
             peak = process_figures(server.pid)["peak_rss_mb"]
@@ -237,6 +256,7 @@ def main() -> None:
          "log-softmax", f"{med['score']:.0f} vs {med['raws']:.0f} ({med['score%']:.0%})", ">= 70%"),
         ("  (the raw forward at all cores / at 1 thread)", f"{med['rawsall']:.0f} / {med['rawst']:.0f}", ""),
         ("longest wait of a small /v1/predict while that text is scored", f"{med['wait'] * 1e3:.0f} ms", "<= 300 ms"),
+        ("  (/v1/score meanwhile, tokens/s, against the same forward)", f"{med['busy']:.0f} ({med['busy%']:.0%})", ""),
         ("/v1/predict, a new ~50-piece prompt each time, p50", f"{med['new'] * 1e3:.1f} ms", "<= 30 ms"),
         ("/v1/predict, the same prompt again, p50", f"{med['same'] * 1e3:.1f} ms", "<= 10 ms"),
         ("server RSS: loaded / before a score / after it / peak", f"{loaded_rss:.0f} / {med['before']:.0f} / "

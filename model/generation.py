@@ -26,10 +26,10 @@ def generate(
     """
     prompt_ids = tokenizer.encode(prompt, add_bos=True)
     generator = make_generator(random_seed() if params.seed is None else params.seed)
-    seen = torch.zeros(1, tokenizer.vocab_size, dtype=torch.bool)
+    seen = torch.zeros(1, tokenizer.vocab_size, dtype=torch.bool, device=model.device)
     seen[0, prompt_ids] = True
     decoder = tokenizer.incremental_decoder()
-    logits, state = _step(model, torch.tensor([prompt_ids]), None)
+    logits, state = _step(model, model.tokens([prompt_ids]), None)
     for _ in range(max_new_tokens):
         token = sample(logits, [params], [generator], seen)
         token_id = int(token)

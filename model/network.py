@@ -14,7 +14,7 @@ the batch they came in.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -33,6 +33,9 @@ STATE_BATCH_DIM = 2
 # every call has the same shape whatever the batch. 8 keeps a lone row near the GEMV's cost and a full batch near
 # that of blocks of 16 (measured: docs/serving.md, "Same seed, same output").
 DECODE_BLOCK_ROWS = 8
+# The same for a recurrent step's products (`_lstm_step`): blocks of 16 cost a lone row a little more than blocks
+# of 8 and a full batch much less (docs/serving.md).
+STEP_BLOCK_ROWS = 16
 # Reading a text: the fused kernel gives the same bits for a call over the whole text as for any cut of it into
 # calls of at least 2 pieces, at any thread count (measured at the shipped shape and the test shape); a call of one
 # piece takes another path (a GEMV) and other bits. So a text read in slices is one pass as long as no slice is a
@@ -160,6 +163,14 @@ class LanguageModel(nn.Module):
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         nn.init.zeros_(self.decoder.bias)
 
+    @property
+    def device(self) -> torch.device:
+        return self.embedding.weight.device
+
+    def tokens(self, ids: list[int] | list[list[int]]) -> Tensor:
+        """Token ids as a tensor on the model's device."""
+        return torch.tensor(ids, device=self.device)
+
     def initial_state(self, batch_size: int) -> Tensor:
         c = self.config
         return self.embedding.weight.new_zeros(c.layers, c.state_parts, batch_size, c.hidden_size)
@@ -169,13 +180,16 @@ class LanguageModel(nn.Module):
         features = self.features(tokens, state)
         return self.logits(features.dropped), features.state
 
-    def features(self, tokens: Tensor, state: Tensor | None = None) -> Features:
+    def features(self, tokens: Tensor, state: Tensor | None = None,
+                 block_rows: int | None = STEP_BLOCK_ROWS) -> Features:
+        """`block_rows`: for a step (one piece per row), the rows of each product (`in_blocks`); None: all in one,
+        for a caller whose batches are its own (a search), where a row need not match its bits in other company."""
         if state is None:
             state = self.initial_state(tokens.shape[0])
         x = self.input_dropout(self._embed(tokens))
         next_state = []
         for index, rnn in enumerate(self.rnns):
-            x, layer_state = self._run_layer(rnn, x, state[index])
+            x, layer_state = self._run_layer(rnn, x, state[index], block_rows)
             next_state.append(layer_state)
             if index < len(self.rnns) - 1:
                 x = self.layer_dropout(x)
@@ -186,18 +200,13 @@ class LanguageModel(nn.Module):
             hidden = self.projection(hidden)
         return self.decoder(hidden)
 
-    def decode(self, hidden: Tensor) -> Tensor:
-        """`logits` of (rows, features), each row's bits the same whatever the rows beside it (DECODE_BLOCK_ROWS).
+    def decode(self, hidden: Tensor, block_rows: int | None = DECODE_BLOCK_ROWS) -> Tensor:
+        """`logits` of (rows, features), each row's bits the same whatever the rows beside it: every call has
+        `block_rows` rows (DECODE_BLOCK_ROWS; a text being scored uses bigger blocks, model.scoring).
 
         For inference: it reads the weights as they are at the call (nothing cached), and a padded
         row costs as much as a real one."""
-        rows = hidden.shape[0]
-        padding = -rows % DECODE_BLOCK_ROWS
-        if padding:
-            hidden = torch.cat([hidden, hidden.new_zeros(padding, hidden.shape[1])])
-        else:
-            hidden = hidden.contiguous()  # every block the same layout
-        return torch.cat([self.logits(block) for block in hidden.split(DECODE_BLOCK_ROWS)])[:rows]
+        return in_blocks(self.logits, hidden, block_rows)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # a tied matrix counts once
@@ -210,7 +219,10 @@ class LanguageModel(nn.Module):
             weight = weight * keep
         return F.embedding(tokens, weight)
 
-    def _run_layer(self, rnn: nn.RNNBase, x: Tensor, layer_state: Tensor) -> tuple[Tensor, Tensor]:
+    def _run_layer(self, rnn: nn.RNNBase, x: Tensor, layer_state: Tensor,
+                   block_rows: int | None = STEP_BLOCK_ROWS) -> tuple[Tensor, Tensor]:
+        if x.shape[1] == 1 and not self.training and self.config.cell == "lstm":
+            return _lstm_step(rnn, x, layer_state, block_rows)
         hx = (layer_state[0:1], layer_state[1:2]) if self.config.state_parts == 2 else layer_state
         p = self.config.dropout.weight
         if self.training and p > 0:
@@ -221,6 +233,35 @@ class LanguageModel(nn.Module):
         else:
             out, new_hx = rnn(x, hx)
         return out, torch.cat(new_hx) if isinstance(new_hx, tuple) else new_hx
+
+
+def _lstm_step(rnn: nn.LSTM, x: Tensor, layer_state: Tensor, block_rows: int | None) -> tuple[Tensor, Tensor]:
+    """One inference step of every row, the cell written out (PyTorch's gate order: input, forget, cell,
+    output). The fused kernel costs milliseconds a call whatever the batch (at the shipped shape, one thread,
+    the machine busy: 5.2 ms for a lone row against 2.7 ms written out in a block of 8), and a step is one piece
+    per row: generation, the searches. Its products run in blocks of STEP_BLOCK_ROWS rows, as `decode`'s do, so a row's bits do not
+    depend on its neighbours; steps never mix with the fused kernel's multi-piece reading (`slice_end`)."""
+    h, c = layer_state[0], layer_state[1]
+    gates = (in_blocks(lambda rows: F.linear(rows, rnn.weight_ih_l0, rnn.bias_ih_l0), x[:, 0], block_rows)
+             + in_blocks(lambda rows: F.linear(rows, rnn.weight_hh_l0, rnn.bias_hh_l0), h, block_rows))
+    input_gate, forget_gate, cell_gate, output_gate = gates.chunk(4, 1)
+    c = torch.sigmoid(forget_gate) * c + torch.sigmoid(input_gate) * torch.tanh(cell_gate)
+    h = torch.sigmoid(output_gate) * torch.tanh(c)
+    return h.unsqueeze(1), torch.stack([h, c])
+
+
+def in_blocks(fn: Callable[[Tensor], Tensor], rows: Tensor, block_rows: int | None = DECODE_BLOCK_ROWS) -> Tensor:
+    """`fn` over `rows` (rows, features) called on blocks of exactly `block_rows` rows, the last one padded
+    with zeros: every call has the same shape whatever the number of rows. None: one call of them all."""
+    if block_rows is None:
+        return fn(rows)
+    count = rows.shape[0]
+    padding = -count % block_rows
+    if padding:
+        rows = torch.cat([rows, rows.new_zeros(padding, rows.shape[1])])
+    else:
+        rows = rows.contiguous()  # every block the same layout
+    return torch.cat([fn(block) for block in rows.split(block_rows)])[:count]
 
 
 @contextmanager

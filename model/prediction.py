@@ -22,7 +22,7 @@ from .vocabulary import vocabulary_of
 from .word_search import search_words
 
 
-@dataclass
+@dataclass(frozen=True)
 class Prediction:
     unit: str  # "word" or "token"
     prompt_tokens: int
@@ -68,8 +68,9 @@ def predict(
         raise ValueError(f"unit must be 'word' or 'token', got {unit!r}")
     with evaluating(model):
         ids = tokenizer.encode(prompt, add_bos=True)
-        features = prompts.prefill(ids) if prompts else model.features(torch.tensor([ids]))
-        probs = next_piece_probs(model.decode(features.dropped[:, -1])[0], temperature)
+        features = prompts.prefill(ids) if prompts else model.features(model.tokens([ids]))
+        # The searches keep their bookkeeping on the CPU: a distribution crosses once per model call.
+        probs = next_piece_probs(model.decode(features.dropped[:, -1])[0], temperature).cpu()
         if unit == "token":
             return Prediction("token", len(ids), _top_pieces(tokenizer, probs, top_k), entropy(probs))
         step = _ModelStep(model, temperature)
@@ -94,6 +95,7 @@ class _ModelStep:
 
     def __call__(self, parents: list[tuple[Tensor, int]], pieces: list[int]) -> tuple[Tensor, list[tuple[Tensor, int]]]:
         state = stack_rows([select_rows(s, slice(row, row + 1)) for s, row in parents])
-        out = self.model.features(torch.tensor(pieces).view(-1, 1), state)
-        next_probs = next_piece_probs(self.model.decode(out.dropped[:, -1]), self.temperature)
+        # The search's batches are its own (the same prompt makes the same rounds), so no blocks: one product.
+        out = self.model.features(self.model.tokens(pieces).view(-1, 1), state, block_rows=None)
+        next_probs = next_piece_probs(self.model.decode(out.dropped[:, -1], None), self.temperature).cpu()
         return next_probs, [(out.state, row) for row in range(count_rows(out.state))]

@@ -71,3 +71,38 @@ def test_on_a_gpu_the_engine_runs_there_and_a_seed_reproduces_its_output(served_
     cpu = load_checkpoint(served_checkpoint).model.eval()
     on_cpu = score_text(cpu, checkpoint.tokenizer, text)
     torch.testing.assert_close(first[3].logprobs, on_cpu.logprobs, atol=1e-3, rtol=1e-3)  # the same model
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+def test_on_a_gpu_auto_serves_every_endpoint_there_with_the_cpus_figures(served_checkpoint):
+    from fastapi.testclient import TestClient
+
+    from lyricist.app.server import create_app
+
+    requests = [
+        ("/v1/predict", {"prompt": "ROMEO:\nI will", "top_k": 5}),
+        ("/v1/predict", {"prompt": "ROMEO:\nI will", "top_k": 5, "unit": "token"}),
+        ("/v1/predict", {"prompt": "ROMEO:\nI will", "top_k": 5, "rhymes_with": "day"}),
+        ("/v1/predict", {"prompt": "ROMEO:\nI will", "top_k": 5, "syllables": 1}),
+        ("/v1/lines", {"prompt": "ROMEO:\n", "syllables": 6, "n": 2, "seed": 1}),
+        ("/v1/verse", {"prompt": "ROMEO:\n", "scheme": "AA", "syllables": 5, "seed": 1}),
+        ("/v1/analyze", {"text": "I will go\nand so will you\n"}),
+        ("/v1/score", {"text": "KING: to be or not", "adapt": False}),
+        ("/v1/generate", {"prompt": "KING:", "max_tokens": 8, "seed": 2}),
+    ]
+
+    def answers(device):
+        settings = Settings.from_env({"LYRICIST_MODELS": str(served_checkpoint), "LYRICIST_DEVICE": device})
+        with TestClient(create_app(settings)) as client:
+            replies = [client.post(path, json=body) for path, body in requests]
+        assert [r.status_code for r in replies] == [200] * len(requests), [r.text for r in replies]
+        return [r.json() for r in replies]
+
+    on_gpu, on_cpu = answers("auto"), answers("cpu")
+    for path_body, gpu, cpu in zip(requests, on_gpu, on_cpu):
+        if path_body[0] == "/v1/predict":  # the exact distributions agree to float32's precision
+            assert len(gpu["distribution"]) == len(cpu["distribution"])
+            for a, b in zip(gpu["distribution"], cpu["distribution"]):
+                assert a["text"] == b["text"] and a["prob"] == pytest.approx(b["prob"], abs=1e-4)
+        if path_body[0] == "/v1/score":
+            assert gpu["nll"] == pytest.approx(cpu["nll"], rel=1e-4)

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from lyricist.app.engine import Finished, FinishReason, GenerationRequest, ModelEngine, QueueFull
+from lyricist.app.engine import Finished, FinishReason, GenerationRequest, ModelEngine, QueueFull, ShuttingDown
 from lyricist.model import SamplingParams, generate, load_checkpoint
 from lyricist.model.scoring import score_text
 
@@ -197,6 +197,18 @@ def test_stopping_the_engine_ends_running_requests_with_a_reason(served_checkpoi
 
     _, finished = run(go())
     assert finished.reason == "shutdown"
+
+
+def test_a_repeated_prediction_is_the_kept_answer_and_needs_no_model_call(served_checkpoint):
+    engine = ModelEngine(load_checkpoint(served_checkpoint))
+    engine.start()
+    first = run(engine.predict("ROMEO: I", 5, "word", 1.0))
+    engine.stop()
+    assert run(engine.predict("ROMEO: I", 5, "word", 1.0)) == first  # the worker is gone: no model call made it
+    for other in [("ROMEO: I ", 5, "word", 1.0), ("ROMEO: I", 4, "word", 1.0), ("ROMEO: I", 5, "token", 1.0),
+                  ("ROMEO: I", 5, "word", 0.5)]:
+        with pytest.raises(ShuttingDown):  # any other prompt or setting is a new prediction
+            run(engine.predict(*other))
 
 
 def test_score_matches_a_full_forward_pass(engine):

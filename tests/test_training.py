@@ -174,6 +174,32 @@ def test_config_file_and_flags_layer_over_the_defaults(tmp_path):
     assert config.optim.clip == TrainConfig().optim.clip
 
 
+def test_a_short_budget_starts_from_the_short_preset_and_what_the_user_sets_still_wins(tmp_path):
+    from lyricist.model.network import ModelConfig
+    from lyricist.training.config import SHORT_BUDGET, SHORT_BUDGET_MINUTES, fine_tuning_defaults
+
+    defaults = TrainConfig()
+    short = load_config(None, ["optim.max_minutes=10"])
+    assert short.preset == "short" and short.optim.lr == SHORT_BUDGET["optim"]["lr"] != defaults.optim.lr
+    assert {k: getattr(short.model.dropout, k) for k in SHORT_BUDGET["model"]["dropout"]} == \
+        SHORT_BUDGET["model"]["dropout"]
+    assert short.optim.batch_size == defaults.optim.batch_size  # the rest are the defaults
+    (tmp_path / "c.toml").write_text("[model.dropout]\nweight = 0.3\n")
+    mine = load_config(tmp_path / "c.toml", ["optim.max_minutes=10", "optim.lr=0.001"])
+    assert (mine.preset, mine.optim.lr, mine.model.dropout.weight, mine.model.dropout.output) == ("short", 0.001, 0.3, 0.1)
+    for settings in (["optim.max_minutes=80"], [], [f"optim.max_minutes={SHORT_BUDGET_MINUTES}", "preset=default"]):
+        config = load_config(None, settings)
+        assert config.preset == "default" and config.optim.lr == defaults.optim.lr, settings
+        assert config.model.dropout == defaults.model.dropout
+    assert load_config(None, ["optim.max_minutes=80", "preset=short"]).optim.lr == SHORT_BUDGET["optim"]["lr"]
+    tuned = load_config(None, ["optim.max_minutes=3"], base=fine_tuning_defaults(ModelConfig()))
+    assert tuned.preset == "fine-tuning" and tuned.optim.lr == 1e-3  # a fine-tune keeps its own preset
+    resumed = load_config(None, ["optim.max_minutes=5"], base=load_config(None, ["optim.max_minutes=80"]))
+    assert resumed.preset == "default" and resumed.optim.lr == defaults.optim.lr  # a resumed run keeps its own
+    with pytest.raises(ValueError, match="preset must be one of"):
+        load_config(None, ["preset=quick"])
+
+
 def test_teacher_forcing_schedules():
     def probabilities(**settings):
         o = OptimSettings(**settings)

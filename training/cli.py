@@ -17,7 +17,7 @@ from lyricist.model.dynamic_eval import evaluate_checkpoint
 from lyricist.model.scoring import score_text
 
 from . import finetune
-from .config import MIN_FINE_TUNING_BYTES, TrainConfig, load_config
+from .config import MIN_FINE_TUNING_BYTES, SHORT_BUDGET_MINUTES, TrainConfig, load_config
 from .data import read_corpus
 from .trainer import Trainer, load_for_resume
 
@@ -95,6 +95,9 @@ def _run_train(args: argparse.Namespace) -> int:
             trainer = Trainer(corpus, out, config, command)
     if trainer.fine_tune and trainer.replicas.is_main:
         print(finetune.note(trainer.fine_tune), file=sys.stderr)
+    if config.preset == "short" and trainer.replicas.is_main and not args.resume:
+        print(f"a budget of at most {SHORT_BUDGET_MINUTES:g} minutes: the short-budget preset (lighter dropout, "
+              "a higher learning rate; docs/training.md); --set preset=default keeps the defaults", file=sys.stderr)
     progress = trainer.run()
     if trainer.replicas.is_main:
         done = "finished" if progress.finished else "stopped"

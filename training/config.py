@@ -16,6 +16,7 @@ from lyricist.model.network import DropoutConfig, ModelConfig, from_dict
 OPTIMIZERS = ("adamw", "nt-asgd")
 SCHEDULES = ("cosine", "constant")
 SCHEDULED_SAMPLING = ("none", "linear", "exponential", "inverse_sigmoid")
+PRESETS = ("auto", "default", "short", "fine-tuning")
 
 
 @dataclass
@@ -74,6 +75,7 @@ def default_model() -> ModelConfig:
 @dataclass
 class TrainConfig:
     seed: int = 1234
+    preset: str = "auto"  # "auto": "short" for a from-scratch --max-minutes of at most SHORT_BUDGET_MINUTES
     tokenizer: TokenizerSettings = field(default_factory=TokenizerSettings)
     model: ModelConfig = field(default_factory=default_model)
     optim: OptimSettings = field(default_factory=OptimSettings)
@@ -86,6 +88,8 @@ class TrainConfig:
             problems.append(f"optim.optimizer must be one of {', '.join(OPTIMIZERS)}, got {o.optimizer!r}")
         if o.schedule not in SCHEDULES:
             problems.append(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {o.schedule!r}")
+        if self.preset not in PRESETS:
+            problems.append(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if o.scheduled_sampling not in SCHEDULED_SAMPLING:
             problems.append(
                 f"optim.scheduled_sampling must be one of {', '.join(SCHEDULED_SAMPLING)}, got {o.scheduled_sampling!r}"
@@ -128,6 +132,15 @@ class TrainConfig:
         return from_dict(cls, data, "config")
 
 
+# Short budgets: what differs from the defaults when a run from scratch has --max-minutes of at
+# most SHORT_BUDGET_MINUTES (about 1,500 steps on a 2-core CPU). The long-run dropout holds a short
+# run back (1.51 against 1.43 nats/char at 1,000 steps); measured, docs/benchmarks.md.
+SHORT_BUDGET_MINUTES = 15.0
+SHORT_BUDGET: dict[str, dict[str, Any]] = {
+    "model": {"dropout": {"embedding": 0.0, "input": 0.05, "between_layers": 0.05, "output": 0.1, "weight": 0.1}},
+    "optim": {"lr": 5e-3},
+}
+
 # Fine-tuning (`lyricist train --from DIR`): what differs from the defaults above. The model
 # section is the base checkpoint's own (its dropout may be changed, nothing else). Why these
 # values, and the trials behind them: docs/training.md, "Fine-tuning".
@@ -155,16 +168,18 @@ def fine_tuning_defaults(model: ModelConfig, tokenizer_model_type: str = "unigra
     data = TrainConfig().to_dict()
     data["model"] = model.to_dict()
     data["tokenizer"]["model_type"] = tokenizer_model_type
+    data["preset"] = "fine-tuning"
     _merge(data, FINE_TUNING, "")
     return TrainConfig.from_dict(data)
 
 
 def load_config(path: str | Path | None, overrides: list[str] = (), base: TrainConfig | None = None) -> TrainConfig:
-    """`base` (the defaults), updated by a TOML file, updated by `section.key=value` overrides."""
-    data = (base or TrainConfig()).to_dict()
+    """`base` (the defaults, or the short-budget preset over them), updated by a TOML file, updated by
+    `section.key=value` overrides: what the user sets always wins over a preset."""
+    user: dict[str, Any] = {}
     if path:
         try:
-            _merge(data, tomllib.loads(Path(path).read_text(encoding="utf-8")), "")
+            user = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
             raise ValueError(f"cannot read config {path}: {error}") from None
     for override in overrides:
@@ -176,15 +191,30 @@ def load_config(path: str | Path | None, overrides: list[str] = (), base: TrainC
         except tomllib.TOMLDecodeError:
             value = raw  # a bare word is a string
         *parents, leaf = key.strip().split(".")
-        node = {}
-        _nested(node, parents)[leaf] = value
-        _merge(data, node, "")
+        _nested(user, parents)[leaf] = value
+    config = _updated(base or TrainConfig(), user)
+    if config.preset == "auto":
+        short = base is None and 0 < config.optim.max_minutes <= SHORT_BUDGET_MINUTES
+        config.preset = "short" if short else "default"
+    if config.preset == "short" and base is None:
+        data = TrainConfig().to_dict()
+        _merge(data, SHORT_BUDGET, "")
+        config = _updated(TrainConfig.from_dict(data), user)
+        config.preset = "short"
+    return config
+
+
+def _updated(base: TrainConfig, update: dict[str, Any]) -> TrainConfig:
+    data = base.to_dict()
+    _merge(data, update, "")
     return TrainConfig.from_dict(data)
 
 
 def _nested(node: dict, keys: list[str]) -> dict:
-    for key in keys:
+    for depth, key in enumerate(keys):
         node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"config key {'.'.join(keys[:depth + 1])} is not a section")
     return node
 
 

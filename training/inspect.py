@@ -90,6 +90,7 @@ def study_config(cell: str, hidden: int, vocab: int, minutes: float, steps: int,
         "optim.ar=0", "optim.tar=0", f"optim.max_minutes={max(minutes, 0)}", f"optim.max_steps={max(steps, 0)}",
         "optim.patience=0", "run.eval_every_steps=100000000", "run.eval_every_minutes=1e9",  # one, at the end
         "run.samples_in_card=0", "run.dynamic_stats_chars=0", f"run.threads={threads}", f"seed={seed}",
+        'preset="default"',
     ]
     if tokenizer_from:
         overrides.append(f'tokenizer.reuse="{tokenizer_from}"')

@@ -2,12 +2,17 @@
 
 An adapted score takes about nine times a plain one (a backward pass per segment) and holds a copy of the
 weights with their gradients (about 50 MB for a shipped model), so each model runs one at a time, in a
-thread of its own: the engine's worker, and every other request, never wait for it.
+thread of its own, at one torch thread: the engine's worker, and every other request, never wait for it, and
+the worker's OpenMP team keeps the machine's other core (docs/serving.md, "Threads by the work at hand").
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import torch
 
 from lyricist.model.dynamic_eval import DynamicEvaluator
 from lyricist.model.scoring import Score
@@ -26,6 +31,11 @@ class Adapters:
         lock, evaluator = self._by_model.setdefault(engine.name, (asyncio.Lock(), None))
         async with lock:
             if evaluator is None:
-                evaluator = await asyncio.to_thread(DynamicEvaluator.from_checkpoint, engine.checkpoint)
+                evaluator = await asyncio.to_thread(_one_thread, DynamicEvaluator.from_checkpoint, engine.checkpoint)
                 self._by_model[engine.name] = (lock, evaluator)
-            return await asyncio.to_thread(evaluator.score, text)
+            return await asyncio.to_thread(_one_thread, evaluator.score, text)
+
+
+def _one_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    torch.set_num_threads(1)
+    return fn(*args)

@@ -203,8 +203,9 @@ def constrained_next_words(
 def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance, floor, max_rows, prompts):
     t = tables(tokenizer)
     ids = tokenizer.encode(prompt, add_bos=True)
-    features = prompts.prefill(ids) if prompts else model.features(torch.tensor([ids]))
-    root_probs = next_piece_probs(model.decode(features.dropped[:, -1]), temperature)[0]
+    features = prompts.prefill(ids) if prompts else model.features(model.tokens([ids]))
+    # The model runs on its device, the trie search on the CPU: one distribution crosses per call.
+    root_probs = next_piece_probs(model.decode(features.dropped[:, -1]), temperature)[0].cpu()
     search = _TrieSearch(t, words, floor, tolerance)
     root = _Node(None, -1, b"", 0, 1.0)
     root.whitespace, root.row = True, (0, 0)
@@ -220,8 +221,8 @@ def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance,
         for start in range(0, len(followed), CHUNK_ROWS):
             chunk = followed[start:start + CHUNK_ROWS]
             state = torch.cat([batches[n.parent.row[0]].narrow(2, n.parent.row[1], 1) for n in chunk], dim=2)
-            out = model.features(torch.tensor([n.piece for n in chunk]).view(-1, 1), state)
-            chunk_probs = next_piece_probs(model.decode(out.dropped[:, -1]), temperature)
+            out = model.features(model.tokens([n.piece for n in chunk]).view(-1, 1), state)
+            chunk_probs = next_piece_probs(model.decode(out.dropped[:, -1]), temperature).cpu()
             batches.append(out.state)
             for row, node in enumerate(chunk):
                 node.row = (len(batches) - 1, row)

@@ -486,7 +486,7 @@ class _Search:
         ids = tokenizer.encode(prompt, add_bos=True)
         self.prompt_ids = ids
         self.prompt_tokens = len(ids)
-        features = prompts.prefill(ids) if prompts else model.features(torch.tensor([ids]))
+        features = prompts.prefill(ids) if prompts else model.features(model.tokens([ids]))
         self.prompt_state = features.state
         self.prompt_hidden = features.dropped[:, -1]
         self.rows = 0
@@ -526,7 +526,8 @@ class _Search:
         for _ in range(max_pieces):
             if not parts or self.rows + len(parts) > max_rows:
                 break
-            logits = self.model.decode(hidden)
+            # The model's states stay on its device; the particles' bookkeeping is on the CPU.
+            logits = self.model.decode(hidden).cpu()
             target, proposal = self._probs(logits, seen)
             masks = torch.stack([_mask(p, rule) for p in parts])
             allowed = proposal * masks
@@ -561,12 +562,12 @@ class _Search:
             keep_t = torch.tensor(keep)
             parts = [parts[i] for i in keep]
             logw, choice = logw[keep_t], choice[keep_t]
-            state = state[:, :, keep_t]
+            state = state[:, :, keep_t.to(state.device)]
             if seen is not None:
                 seen = seen[keep_t]
                 seen[torch.arange(len(keep)), choice] = True
             parts, logw, state, choice, seen = self._resample(parts, logw, state, choice, seen)
-            out = self.model.features(choice.view(-1, 1), state)
+            out = self.model.features(choice.view(-1, 1).to(state.device), state)
             state, hidden = out.state, out.dropped[:, -1]
             self.rows += len(parts)
 
@@ -584,7 +585,7 @@ class _Search:
         index = torch.searchsorted(weights.cumsum(0), positions).clamp_max(count - 1)
         copies = [_copy(parts[i]) for i in index.tolist()]
         new_logw = torch.full((count,), float(total) - math.log(count), dtype=torch.float64)
-        return (copies, new_logw, state[:, :, index], choice[index],
+        return (copies, new_logw, state[:, :, index.to(state.device)], choice[index],
                 seen[index] if seen is not None else None)
 
     def _finish(self, p: _Particle, logw: float) -> None:
@@ -632,10 +633,10 @@ def _nearest(mask: int, value: int) -> int:
 
 def score_continuation(model: LanguageModel, state: Tensor, hidden: Tensor, ids: list[int]) -> float:
     """log P(ids | the prompt whose final state and output are given), at temperature 1."""
-    logp = torch.log_softmax(model.decode(hidden).double(), -1)[0, ids[0]]
+    logp = torch.log_softmax(model.decode(hidden).double(), -1)[0, ids[0]].cpu()
     if len(ids) > 1:
-        out = model.features(torch.tensor([ids[:-1]]), state)
-        steps = torch.log_softmax(model.decode(out.dropped[0]).double(), -1)
+        out = model.features(model.tokens([ids[:-1]]), state)
+        steps = torch.log_softmax(model.decode(out.dropped[0]).double(), -1).cpu()
         logp = logp + steps[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum()
     return float(logp)
 
