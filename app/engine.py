@@ -302,7 +302,7 @@ class ModelEngine:
         await self.read(steps)
 
     async def predict(self, prompt: str, top_k: int, unit: str, temperature: float) -> Prediction:
-        self._watch_loop()
+        self._watch_loop()  # a kept answer never reaches _queue, and a stream of them is load too
         key = (prompt, top_k, unit, temperature)
         if (kept := self._predictions.get(key)) is not None:
             self._predictions.move_to_end(key)
@@ -389,7 +389,10 @@ class ModelEngine:
         """Remember the calling thread (the event loop's) to watch its CPU time; Linux only, else nothing."""
         if self._loop_clock is None and hasattr(time, "pthread_getcpuclockid"):
             try:
-                self._loop_clock = time.pthread_getcpuclockid(threading.get_ident())
+                clock = time.pthread_getcpuclockid(threading.get_ident())
+                # the first window starts now, not at the thread's start (its past CPU time is not load)
+                self._loop_cpu, self._loop_checked = time.clock_gettime(clock), time.monotonic()
+                self._loop_clock = clock
             except OSError:
                 pass
 
@@ -408,9 +411,9 @@ class ModelEngine:
     def _threads_for(self, reading: bool) -> int:
         """Torch threads for the next phase: LYRICIST_THREADS when set; else every core for a slice being read
         (the batch waits for it anyway) and for a step of a few rows, and all cores but one while the event
-        loop is busy (LOOP_BUSY) and for a bigger batch, whose many clients keep the event loop busy (torch's threads spin while they wait for each
-        other, so one descheduled by the event loop stalls the rest). No result depends on it: the kernels
-        give the same bits at any thread count (tests/test_engine.py)."""
+        loop is busy (LOOP_BUSY) and for a bigger batch, whose many clients keep the event loop busy (torch's
+        threads spin while they wait for each other, so one descheduled by the event loop stalls the rest). No
+        result depends on it: the kernels give the same bits at any thread count (tests/test_engine.py)."""
         if self.threads is not None:
             return self.threads
         if self._event_loop_busy():

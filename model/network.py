@@ -237,10 +237,11 @@ class LanguageModel(nn.Module):
 
 def _lstm_step(rnn: nn.LSTM, x: Tensor, layer_state: Tensor, block_rows: int | None) -> tuple[Tensor, Tensor]:
     """One inference step of every row, the cell written out (PyTorch's gate order: input, forget, cell,
-    output). The fused kernel costs milliseconds a call whatever the batch (at the shipped shape, one thread,
-    the machine busy: 5.2 ms for a lone row against 2.7 ms written out in a block of 8), and a step is one piece
-    per row: generation, the searches. Its products run in blocks of STEP_BLOCK_ROWS rows, as `decode`'s do, so a row's bits do not
-    depend on its neighbours; steps never mix with the fused kernel's multi-piece reading (`slice_end`)."""
+    output). At one piece per row the fused kernel is no faster than this where the engine steps (at one thread,
+    up to 32 rows, this is faster: bench/step.py, docs/serving.md), and a step is what generation and the
+    searches do. Its products run in blocks of `block_rows` rows (STEP_BLOCK_ROWS), so a
+    row's bits do not depend on its neighbours; steps never mix with the fused kernel's multi-piece reading
+    (`slice_end`)."""
     h, c = layer_state[0], layer_state[1]
     gates = (in_blocks(lambda rows: F.linear(rows, rnn.weight_ih_l0, rnn.bias_ih_l0), x[:, 0], block_rows)
              + in_blocks(lambda rows: F.linear(rows, rnn.weight_hh_l0, rnn.bias_hh_l0), h, block_rows))
