@@ -16,7 +16,7 @@ from lyricist.model.checkpoint import MANIFEST_FILE, read_extra_file
 from lyricist.model.cli import main as lyricist_main
 from lyricist.training.config import OptimSettings, TrainConfig, load_config
 from lyricist.training.data import VALIDATION_FRACTION, read_corpus
-from lyricist.training.trainer import LOG_FILE, teacher_forcing_probability
+from lyricist.training.trainer import LOG_FILE, Trainer, teacher_forcing_probability
 
 from .helpers import SHAKESPEARE
 
@@ -158,7 +158,7 @@ def test_bad_corpus_stops_before_training_with_one_message(tmp_path, capsys, con
     ("model.cell=tcn", "cell must be one of"), ("optim.lr=-1", "optim.lr must be > 0"),
     ("optim.optimizer=rmsprop", "optim.optimizer must be one of"), ("optim.colour=3", "unknown config key"),
     ("model.dropout.weight=1.5", "dropout.weight must be in [0, 1)"), ("optim.bptt=2", "at least 5"),
-    ("run.device=tpu", "run.device must be"),
+    ("run.device=tpu", "run.device must be"), ("run.precision=fp8", "run.precision must be one of fp32, bf16"),
     *([] if torch.cuda.is_available() else [("run.device=cuda", "no CUDA GPU is available")]),
 ])
 def test_impossible_config_stops_before_training(corpus, tmp_path, capsys, setting, message):
@@ -224,6 +224,24 @@ def test_scheduled_sampling_and_nt_asgd_train(corpus, tmp_path):
     losses = train_losses(out)
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
     assert any(e["event"] == "averaging_started" for e in log)
+
+
+def test_bf16_runs_the_products_in_bfloat16_and_keeps_everything_stored_in_float32(corpus, tmp_path):
+    def first_steps(precision: str):
+        config = load_config(None, [*TINY, f"run.precision={precision!r}"])
+        trainer = Trainer(read_corpus(corpus), tmp_path / precision, config, "")
+        seen = []
+        trainer.model.decoder.register_forward_hook(lambda _module, _inputs, output: seen.append(output.dtype))
+        losses = [trainer._step() for _ in range(5)]
+        return trainer, losses, set(seen)
+
+    full, full_losses, full_dtypes = first_steps("fp32")
+    half, half_losses, half_dtypes = first_steps("bf16")
+    assert full_dtypes == {torch.float32} and half_dtypes == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in half.model.parameters()) and half.state.dtype == torch.float32
+    # The same seed and data: the same course, to bfloat16's rounding.
+    assert half_losses != full_losses and half_losses == pytest.approx(full_losses, rel=0.01)
+    assert half_losses[-1] < half_losses[0]
 
 
 def test_validation_split_is_the_benchmark_split():

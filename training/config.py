@@ -17,6 +17,7 @@ OPTIMIZERS = ("adamw", "nt-asgd")
 SCHEDULES = ("cosine", "constant")
 SCHEDULED_SAMPLING = ("none", "linear", "exponential", "inverse_sigmoid")
 PRESETS = ("auto", "default", "short", "fine-tuning")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -61,6 +62,7 @@ class RunSettings:
     samples_in_card: int = 3
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    precision: str = "fp32"  # or "bf16": training's forward products in bfloat16 (docs/training.md)
     dynamic_stats_chars: int = 100_000  # a finished run measures dynamic evaluation's normaliser on this
     # many characters at the end of the training text and keeps it in the checkpoint; 0 = not
 
@@ -109,6 +111,8 @@ class TrainConfig:
         if self.tokenizer.model_type not in ("unigram", "bpe"):
             problems.append(f"tokenizer.model_type must be 'unigram' or 'bpe', got {self.tokenizer.model_type!r}")
         r = self.run
+        if r.precision not in PRECISIONS:
+            problems.append(f"run.precision must be one of {', '.join(PRECISIONS)}, got {r.precision!r}")
         if r.dynamic_stats_chars < 0:
             problems.append(f"run.dynamic_stats_chars must be >= 0, got {r.dynamic_stats_chars!r}")
         if r.eval_every_steps < 1 or r.log_every_steps < 1 or r.checkpoint_every_minutes <= 0:

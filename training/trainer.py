@@ -63,20 +63,23 @@ class Progress:
 class Objective(nn.Module):
     """Cross-entropy plus AR and TAR; a module of its own so DDP sees one forward."""
 
-    def __init__(self, model: LanguageModel, ar: float, tar: float):
+    def __init__(self, model: LanguageModel, ar: float, tar: float, bf16: bool = False):
         super().__init__()
-        self.model, self.ar, self.tar = model, ar, tar
+        self.model, self.ar, self.tar, self.bf16 = model, ar, tar, bf16
 
     def forward(self, inputs: Tensor, targets: Tensor, state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        features = self.model.features(inputs, state)
-        logits = self.model.logits(features.dropped)
-        cross_entropy = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        # bf16: the products run in bfloat16, the weights, their updates and the loss stay float32
+        with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            features = self.model.features(inputs, state)
+            logits = self.model.logits(features.dropped)
+        dropped, hidden = features.dropped.float(), features.hidden.float()
+        cross_entropy = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         loss = cross_entropy
         if self.ar:
-            loss = loss + self.ar * features.dropped.pow(2).mean()
-        if self.tar and features.hidden.shape[1] > 1:
-            loss = loss + self.tar * (features.hidden[:, 1:] - features.hidden[:, :-1]).pow(2).mean()
-        return loss, cross_entropy.detach(), features.state.detach()
+            loss = loss + self.ar * dropped.pow(2).mean()
+        if self.tar and hidden.shape[1] > 1:
+            loss = loss + self.tar * (hidden[:, 1:] - hidden[:, :-1]).pow(2).mean()
+        return loss, cross_entropy.detach(), features.state.detach().float()
 
 
 def teacher_forcing_probability(o: OptimSettings, step: int) -> float:
@@ -142,7 +145,7 @@ class Trainer:
         if base is not None and not resume_from:
             self.model.load_state_dict(base.model.state_dict())
         self.model.to(device).train()
-        objective = Objective(self.model, o.ar, o.tar)
+        objective = Objective(self.model, o.ar, o.tar, bf16=self.config.run.precision == "bf16")
         self.objective = DistributedDataParallel(objective) if self.replicas.active else objective
         self.optimizer = self._optimizer(averaging=False)
         self.progress = Progress()
