@@ -6,8 +6,6 @@ Why each setting is what it is: docs/tokenizer.md.
 from __future__ import annotations
 
 import codecs
-import itertools
-import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -19,7 +17,6 @@ LITERAL_SPACE_MARK = "<literal-u2581>"  # control piece for a U+2581 in the text
 USER_SYMBOLS = ("\n", "\t", "\r")
 MIN_VOCAB_SIZE = 300  # 256 byte pieces + specials + the symbols above + room to learn
 MAX_CHUNK_CHARS = 2000  # training "sentences": multi-line chunks of at most this many chars
-LETTER_RUN = re.compile(r"[^\W\d_]{2,}")  # runs of letters, in any script
 
 TRAINER_SETTINGS = {
     "normalization_rule_name": "identity",
@@ -72,13 +69,8 @@ class Tokenizer:
     # -- building ---------------------------------------------------------------
 
     @classmethod
-    def train(cls, text: str, vocab_size: int, model_type: str = "unigram", *,
-              spell_capitals: bool = False) -> Tokenizer:
-        """Learn a vocabulary of at most `vocab_size` pieces from `text`.
-
-        `spell_capitals`: learn no piece holding two capitals in a row, so a word in
-        capitals (a speaker's name) is spelled a letter at a time, one it has seen and
-        one it has not alike (docs/tokenizer.md)."""
+    def train(cls, text: str, vocab_size: int, model_type: str = "unigram") -> Tokenizer:
+        """Learn a vocabulary of at most `vocab_size` pieces from `text`."""
         if vocab_size < MIN_VOCAB_SIZE:
             raise ValueError(f"vocab_size must be at least {MIN_VOCAB_SIZE}, got {vocab_size}")
         if model_type not in ("unigram", "bpe"):
@@ -86,8 +78,6 @@ class Tokenizer:
         if not text:
             raise ValueError("cannot train a tokenizer on an empty text")
         check_unicode(text)
-        if spell_capitals:
-            text = LETTER_RUN.sub(_one_capital_a_line, text)
         writer = _BytesSink()
         spm.SentencePieceTrainer.train(
             sentence_iterator=_training_chunks(text),
@@ -188,16 +178,6 @@ def _text_of(data: bytes) -> str | None:
     except UnicodeDecodeError:
         return None
     return None if "\ufffd" in text else text
-
-
-def _one_capital_a_line(match: re.Match) -> str:
-    """A word as the trainer should see it: each capital of a run of two or more alone on a
-    line, so no piece can join two of them (a newline is always a piece of its own)."""
-    parts = []
-    for upper, run in itertools.groupby(match.group(), str.isupper):
-        letters = "".join(run)
-        parts.append("\n" + "\n".join(letters) + "\n" if upper and len(letters) > 1 else letters)
-    return "".join(parts)
 
 
 def check_unicode(text: str) -> str:

@@ -122,11 +122,3 @@ def test_ema_decay_must_be_below_one(corpus, tmp_path, capsys):
     args = ["train", "--corpus", str(corpus), "--out", str(tmp_path / "out"), "--set", "optim.ema_decay=1"]
     assert lyricist_main(args) == 1
     assert "optim.ema_decay must be in [0, 1)" in capsys.readouterr().err
-
-
-def test_spelled_capitals_cannot_shape_a_reused_tokenizer(corpus, tmp_path, capsys):
-    args = ["train", "--corpus", str(corpus), "--out", str(tmp_path / "out"), "--set", "tokenizer.spell_capitals=true",
-            "--set", f'tokenizer.reuse="{tmp_path / "elsewhere"}"']
-    assert lyricist_main(args) == 1
-    assert "with tokenizer.reuse the reused one is taken as it is" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()

@@ -207,7 +207,6 @@ def _bad_corpus(kind: str, tmp_path: Path, lyrics: Path) -> Path:
     ("corpus", "too small", "fine-tuning needs at least 4 KB (4,096 bytes) of text"),
     ("setting", "model.hidden_size=64", "model.hidden_size=64 contradicts --from"),
     ("setting", "tokenizer.reuse=elsewhere", "tokenizer.reuse cannot be set with --from"),
-    ("setting", "tokenizer.spell_capitals=true", "tokenizer.spell_capitals cannot be set with --from"),
 ])
 def test_bad_input_is_one_line_and_exit_1_and_nothing_is_written(base, lyrics, tmp_path, capsys, what, kind,
                                                                    message):

@@ -82,28 +82,6 @@ def test_training_is_deterministic():
     assert Tokenizer.train(text, 400).model_proto == Tokenizer.train(text, 400).model_proto
 
 
-def _joins_capitals(text: str | None) -> bool:
-    return text is not None and any(a.isupper() and b.isupper() for a, b in zip(text, text[1:]))
-
-
-def test_spelled_capitals_give_every_name_in_capitals_one_piece_a_letter(shakespeare_text):
-    """Names in capitals the corpus has and names it lacks are cut alike; other words keep their pieces."""
-    text = shakespeare_text[:200_000]
-    plain = Tokenizer.train(text, 1000)
-    spelled = Tokenizer.train(text, 1000, spell_capitals=True)
-    assert any(_joins_capitals(t) for t in plain.piece_texts)  # the corpus's speakers learn pieces of their own
-    assert not any(_joins_capitals(t) for t in spelled.piece_texts)
-    for name in ("MENENIUS", "CORIOLANUS", "PROSPERO", "ÉLODIE"):  # two in the text, two not
-        line = f"\n{name}:\nWhat say you?\n"
-        ids = spelled.encode(line)
-        assert spelled.decode(ids) == line
-        texts = [token.text for token in spelled.token_texts(ids)]
-        letters = [text for text in texts[1:texts.index(":")] if text]  # "": a byte of a longer character
-        assert letters == list(name), texts
-    prose = "I do beseech you, sir, what say you to this?"
-    assert len(spelled.encode(prose)) <= len(plain.encode(prose)) + 2
-
-
 @pytest.mark.parametrize(
     "text, vocab_size, message",
     [("", 1000, "empty"), ("abc", 10, f"at least {MIN_VOCAB_SIZE}"), ("abc", 1000, None)],

@@ -24,7 +24,6 @@ PRECISIONS = ("fp32", "bf16")
 class TokenizerSettings:
     model_type: str = "unigram"  # or "bpe"; the vocabulary size is model.vocab_size
     reuse: str = ""  # a checkpoint directory or tokenizer.model to reuse instead of training one
-    spell_capitals: bool = False  # no piece joins two capitals: names in capitals are spelled out
 
 
 @dataclass
@@ -111,9 +110,6 @@ class TrainConfig:
             problems.append(f"optim.bptt must be at least 5, got {o.bptt}")
         if self.tokenizer.model_type not in ("unigram", "bpe"):
             problems.append(f"tokenizer.model_type must be 'unigram' or 'bpe', got {self.tokenizer.model_type!r}")
-        if self.tokenizer.spell_capitals and self.tokenizer.reuse:
-            problems.append("tokenizer.spell_capitals shapes a tokenizer trained here; "
-                            "with tokenizer.reuse the reused one is taken as it is")
         r = self.run
         if r.precision not in PRECISIONS:
             problems.append(f"run.precision must be one of {', '.join(PRECISIONS)}, got {r.precision!r}")

@@ -88,9 +88,8 @@ def fine_tuning_config(base: Base, config_file: str | None, overrides: list[str]
         if wanted != has:
             raise ValueError(f"model.{name}={wanted!r} contradicts {where}, whose model has {name}={has!r}: "
                              "a fine-tune keeps the base's architecture (only model.dropout.* may change)")
-    for name in ("reuse", "spell_capitals"):
-        if getattr(config.tokenizer, name):
-            raise ValueError(f"tokenizer.{name} cannot be set with --from: the base's tokenizer is the one used")
+    if config.tokenizer.reuse:
+        raise ValueError("tokenizer.reuse cannot be set with --from: the base's tokenizer is the one used")
     if config.tokenizer.model_type != model_type:
         raise ValueError(f"tokenizer.model_type={config.tokenizer.model_type!r} contradicts {where}, "
                          f"whose tokenizer is {model_type!r}")

@@ -527,8 +527,7 @@ class Trainer:
         if t.reuse:
             path = Path(t.reuse)
             return load_checkpoint(path).tokenizer if path.is_dir() else Tokenizer.load(path)
-        return Tokenizer.train(self.corpus.train_text, self.config.model.vocab_size, t.model_type,
-                               spell_capitals=t.spell_capitals)
+        return Tokenizer.train(self.corpus.train_text, self.config.model.vocab_size, t.model_type)
 
     def _on_signal(self, signum, _frame) -> None:
         if self._stop_signal is not None:  # a second Ctrl-C: the user insists
