@@ -42,6 +42,7 @@ class OptimSettings:
     variable_bptt: bool = True  # AWD: bptt w.p. 0.95 else bptt/2, then N(len, 5), at least 5; lr scaled by len/bptt
     ar: float = 2.0  # activation regularisation on the dropped last-layer output
     tar: float = 1.0  # temporal activation regularisation on the raw last-layer output
+    rename_speakers: float = 0.0  # share of scenes whose speakers get new names, drawn every epoch (plays)
     scheduled_sampling: str = "none"  # or linear / exponential / inverse_sigmoid (Bengio et al. 2015)
     ss_k: float = 1.0  # schedule parameter: linear slope start, exponential base, inverse-sigmoid k
     ss_c: float = 0.0  # linear: decrease of the teacher-forcing probability per step
@@ -104,6 +105,8 @@ class TrainConfig:
                 problems.append(f"optim.{name} must be >= 0, got {getattr(o, name)!r}")
         if not 0 <= o.min_lr_ratio <= 1 or not 0 <= o.ss_min <= 1:
             problems.append("optim.min_lr_ratio and optim.ss_min must be in [0, 1]")
+        if not 0 <= o.rename_speakers <= 1:
+            problems.append(f"optim.rename_speakers must be in [0, 1], got {o.rename_speakers!r}")
         if not 0 <= o.ema_decay < 1:
             problems.append(f"optim.ema_decay must be in [0, 1) (0 = no weight averaging), got {o.ema_decay!r}")
         if o.bptt < 5:

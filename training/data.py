@@ -6,6 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -99,19 +100,27 @@ class BatchStream:
     state, so a resumed run continues with exactly the chunks it would have had.
     """
 
-    def __init__(self, ids: list[int], rows: int, bptt: int, variable: bool, seed: int):
-        columns = len(ids) // rows
-        if columns < 2 * bptt:
-            raise CorpusError(
-                f"the training text is too small: {len(ids)} pieces, and a batch of {rows} rows "
-                f"needs at least {rows * 2 * bptt} (2 chunks of bptt={bptt} per row)"
-            )
-        self.data = torch.tensor(ids[: rows * columns]).view(rows, columns)
+    def __init__(self, ids: list[int] | Callable[[int], list[int]], rows: int, bptt: int, variable: bool,
+                 seed: int, shard: slice = slice(None)):
+        """`ids`: the pieces, or a function giving each epoch's (an augmented text, new every epoch);
+        `shard`: the rows this process trains on, of `rows` over all processes."""
+        self.ids_of_epoch = ids if callable(ids) else None
+        self.rows, self.shard = rows, shard
         self.bptt = bptt
         self.variable = variable
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch = 0
         self.offset = 0
+        self._lay_out(ids(0) if callable(ids) else ids)
+
+    def _lay_out(self, ids: list[int]) -> None:
+        columns = len(ids) // self.rows
+        if columns < 2 * self.bptt:
+            raise CorpusError(
+                f"the training text is too small: {len(ids)} pieces, and a batch of {self.rows} rows "
+                f"needs at least {self.rows * 2 * self.bptt} (2 chunks of bptt={self.bptt} per row)"
+            )
+        self.data = torch.tensor(ids[: self.rows * columns]).view(self.rows, columns)[self.shard]
 
     @property
     def steps_per_epoch(self) -> int:
@@ -132,6 +141,8 @@ class BatchStream:
         if self.offset >= self.data.shape[1] - 1:
             self.epoch += 1
             self.offset = 0
+            if self.ids_of_epoch:
+                self._lay_out(self.ids_of_epoch(self.epoch))
         return inputs, targets, starts_epoch
 
     def _chunk_length(self) -> int:
@@ -146,5 +157,7 @@ class BatchStream:
         return {"epoch": self.epoch, "offset": self.offset}
 
     def restore(self, state: dict, generator_state: Tensor) -> None:
+        if self.ids_of_epoch and state["epoch"] != self.epoch:
+            self._lay_out(self.ids_of_epoch(state["epoch"]))
         self.epoch, self.offset = state["epoch"], state["offset"]
         self.generator.set_state(generator_state)

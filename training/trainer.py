@@ -31,6 +31,7 @@ from lyricist.model.scoring import score_text
 from . import report
 from .config import OptimSettings, TrainConfig
 from .data import BatchStream, Corpus, CorpusError
+from .rename_speakers import SpeakerRenamer
 from .distributed import Replicas
 
 STATE_FILE = "trainer_state.json"
@@ -136,8 +137,12 @@ class Trainer:
                               "or give one with --valid FILE")
         train_ids = self.tokenizer.encode(corpus.train_text, add_bos=True)
         rows = o.batch_size // self.replicas.world_size
-        self.stream = BatchStream(train_ids, o.batch_size, o.bptt, o.variable_bptt, config.seed)
-        self.stream.data = self.stream.data[self.replicas.rank * rows : (self.replicas.rank + 1) * rows]
+        shard = slice(self.replicas.rank * rows, (self.replicas.rank + 1) * rows)
+        epoch_ids = train_ids
+        if o.rename_speakers:
+            renamer = SpeakerRenamer(corpus.train_text, o.rename_speakers, config.seed)
+            epoch_ids = lambda epoch: self.tokenizer.encode(renamer.renamed(epoch), add_bos=True)  # noqa: E731
+        self.stream = BatchStream(epoch_ids, o.batch_size, o.bptt, o.variable_bptt, config.seed, shard)
         self.chars_per_token = len(corpus.train_text) / len(train_ids)
 
         model_config = dataclasses.replace(config.model, vocab_size=self.tokenizer.vocab_size)
