@@ -158,7 +158,8 @@ def test_bad_corpus_stops_before_training_with_one_message(tmp_path, capsys, con
     ("model.cell=tcn", "cell must be one of"), ("optim.lr=-1", "optim.lr must be > 0"),
     ("optim.optimizer=rmsprop", "optim.optimizer must be one of"), ("optim.colour=3", "unknown config key"),
     ("model.dropout.weight=1.5", "dropout.weight must be in [0, 1)"), ("optim.bptt=2", "at least 5"),
-    ("run.device=tpu", "run.device must be"), ("optim.rename_speakers=2", "optim.rename_speakers must be in [0, 1]"), ("run.precision=fp8", "run.precision must be one of fp32, bf16"),
+    ("run.device=tpu", "run.device must be"), ("run.precision=fp8", "run.precision must be one of fp32, bf16"),
+    ("optim.rename_speakers=2", "optim.rename_speakers must be in [0, 1]"),
     *([] if torch.cuda.is_available() else [("run.device=cuda", "no CUDA GPU is available")]),
 ])
 def test_impossible_config_stops_before_training(corpus, tmp_path, capsys, setting, message):
