@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lyricist.model import Checkpoint, SamplingParams, sample, select_rows, stack_rows
+from lyricist.model import Checkpoint, SamplingParams, sample
 from lyricist.model.prediction import Prediction, predict
 from lyricist.model.prompt_cache import SLICE, PromptCache, PromptReading
 from lyricist.model.sampling import make_generator, random_seed
@@ -197,7 +197,7 @@ class ModelEngine:
                  slice_tokens: int = SLICE):
         self.checkpoint = checkpoint
         self.model = checkpoint.model.eval()
-        self.device = self.model.embedding.weight.device  # every tensor the engine makes lives there
+        self.device = self.model.device  # every tensor the engine makes lives there
         self.threads = threads  # None: chosen per phase from the work at hand (_threads_for); else forced
         self.cores = available_cores()
         self.slice_tokens = slice_tokens  # the most pieces one call reads, and one iteration's reading budget
@@ -514,14 +514,13 @@ class ModelEngine:
         states, logits = [], []
         seen = torch.zeros(len(ready), self.tokenizer.vocab_size, dtype=torch.bool, device=self.device)
         for row, sequence in enumerate(ready):
-            features = sequence.reading.features
+            states.append(sequence.reading.state)
+            logits.append(sequence.reading.logits)
             sequence.reading = None
-            states.append(features.state)
-            logits.append(self.model.decode(features.dropped[:, -1]))
             seen[row, sequence.prompt_ids] = True
             self._running.append(sequence)
             self._series.prompt_tokens.inc(len(sequence.prompt_ids))
-        self._state = stack_rows(([self._state] if self._state is not None else []) + states)
+        self._state = self.model.stack_rows(([self._state] if self._state is not None else []) + states)
         self._logits = torch.cat(([self._logits] if self._logits is not None else []) + logits)
         self._seen = torch.cat(([self._seen] if self._seen is not None else []) + [seen])
         self._series.running.set(len(self._running))
@@ -570,9 +569,7 @@ class ModelEngine:
             if not self._running:
                 return
         started = time.perf_counter()
-        features = self.model.features(tokens.view(-1, 1), self._state)
-        self._state = features.state
-        self._logits = self.model.decode(features.dropped[:, 0])
+        self._logits, self._state = self.model.step(tokens, self._state)
         self._series.tpot.observe(time.perf_counter() - started)
 
     def _keep(self, rows: list[int]) -> None:
@@ -581,7 +578,7 @@ class ModelEngine:
         if not rows:
             self._state = self._logits = self._seen = None
             return
-        self._state = select_rows(self._state, rows)
+        self._state = self.model.select_rows(self._state, rows)
         self._logits = self._logits[rows]
         self._seen = self._seen[rows]
 

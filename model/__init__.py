@@ -6,7 +6,7 @@ Tokenizer, recurrent language model, sampling, generation and checkpoint I/O;
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .generation import generate
-from .network import DropoutConfig, LanguageModel, ModelConfig, select_rows, stack_rows
+from .network import DropoutConfig, LanguageModel, ModelConfig
 from .sampling import SamplingParams, sample
 from .tokenizer import IncrementalDecoder, Tokenizer
 
@@ -23,6 +23,4 @@ __all__ = [
     "load_checkpoint",
     "sample",
     "save_checkpoint",
-    "select_rows",
-    "stack_rows",
 ]

@@ -281,7 +281,7 @@ class _Stream:
 
 def _stream(model: LanguageModel, tokenizer: Tokenizer, text: str) -> _Stream:
     ids = tokenizer.encode(text, add_bos=True)
-    return _Stream(ids, torch.tensor(ids, device=model.embedding.weight.device).unsqueeze(0))
+    return _Stream(ids, torch.tensor(ids, device=model.device).unsqueeze(0))
 
 
 def _segments(stream: _Stream, segment: int):

@@ -29,7 +29,8 @@ def generate(
     seen = torch.zeros(1, tokenizer.vocab_size, dtype=torch.bool, device=model.device)
     seen[0, prompt_ids] = True
     decoder = tokenizer.incremental_decoder()
-    logits, state = _step(model, model.tokens([prompt_ids]), None)
+    with evaluating(model):
+        logits, state = model.read(model.tokens(prompt_ids))
     for _ in range(max_new_tokens):
         token = sample(logits, [params], [generator], seen)
         token_id = int(token)
@@ -38,13 +39,8 @@ def generate(
         seen[0, token_id] = True
         if text := decoder.push(token_id):
             yield text
-        logits, state = _step(model, token.view(1, 1), state)
+        with evaluating(model):
+            logits, state = model.step(token, state)
     if text := decoder.flush():
         yield text
 
-
-def _step(model: LanguageModel, tokens: torch.Tensor, state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The next-piece logits after `tokens` (one sequence), read by `decode` as the engine reads them, and the state."""
-    with evaluating(model):
-        features = model.features(tokens, state)
-        return model.decode(features.dropped[:, -1]), features.state

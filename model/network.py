@@ -6,9 +6,13 @@ taken apart with `select_rows` and put together with `stack_rows`. Which
 dropout masks what, and why: docs/model.md.
 
 Training reads logits with `forward`/`logits` (one matrix product for the whole
-batch); everything that serves or measures a model (prediction, scoring,
-generation, the engine) reads them with `decode`, whose rows do not depend on
-the batch they came in.
+batch). Everything that serves or measures a model (prediction, scoring,
+generation, the engine, the songwriting searches) goes through two calls:
+`step` (one piece per row, a batch of sequences) and `read` (a slice of one
+text), whose logits come from `decode`: a row's bits do not depend on the batch
+it came in. A state is taken apart and put together only with the row methods
+(`select_rows`, `stack_rows`, `repeat_rows`, `count_rows`), so no caller knows
+its layout.
 """
 
 from __future__ import annotations
@@ -208,6 +212,47 @@ class LanguageModel(nn.Module):
         row costs as much as a real one."""
         return in_blocks(self.logits, hidden, block_rows)
 
+    # -- inference: what everything outside training calls -----------------------------------------------------
+
+    def step(self, tokens: Tensor, state: Tensor | None = None, invariant: bool = True) -> tuple[Tensor, Tensor]:
+        """One piece per row: (rows,) ids -> the (rows, vocab) logits after it, and the state after it.
+
+        `invariant`: every product in fixed blocks of rows (STEP_BLOCK_ROWS, DECODE_BLOCK_ROWS), so a row's bits
+        do not depend on the rows beside it (the engine: a seeded request's output must not change with the
+        traffic); False: one product each, for a caller whose batches are its own (a search that makes the same
+        rounds for the same question)."""
+        features = self.features(tokens.view(-1, 1), state, STEP_BLOCK_ROWS if invariant else None)
+        return self.decode(features.dropped[:, -1], DECODE_BLOCK_ROWS if invariant else None), features.state
+
+    def read(self, tokens: Tensor, state: Tensor | None = None, every_piece: bool = False,
+             block_rows: int | None = DECODE_BLOCK_ROWS) -> tuple[Tensor, Tensor]:
+        """A slice of one text in one call: (pieces,) ids -> the (1, vocab) logits after its last piece, or with
+        `every_piece` the (pieces, vocab) logits after each, and the state after it. Any cut of a text into reads
+        of at least MIN_CALL_PIECES pieces gives the bits of one read of it (`slice_end`)."""
+        features = self.features(tokens.view(1, -1), state)
+        outputs = features.dropped[0] if every_piece else features.dropped[:, -1]
+        return self.decode(outputs, block_rows), features.state
+
+    @staticmethod
+    def select_rows(state: Tensor, rows: Tensor | list[int] | slice) -> Tensor:
+        """The state of some sequences of a batch, in the order given."""
+        return state[:, :, rows]
+
+    @staticmethod
+    def stack_rows(states: list[Tensor]) -> Tensor:
+        """One batch state from the states of several sequences (or sub-batches), in order."""
+        return torch.cat(states, dim=STATE_BATCH_DIM)
+
+    @staticmethod
+    def repeat_rows(state: Tensor, count: int) -> Tensor:
+        """`count` copies of the state of one sequence, as a batch."""
+        return state.expand(-1, -1, count, -1).contiguous()
+
+    @staticmethod
+    def count_rows(state: Tensor) -> int:
+        """How many sequences a batch state holds."""
+        return state.shape[STATE_BATCH_DIM]
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # a tied matrix counts once
 
@@ -289,18 +334,3 @@ def slice_end(start: int, end: int, limit: int, align: int = 1) -> int:
     if end - stop < MIN_CALL_PIECES:  # the rest would be a lone piece
         stop -= 1
     return stop
-
-
-def select_rows(state: Tensor, rows: Tensor | list[int] | slice) -> Tensor:
-    """The state of some sequences of a batch."""
-    return state[:, :, rows]
-
-
-def stack_rows(states: list[Tensor]) -> Tensor:
-    """One batch state from the states of several sequences (or sub-batches)."""
-    return torch.cat(states, dim=STATE_BATCH_DIM)
-
-
-def count_rows(state: Tensor) -> int:
-    """How many sequences a batch state holds."""
-    return state.shape[STATE_BATCH_DIM]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .network import LanguageModel, count_rows, evaluating, select_rows, stack_rows
+from .network import LanguageModel, evaluating
 from .prompt_cache import PromptCache
 from .tokenizer import Tokenizer
 from .vocabulary import vocabulary_of
@@ -68,13 +68,13 @@ def predict(
         raise ValueError(f"unit must be 'word' or 'token', got {unit!r}")
     with evaluating(model):
         ids = tokenizer.encode(prompt, add_bos=True)
-        features = prompts.prefill(ids) if prompts else model.features(model.tokens([ids]))
+        logits, state = prompts.prefill(ids) if prompts else model.read(model.tokens(ids))
         # The searches keep their bookkeeping on the CPU: a distribution crosses once per model call.
-        probs = next_piece_probs(model.decode(features.dropped[:, -1])[0], temperature).cpu()
+        probs = next_piece_probs(logits[0], temperature).cpu()
         if unit == "token":
             return Prediction("token", len(ids), _top_pieces(tokenizer, probs, top_k), entropy(probs))
         step = _ModelStep(model, temperature)
-        words, exact = search_words(probs, (features.state, 0), step, vocabulary_of(tokenizer), top_k)
+        words, exact = search_words(probs, (state, 0), step, vocabulary_of(tokenizer), top_k)
         return Prediction("word", len(ids), words, entropy(probs), exact)
 
 
@@ -94,8 +94,9 @@ class _ModelStep:
         self.model, self.temperature = model, temperature
 
     def __call__(self, parents: list[tuple[Tensor, int]], pieces: list[int]) -> tuple[Tensor, list[tuple[Tensor, int]]]:
-        state = stack_rows([select_rows(s, slice(row, row + 1)) for s, row in parents])
+        model = self.model
+        state = model.stack_rows([model.select_rows(s, slice(row, row + 1)) for s, row in parents])
         # The search's batches are its own (the same prompt makes the same rounds), so no blocks: one product.
-        out = self.model.features(self.model.tokens(pieces).view(-1, 1), state, block_rows=None)
-        next_probs = next_piece_probs(self.model.decode(out.dropped[:, -1], None), self.temperature).cpu()
-        return next_probs, [(out.state, row) for row in range(count_rows(out.state))]
+        logits, state = model.step(model.tokens(pieces), state, invariant=False)
+        next_probs = next_piece_probs(logits, self.temperature).cpu()
+        return next_probs, [(state, row) for row in range(model.count_rows(state))]

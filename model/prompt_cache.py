@@ -14,7 +14,8 @@ when a control changes, and the kept outcome is the one that call would
 compute again.
 
 `reader(ids)` reads a prompt a slice at a time (the engine's chunked prefill);
-`prefill(ids)` reads it all at once.
+`prefill(ids)` reads it all at once. Either gives the logits after the prompt's
+last piece and the state after it, as `LanguageModel.read` would.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor
 
-from .network import MIN_CALL_PIECES, Features, LanguageModel, slice_end
+from .network import MIN_CALL_PIECES, LanguageModel, slice_end
 
 CHUNK = 16  # the state is kept at multiples of CHUNK pieces
 SLICE = 256  # the most pieces one call reads
@@ -43,12 +44,12 @@ class PromptCache:
         self.hits = 0  # prompts that found a cached prefix
         self.whole_hits = 0  # prompts read before, answered from the cache alone
 
-    def prefill(self, ids: list[int], slice_pieces: int = SLICE) -> Features:
-        """The model's features after reading `ids` (one sequence), at its last piece."""
+    def prefill(self, ids: list[int], slice_pieces: int = SLICE) -> tuple[Tensor, Tensor]:
+        """The (1, vocab) logits after reading `ids` (one sequence) and the state after it."""
         reading = self.reader(ids)
         while not reading.done:
             reading.read(slice_pieces)
-        return reading.features
+        return reading.logits, reading.state
 
     def reader(self, ids: list[int]) -> PromptReading:
         """`ids` to be read a slice at a time (`PromptReading.read`); done at once when cached whole."""
@@ -56,20 +57,21 @@ class PromptCache:
 
 
 class PromptReading:
-    """One prompt being read: `read(limit)` reads one slice (one call); `features` once `done`."""
+    """One prompt being read: `read(limit)` reads one slice (one call); once `done`, `logits` (1, vocab) after
+    its last piece and `state` after it."""
 
     def __init__(self, cache: PromptCache, ids: list[int]):
         if not ids:
             raise ValueError("a prompt has at least its start marker")
         self.cache, self.ids = cache, ids
         self.key = array("q", ids).tobytes()
-        self.features: Features | None = None
+        self.logits: Tensor | None = None
         self.position, self.state = 0, None
         state = cache._whole_states.get(self.key)
         if state is not None:
             cache.whole_hits += 1
-            output = cache._whole_outputs.get(self.key).clone()
-            self.features = Features(output, output, state.clone())  # copies: a slot is reused once evicted
+            self.logits = cache.model.decode(cache._whole_outputs.get(self.key)[:, -1])
+            self.state = state.clone()  # a copy: a slot is reused once evicted
             self.position = len(ids)
             return
         # The latest kept boundary that leaves at least a call's worth of pieces to read.
@@ -85,7 +87,7 @@ class PromptReading:
 
     @property
     def done(self) -> bool:
-        return self.features is not None
+        return self.logits is not None
 
     @property
     def remaining(self) -> int:
@@ -102,14 +104,13 @@ class PromptReading:
             end = self._last_boundary
         end = slice_end(start, end, limit, CHUNK)
         model = self.cache.model
-        tokens = torch.tensor([ids[start:end]], device=model.embedding.weight.device)
-        features = model.features(tokens, self.state)
+        features = model.features(model.tokens([ids[start:end]]), self.state)
         self.position, self.state = end, features.state
         if end == len(ids):
             last = features.dropped[:, -1:]
             self.cache._whole_states.put(self.key, self.state)
             self.cache._whole_outputs.put(self.key, last)
-            self.features = Features(features.hidden[:, -1:], last, self.state)
+            self.logits = model.decode(last[:, -1])
         elif end % CHUNK == 0:
             self.cache._states.put(self.key[: end * _ID_BYTES], self.state)
         return end - start

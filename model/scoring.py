@@ -85,7 +85,7 @@ def read_score(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_toke
     read; the generator returns the Score. `observe` is handed each slice's logits (the largest tensor a slice
     makes), for a look at the memory a score takes."""
     limit = slice_tokens or SLICE_TOKENS
-    device = model.embedding.weight.device
+    device = model.device
     ids = tokenizer.encode(text, add_bos=True)
     stream = torch.tensor(ids, device=device)
     # One block for the result, allocated first: small pieces kept between the slices' large short-lived
@@ -95,13 +95,11 @@ def read_score(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_toke
     while start < len(ids) - 1:
         end = slice_end(start, len(ids) - 1, limit)
         with torch.inference_mode(), evaluating(model):
-            features = model.features(stream[start:end].unsqueeze(0), state)
-            state = features.state
-            logits = model.decode(features.dropped[0], SCORE_BLOCK_ROWS)
+            logits, state = model.read(stream[start:end], state, every_piece=True, block_rows=SCORE_BLOCK_ROWS)
             if observe is not None:
                 observe(logits)
             logprobs[start:end] = -F.cross_entropy(logits.double(), stream[start + 1 : end + 1], reduction="none")
-            del features, logits
+            del logits
         yield end - start
         start = end
     return Score(ids[1:], logprobs.cpu(), len(text), count_units(text))

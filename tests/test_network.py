@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lyricist.model import LanguageModel, ModelConfig, select_rows, stack_rows
+from lyricist.model import LanguageModel, ModelConfig
 from lyricist.model.network import CELLS, SequenceDropout, evaluating
 
 from .helpers import tiny_model, torch_threads
@@ -43,15 +43,15 @@ def test_rows_split_from_a_batch_and_stacked_again_behave_as_in_the_batch(cell):
     model = tiny_model(V, cell).eval()
     x = tokens(batch=3, time=5)
     _, state = model(x)
-    rows = [select_rows(state, [i]) for i in range(3)]
-    torch.testing.assert_close(stack_rows(rows), state)
+    rows = [LanguageModel.select_rows(state, [i]) for i in range(3)]
+    torch.testing.assert_close(LanguageModel.stack_rows(rows), state)
 
     nxt = tokens(batch=3, time=4, seed=2)
     batched, _ = model(nxt, state)
     for i in range(3):  # each row alone, from its own slice of the state
         alone, _ = model(nxt[i : i + 1], rows[i])
         torch.testing.assert_close(alone, batched[i : i + 1])
-    reordered, _ = model(nxt[[2, 0]], stack_rows([rows[2], rows[0]]))
+    reordered, _ = model(nxt[[2, 0]], LanguageModel.stack_rows([rows[2], rows[0]]))
     torch.testing.assert_close(reordered, batched[[2, 0]])
 
 
@@ -293,8 +293,8 @@ def test_a_step_of_the_recurrent_layers_does_not_depend_on_the_batch_at_the_ship
         full = model.features(tokens, state)
         for rows in (1, 2, 3, 5, 8, 16, 33):
             for part in (slice(0, rows), slice(64 - rows, 64)):
-                alone = model.features(tokens[part], select_rows(state, part))
-                assert torch.equal(alone.state, select_rows(full.state, part)), (rows, part)
+                alone = model.features(tokens[part], LanguageModel.select_rows(state, part))
+                assert torch.equal(alone.state, LanguageModel.select_rows(full.state, part)), (rows, part)
                 assert torch.equal(alone.dropped, full.dropped[part]), (rows, part)
 
 

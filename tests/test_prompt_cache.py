@@ -23,24 +23,24 @@ def call_lengths(model):
 def test_a_cached_prefix_never_changes_the_result():
     model = tiny_model(60).eval()
     prompt = ids(5 * CHUNK + 3)
-    cold = PromptCache(model).prefill(prompt)
+    cold_logits, cold_state = PromptCache(model).prefill(prompt)
     warm_cache = PromptCache(model)
     warm_cache.prefill(prompt[: 3 * CHUNK + 7])  # an earlier, shorter prompt: its last boundary is cached
-    warm = warm_cache.prefill(prompt)
+    warm_logits, warm_state = warm_cache.prefill(prompt)
     assert warm_cache.hits == 1
-    assert torch.equal(warm.state, cold.state) and torch.equal(warm.dropped, cold.dropped)  # to the bit
+    assert torch.equal(warm_state, cold_state) and torch.equal(warm_logits, cold_logits)  # to the bit
 
 
 def test_a_prompt_read_again_is_answered_from_the_cache_with_the_same_bits():
     model = tiny_model(60).eval()
     prompt = ids(2 * CHUNK + 5, seed=4)
     cache = PromptCache(model)
-    first = cache.prefill(prompt)
-    again = cache.prefill(prompt)
+    first_logits, _ = cache.prefill(prompt)
+    again_logits, again_state = cache.prefill(prompt)
     assert cache.whole_hits == 1
-    fresh = PromptCache(model).prefill(prompt)
-    assert torch.equal(again.state, fresh.state) and torch.equal(again.dropped, fresh.dropped)
-    assert torch.equal(first.dropped, again.dropped)
+    fresh_logits, fresh_state = PromptCache(model).prefill(prompt)
+    assert torch.equal(again_state, fresh_state) and torch.equal(again_logits, fresh_logits)
+    assert torch.equal(first_logits, again_logits)
     cache.prefill(prompt[:-1])  # a different prompt is read, not looked up
     assert cache.whole_hits == 1
 
@@ -52,12 +52,12 @@ def test_a_prompt_read_in_slices_of_any_size_has_the_bits_of_one_pass(length):
     model = tiny_model(60).eval()
     prompt = ids(length, seed=length)
     with torch.inference_mode():
-        whole = model.features(torch.tensor([prompt]))
+        whole_logits, whole_state = model.read(torch.tensor(prompt))
     for slice_pieces in (4, 5, 16, 37, 256, 1024):
         lengths = call_lengths(model)
-        sliced = PromptCache(model).prefill(prompt, slice_pieces)
-        assert torch.equal(sliced.state, whole.state), slice_pieces
-        assert torch.equal(sliced.dropped[:, -1], whole.dropped[:, -1]), slice_pieces
+        sliced_logits, sliced_state = PromptCache(model).prefill(prompt, slice_pieces)
+        assert torch.equal(sliced_state, whole_state), slice_pieces
+        assert torch.equal(sliced_logits, whole_logits), slice_pieces
         # (a lone piece is a step, the cell written out, which the fused kernel's hook does not see)
         assert sum(lengths) == (length if length > 1 else 0) and (length == 1 or min(lengths) >= MIN_CALL_PIECES)
         assert max(lengths, default=1) <= max(slice_pieces, 2 * MIN_CALL_PIECES)
@@ -75,9 +75,9 @@ def test_a_reading_interleaved_with_another_and_with_odd_budgets_gives_the_same_
         for reading in readings:
             if not reading.done:
                 reading.read(next(budgets))
-    for reading, want in zip(readings, fresh):
-        assert torch.equal(reading.features.state, want.state)
-        assert torch.equal(reading.features.dropped, want.dropped)
+    for reading, (want_logits, want_state) in zip(readings, fresh):
+        assert torch.equal(reading.state, want_state)
+        assert torch.equal(reading.logits, want_logits)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -86,11 +86,11 @@ def test_slices_give_the_bits_of_one_pass_at_the_shipped_shape(threads):
     model = LanguageModel(ModelConfig(vocab_size=4000, layers=2, hidden_size=512, embedding_size=512)).eval()
     prompt = ids(300, seed=5, vocab=4000)
     with torch.inference_mode(), torch_threads(1):
-        whole = model.features(torch.tensor([prompt]))
+        whole_logits, whole_state = model.read(torch.tensor(prompt))
     with torch_threads(threads):
         for slice_pieces in (4, 64, 256):
-            sliced = PromptCache(model).prefill(prompt, slice_pieces)
-            assert torch.equal(sliced.state, whole.state) and torch.equal(sliced.dropped[:, -1], whole.dropped[:, -1])
+            sliced_logits, sliced_state = PromptCache(model).prefill(prompt, slice_pieces)
+            assert torch.equal(sliced_state, whole_state) and torch.equal(sliced_logits, whole_logits)
 
 
 def test_no_cut_leaves_a_lone_piece():

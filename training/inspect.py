@@ -193,7 +193,7 @@ def gradient_norms(model: LanguageModel, windows: Tensor, max_k: int) -> Tensor:
     (for an LSTM its h, not the cell state c).
     """
     model = model.float().eval()
-    device = model.embedding.weight.device
+    device = model.device
     windows = windows.to(device)
     with torch.no_grad():
         state = model.features(windows[:, :WARMUP]).state
@@ -222,7 +222,7 @@ def gate_statistics(model: LanguageModel, windows: Tensor) -> dict | None:
     if cell not in ("lstm", "gru") or model.config.layers != 1:
         return None
     rnn, size = model.rnns[0], model.config.hidden_size
-    windows = windows.to(model.embedding.weight.device)
+    windows = windows.to(model.device)
     with torch.no_grad():
         inputs = model.embedding(windows)
         outputs = model.features(windows).hidden  # h at every step, from a zero state

@@ -25,7 +25,6 @@ from tqdm import tqdm
 from lyricist.model import Checkpoint, LanguageModel, Tokenizer, load_checkpoint, save_checkpoint
 from lyricist.model import dynamic_eval
 from lyricist.model.checkpoint import read_extra_file, stored_tensors
-from lyricist.model.network import count_rows, select_rows, stack_rows
 from lyricist.model.scoring import score_text
 
 from . import report
@@ -398,7 +397,7 @@ class Trainer:
 
     def _save(self) -> None:
         p = self.progress
-        hidden = stack_rows(self.replicas.gather(self.state.cpu()))
+        hidden = self.model.stack_rows(self.replicas.gather(self.state.cpu()))
         rng = self.replicas.gather(torch.get_rng_state())
         if not self.replicas.is_main:
             self.replicas.barrier()
@@ -510,9 +509,9 @@ class Trainer:
             self.optimizer = self._optimizer(averaging=True)
         self.optimizer.load_state_dict(_join_optimizer_state(state["optimizer"], tensors))
         self.stream.restore(state["data"], tensors["rng.data"])
-        rows = count_rows(self.state)
+        rows = self.model.count_rows(self.state)
         rank = self.replicas.rank
-        self.state = select_rows(tensors["hidden"], slice(rank * rows, (rank + 1) * rows)).clone()
+        self.state = self.model.select_rows(tensors["hidden"], slice(rank * rows, (rank + 1) * rows)).clone()
         torch.set_rng_state(tensors[f"rng.torch.{rank}"])
         self.log = saved["log"]
         best = {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}

@@ -203,13 +203,13 @@ def constrained_next_words(
 def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance, floor, max_rows, prompts):
     t = tables(tokenizer)
     ids = tokenizer.encode(prompt, add_bos=True)
-    features = prompts.prefill(ids) if prompts else model.features(model.tokens([ids]))
+    logits, state = prompts.prefill(ids) if prompts else model.read(model.tokens(ids))
     # The model runs on its device, the trie search on the CPU: one distribution crosses per call.
-    root_probs = next_piece_probs(model.decode(features.dropped[:, -1]), temperature)[0].cpu()
+    root_probs = next_piece_probs(logits, temperature)[0].cpu()
     search = _TrieSearch(t, words, floor, tolerance)
     root = _Node(None, -1, b"", 0, 1.0)
     root.whitespace, root.row = True, (0, 0)
-    batches = [features.state]  # states of stepped nodes: a node's state is batches[row[0]][..., row[1], :]
+    batches = [state]  # states of stepped nodes: a node's state is row row[1] of batches[row[0]]
     stepped = [(root, root_probs)]
     rows = 0
     while stepped:
@@ -220,10 +220,11 @@ def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance,
         stepped = []
         for start in range(0, len(followed), CHUNK_ROWS):
             chunk = followed[start:start + CHUNK_ROWS]
-            state = torch.cat([batches[n.parent.row[0]].narrow(2, n.parent.row[1], 1) for n in chunk], dim=2)
-            out = model.features(model.tokens([n.piece for n in chunk]).view(-1, 1), state)
-            chunk_probs = next_piece_probs(model.decode(out.dropped[:, -1]), temperature).cpu()
-            batches.append(out.state)
+            state = model.stack_rows([model.select_rows(batches[n.parent.row[0]], slice(n.parent.row[1], n.parent.row[1] + 1))
+                                      for n in chunk])
+            logits, state = model.step(model.tokens([n.piece for n in chunk]), state)
+            chunk_probs = next_piece_probs(logits, temperature).cpu()
+            batches.append(state)
             for row, node in enumerate(chunk):
                 node.row = (len(batches) - 1, row)
                 stepped.append((node, chunk_probs[row]))

@@ -486,9 +486,7 @@ class _Search:
         ids = tokenizer.encode(prompt, add_bos=True)
         self.prompt_ids = ids
         self.prompt_tokens = len(ids)
-        features = prompts.prefill(ids) if prompts else model.features(model.tokens([ids]))
-        self.prompt_state = features.state
-        self.prompt_hidden = features.dropped[:, -1]
+        self.prompt_logits, self.prompt_state = prompts.prefill(ids) if prompts else model.read(model.tokens(ids))
         self.rows = 0
         self.finished: dict[str, list] = {}  # text -> [log weight (summed), particle]
         self.temperature = max(params.temperature, MIN_TEMPERATURE)
@@ -516,8 +514,9 @@ class _Search:
         rule, table = self.rule, self.rule.table
         parts = [_Particle() for _ in range(count)]
         logw = torch.zeros(count, dtype=torch.float64)
-        state = self.prompt_state.expand(-1, -1, count, -1).contiguous()
-        hidden = self.prompt_hidden.expand(count, -1)
+        model = self.model
+        state = model.repeat_rows(self.prompt_state, count)
+        logits = self.prompt_logits.expand(count, -1)
         seen = None
         if self.penalty != 1:
             seen = torch.zeros(count, self.tokenizer.vocab_size, dtype=torch.bool)
@@ -527,7 +526,7 @@ class _Search:
             if not parts or self.rows + len(parts) > max_rows:
                 break
             # The model's states stay on its device; the particles' bookkeeping is on the CPU.
-            logits = self.model.decode(hidden).cpu()
+            logits = logits.cpu()
             target, proposal = self._probs(logits, seen)
             masks = torch.stack([_mask(p, rule) for p in parts])
             allowed = proposal * masks
@@ -562,13 +561,12 @@ class _Search:
             keep_t = torch.tensor(keep)
             parts = [parts[i] for i in keep]
             logw, choice = logw[keep_t], choice[keep_t]
-            state = state[:, :, keep_t.to(state.device)]
+            state = model.select_rows(state, keep_t.to(model.device))
             if seen is not None:
                 seen = seen[keep_t]
                 seen[torch.arange(len(keep)), choice] = True
             parts, logw, state, choice, seen = self._resample(parts, logw, state, choice, seen)
-            out = self.model.features(choice.view(-1, 1).to(state.device), state)
-            state, hidden = out.state, out.dropped[:, -1]
+            logits, state = model.step(choice.to(model.device), state)
             self.rows += len(parts)
 
     def _resample(self, parts, logw, state, choice, seen):
@@ -585,7 +583,7 @@ class _Search:
         index = torch.searchsorted(weights.cumsum(0), positions).clamp_max(count - 1)
         copies = [_copy(parts[i]) for i in index.tolist()]
         new_logw = torch.full((count,), float(total) - math.log(count), dtype=torch.float64)
-        return (copies, new_logw, state[:, :, index.to(state.device)], choice[index],
+        return (copies, new_logw, self.model.select_rows(state, index.to(self.model.device)), choice[index],
                 seen[index] if seen is not None else None)
 
     def _finish(self, p: _Particle, logw: float) -> None:
@@ -614,7 +612,7 @@ class _Search:
         weight, p = self.finished[text]
         rule = self.rule
         ids = self.tokenizer.encode(text + "\n")
-        logprob = score_continuation(self.model, self.prompt_state, self.prompt_hidden, ids)
+        logprob = score_continuation(self.model, self.prompt_state, self.prompt_logits, ids)
         self.rows += len(ids)
         count = p.primary if (1 << p.primary) & p.end_totals else _nearest(p.end_totals, p.primary)
         end = p.last_word.lower()
@@ -631,12 +629,12 @@ def _nearest(mask: int, value: int) -> int:
     return min(counts_of(mask), key=lambda s: (abs(s - value), s))
 
 
-def score_continuation(model: LanguageModel, state: Tensor, hidden: Tensor, ids: list[int]) -> float:
-    """log P(ids | the prompt whose final state and output are given), at temperature 1."""
-    logp = torch.log_softmax(model.decode(hidden).double(), -1)[0, ids[0]].cpu()
+def score_continuation(model: LanguageModel, state: Tensor, logits: Tensor, ids: list[int]) -> float:
+    """log P(ids | the prompt whose final state and next-piece logits are given), at temperature 1."""
+    logp = torch.log_softmax(logits.double(), -1)[0, ids[0]].cpu()
     if len(ids) > 1:
-        out = model.features(model.tokens([ids[:-1]]), state)
-        steps = torch.log_softmax(model.decode(out.dropped[0]).double(), -1).cpu()
+        steps, _ = model.read(model.tokens(ids[:-1]), state, every_piece=True)
+        steps = torch.log_softmax(steps.double(), -1).cpu()
         logp = logp + steps[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum()
     return float(logp)
 
