@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from .metrics import Metrics
 from .registry import ModelRegistry
 from .serving.adapt import Adapters
+from .serving.predict import KeptPredictions
 from .settings import Settings
 
 
@@ -30,6 +31,10 @@ async def get_adapters(request: Request) -> Adapters:
     return request.app.state.adapters
 
 
+async def get_kept_predictions(request: Request) -> KeptPredictions:
+    return request.app.state.kept_predictions
+
+
 async def get_notes(request: Request) -> dict[str, Any]:
     """The facts for this request's access-log line (model, token counts, the prompt), which the
     RequestLog middleware writes when the response ends."""
@@ -40,4 +45,5 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 AdaptersDep = Annotated[Adapters, Depends(get_adapters)]
+KeptPredictionsDep = Annotated[KeptPredictions, Depends(get_kept_predictions)]
 NotesDep = Annotated[dict[str, Any], Depends(get_notes)]

@@ -15,6 +15,7 @@ from .openapi import fit_openapi
 from .registry import ModelRegistry
 from .routes import completions, generate, health, models, predict, score, songwriting
 from .serving.adapt import Adapters
+from .serving.predict import KeptPredictions
 from .settings import Settings
 
 V1_FAMILIES = (models, predict, generate, score, completions, songwriting)
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = ModelRegistry()
     app.state.metrics = Metrics()
     app.state.adapters = Adapters()
+    app.state.kept_predictions = KeptPredictions()
     install_middleware(app, settings, app.state.metrics)
     install_error_handlers(app)
     fit_openapi(app, settings)

@@ -2,7 +2,7 @@
 
     python bench/phonology.py [--words N] [--rebuild]
 
-The estimator (app/songwriting/estimator.json) is trained on the dictionary less a fixed hold-out of 2,000
+The estimator (songwriting/estimator.json) is trained on the dictionary less a fixed hold-out of 2,000
 plain a-z words (estimator.holdout: the words whose sha256 with a fixed seed sorts first). This script
 checks that the shipped file was built without them, then estimates each held-out word from its spelling
 and compares with the dictionary: syllable count exact, rhyme part exact (either against any of the word's
@@ -23,9 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from lyricist.app.songwriting.estimator import (ESTIMATOR_PATH, HOLDOUT_SIZE, Estimator, build, holdout,
-                                                 holdout_digest, measure)
-from lyricist.app.songwriting.phonology import DICTIONARY_PATH, Phonology, read_dictionary
+from lyricist.songwriting.dictionary import DICTIONARY_PATH, read_dictionary
+from lyricist.songwriting.estimator import (ESTIMATOR_PATH, HOLDOUT_SIZE, Estimator, build, holdout,
+                                            holdout_digest, measure)
+from lyricist.songwriting.phonology import Phonology
 
 
 def main() -> int:
@@ -52,7 +53,7 @@ def main() -> int:
     recorded = estimator.meta.get("holdout", {})
     if recorded.get("sha256") != holdout_digest(held):
         print(f"{path} was not built without this hold-out: rebuild it "
-              "(python -m lyricist.app.songwriting.estimator build)")
+              "(python -m lyricist.songwriting.estimator build)")
         return 1
     if estimator.meta.get("dictionary_sha256") != hashlib.sha256(raw).hexdigest():
         print(f"{path} was built from another dictionary file: rebuild it")

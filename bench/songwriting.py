@@ -48,8 +48,7 @@ from processes import start_server  # noqa: E402
 from lyricist.model import SamplingParams, load_checkpoint  # noqa: E402
 
 VALID = ROOT / "data" / "songs" / "valid.txt"
-CMUDICT_CANDIDATES = (ROOT / "app" / "songwriting" / "cmudict" / "cmudict.dict", ROOT / "data" / "cmudict" / "cmudict.dict",
-                      ROOT.parent / "shared" / "data" / "cmudict" / "cmudict.dict")
+CMUDICT = ROOT / "songwriting" / "cmudict" / "cmudict.dict"
 WORD = re.compile(r"(?:[^\W_]|['\u2019])+")  # letters, digits, apostrophes: docs/api.md's word
 PROMPT_CHARS = 1200  # the lyrics before a line, at most this many characters (whole lines)
 
@@ -142,8 +141,8 @@ class InProcessLines:
     """The project's line generator, called in this process."""
 
     def __init__(self, checkpoint):
-        from lyricist.app.songwriting.lexicon import default_lexicon
-        from lyricist.app.songwriting.lines import generate_lines
+        from lyricist.songwriting.lexicon import default_lexicon
+        from lyricist.songwriting.lines import generate_lines
 
         self.checkpoint = checkpoint
         self.lexicon = default_lexicon()
@@ -265,7 +264,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace, base: str | None) -> None:
 
-    cmudict = Path(args.cmudict) if args.cmudict else next(p for p in CMUDICT_CANDIDATES if p.exists())
+    cmudict = Path(args.cmudict) if args.cmudict else CMUDICT
     dictionary = Dictionary(cmudict)
     checkpoint = load_checkpoint(args.model)
     model, tokenizer = checkpoint.model.eval(), checkpoint.tokenizer

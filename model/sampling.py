@@ -71,9 +71,7 @@ def sample(
     """
     z = logits.float()
     if seen is not None and any(p.repetition_penalty != 1 for p in params):
-        # Past 1e30 either way the penalty has done all it can; the bounds keep z finite.
-        theta = _column(z, [p.repetition_penalty for p in params]).clamp(1e-30, 1e30)
-        z = torch.where(seen, torch.where(z > 0, z / theta, z * theta), z)
+        z = penalise(z, seen, _column(z, [p.repetition_penalty for p in params]))
     if all(p.is_greedy for p in params):
         return z.argmax(dim=-1)
 
@@ -89,8 +87,32 @@ def sample(
         # numbers on any device, and they go to the logits' device to be used.
         uniforms = torch.cat([torch.rand(1, generator=generators[i], dtype=torch.float64) for i in draw_rows])
         uniforms = uniforms.to(z.device)
-        choice[draw_rows] = _inverse_cdf(torch.softmax(z[draw_rows].double(), dim=-1), uniforms)
+        choice[draw_rows] = inverse_cdf(torch.softmax(z[draw_rows].double(), dim=-1), uniforms)
     return choice
+
+
+def penalise(z: Tensor, seen: Tensor, theta: Tensor) -> Tensor:
+    """The repetition penalty (CTRL): logits of tokens already seen divided by theta when positive, multiplied
+    when negative. Past 1e30 either way the penalty has done all it can; the bounds keep z finite."""
+    theta = theta.clamp(1e-30, 1e30)
+    return torch.where(seen, torch.where(z > 0, z / theta, z * theta), z)
+
+
+def gumbel(shape: tuple[int, ...] | torch.Size, generator: torch.Generator, dtype: torch.dtype = torch.float32
+           ) -> Tensor:
+    """Standard Gumbel noise, -log(-log U), from `generator`."""
+    return -torch.log(-torch.log(torch.rand(shape, generator=generator, dtype=dtype).clamp_min(1e-20)))
+
+
+def inverse_cdf(probs: Tensor, uniforms: Tensor, total: Tensor | None = None) -> Tensor:
+    """One draw per row of `probs` (unnormalised: `total` is each row's sum, by default the CDF's end) with the
+    row's uniform in [0, 1)."""
+    cdf = probs.cumsum(dim=-1)
+    target = (uniforms * (cdf[:, -1] if total is None else total)).unsqueeze(1)
+    index = torch.searchsorted(cdf, target, right=True).squeeze(1)
+    # Rounding can put the target at the very end; fall back to the last token with mass.
+    last_possible = probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(dim=-1)
+    return torch.minimum(index, last_possible)
 
 
 def filter_logits(z: Tensor, params: Sequence[SamplingParams]) -> Tensor:
@@ -135,22 +157,9 @@ def _best_at_zero(z: Tensor) -> Tensor:
     return torch.where(top.isinf(), torch.where(z == top, 0.0, float("-inf")), z - top)
 
 
-def _inverse_cdf(probs: Tensor, uniforms: Tensor) -> Tensor:
-    cdf = probs.cumsum(dim=-1)
-    target = (uniforms * cdf[:, -1]).unsqueeze(1)
-    index = torch.searchsorted(cdf, target, right=True).squeeze(1)
-    # Rounding can put the target at the very end; fall back to the last token with mass.
-    last_possible = probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(dim=-1)
-    return torch.minimum(index, last_possible)
-
-
 def _gumbel_rows(z: Tensor, params: Sequence[SamplingParams], generators) -> Tensor:
-    rows = [
-        -torch.log(-torch.log(torch.rand(z.shape[-1], generator=g).clamp_min(1e-20)))
-        if p.noise > 0
-        else torch.zeros(z.shape[-1])
-        for p, g in zip(params, generators)
-    ]
+    rows = [gumbel((z.shape[-1],), g) if p.noise > 0 else torch.zeros(z.shape[-1])
+            for p, g in zip(params, generators)]
     return torch.stack(rows).to(z.device)
 
 

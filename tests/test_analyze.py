@@ -1,12 +1,12 @@
-"""Lyric analysis (app/songwriting/analysis.py) and `lyricist analyze`."""
+"""Lyric analysis (songwriting/analysis.py) and `lyricist analyze`."""
 
 import json
 
 import pytest
 
-from lyricist.app.songwriting import Phonology
-from lyricist.app.songwriting.analysis import analyze_text, assign_scheme, split_stanzas, words_of
-from lyricist.app.songwriting.cli import add_analyze_command  # noqa: F401  (the entry point resolves)
+from lyricist.songwriting import Phonology
+from lyricist.songwriting.analysis import analyze_text, assign_scheme, split_stanzas, words_of
+from lyricist.app.commands import add_analyze_command  # noqa: F401  (the entry point resolves)
 from lyricist.model.cli import main
 
 TWINKLE = """Twinkle, twinkle, little star,

@@ -8,6 +8,11 @@ import pytest
 import torch
 
 from lyricist.app.engine import Finished, FinishReason, GenerationRequest, ModelEngine, QueueFull, ShuttingDown
+from lyricist.app.protocol import PredictRequest
+from lyricist.app.registry import ModelRegistry
+from lyricist.app.serving.predict import KeptPredictions
+from lyricist.app.serving.predict import predict as serve_predict
+from lyricist.app.settings import Settings
 from lyricist.model import SamplingParams, generate, load_checkpoint
 from lyricist.model.scoring import score_text
 
@@ -85,12 +90,12 @@ def test_cancelling_frees_the_slot_before_the_next_step(engine):
             seen += 1
             if seen == 3:
                 break
-        assert len(engine._running) == 1
+        assert len(engine.batch.sequences) == 1
         stream.cancel()
         deadline = time.monotonic() + 2
-        while engine._running and time.monotonic() < deadline:
+        while engine.batch.sequences and time.monotonic() < deadline:
             await asyncio.sleep(0.001)
-        return engine._running
+        return engine.batch.sequences
 
     assert run(go()) == []
     assert engine.metrics.cancelled.labels(engine.name)._value.get() == 1
@@ -201,14 +206,22 @@ def test_stopping_the_engine_ends_running_requests_with_a_reason(served_checkpoi
 
 def test_a_repeated_prediction_is_the_kept_answer_and_needs_no_model_call(served_checkpoint):
     engine = ModelEngine(load_checkpoint(served_checkpoint))
+    registry = ModelRegistry()
+    registry.by_name[engine.name], registry.ready = engine, True
+    kept, settings = KeptPredictions(), Settings()
+
+    def predict(prompt, top_k, unit, temperature):
+        body = PredictRequest(prompt=prompt, top_k=top_k, unit=unit, temperature=temperature)
+        return run(serve_predict(body, settings, registry, kept, {}))
+
     engine.start()
-    first = run(engine.predict("ROMEO: I", 5, "word", 1.0))
+    first = predict("ROMEO: I", 5, "word", 1.0)
     engine.stop()
-    assert run(engine.predict("ROMEO: I", 5, "word", 1.0)) == first  # the worker is gone: no model call made it
+    assert predict("ROMEO: I", 5, "word", 1.0) == first  # the worker is gone: no model call made it
     for other in [("ROMEO: I ", 5, "word", 1.0), ("ROMEO: I", 4, "word", 1.0), ("ROMEO: I", 5, "token", 1.0),
                   ("ROMEO: I", 5, "word", 0.5)]:
         with pytest.raises(ShuttingDown):  # any other prompt or setting is a new prediction
-            run(engine.predict(*other))
+            predict(*other)
 
 
 def test_score_matches_a_full_forward_pass(engine):
@@ -264,10 +277,10 @@ def test_a_small_request_finishes_while_a_long_prompt_is_still_being_read(slicin
 
     async def go():
         long = engine.submit(GenerationRequest(long_prompt, 3, SamplingParams(temperature=0)))
-        await wait_for(lambda: engine._reading_rows == 1)
+        await wait_for(lambda: engine.reading.rows == 1)
         small = await generate_text(engine, GenerationRequest("KING:", 5, SamplingParams(temperature=0)))
         prediction = await engine.predict("ROMEO:", 5, "token", 1.0)
-        still_reading = engine._reading_rows == 1 and long._events.empty()
+        still_reading = engine.reading.rows == 1 and long._events.empty()
         _, long_end = await long.result()
         return small, prediction, still_reading, long_end
 
@@ -283,7 +296,7 @@ def test_a_small_request_is_answered_while_a_long_text_is_scored(slicing_engine,
 
     async def go():
         scoring = asyncio.ensure_future(engine.score(text))
-        await wait_for(lambda: any(getattr(item, "steps", None) is not None for item in list(engine._reading)))
+        await wait_for(lambda: any(getattr(item, "steps", None) is not None for item in list(engine.reading.items)))
         await engine.predict("ROMEO:", 5, "token", 1.0)
         small, _ = await generate_text(engine, GenerationRequest("KING:", 5, SamplingParams(temperature=0)))
         answered_first = not scoring.done()
@@ -302,8 +315,8 @@ def test_cancelling_during_prefill_frees_the_slot_after_at_most_about_one_more_s
 
     async def go():
         long = engine.submit(GenerationRequest(shakespeare_text[:60000], 5, SamplingParams()))
-        await wait_for(lambda: engine._reading_rows == 1 and engine._reading[0].reading.position > 0)
-        sequence = engine._reading[0]
+        await wait_for(lambda: engine.reading.rows == 1 and engine.reading.items[0].reading.position > 0)
+        sequence = engine.reading.items[0]
         at_cancel = sequence.reading.position
         long.cancel()
         other = engine.submit(GenerationRequest("KING:", 5, SamplingParams(temperature=0)))  # waits for the slot
@@ -318,7 +331,7 @@ def test_cancelling_during_prefill_frees_the_slot_after_at_most_about_one_more_s
     assert long_end.reason == FinishReason.CANCELLED and long_end.completion_tokens == 0
     assert other_end.reason == "length"  # the slot was freed
     assert not reading.done and reading.position <= at_cancel + 2 * 8 + 1  # about one more slice, not the rest
-    assert engine._reading_rows == 0 and not engine._reading
+    assert engine.reading.rows == 0 and not engine.reading.items
 
 
 def test_a_score_whose_client_left_is_dropped_before_its_next_slice(slicing_engine, shakespeare_text):
@@ -326,10 +339,10 @@ def test_a_score_whose_client_left_is_dropped_before_its_next_slice(slicing_engi
 
     async def go():
         scoring = asyncio.ensure_future(engine.score(shakespeare_text[:60000]))
-        await wait_for(lambda: any(getattr(item, "steps", None) is not None for item in list(engine._reading)))
-        job = next(item for item in list(engine._reading) if getattr(item, "steps", None) is not None)
+        await wait_for(lambda: any(getattr(item, "steps", None) is not None for item in list(engine.reading.items)))
+        job = next(item for item in list(engine.reading.items) if getattr(item, "steps", None) is not None)
         scoring.cancel()
-        await wait_for(lambda: not engine._reading)
+        await wait_for(lambda: not engine.reading.items)
         return job
 
     job = run(go())

@@ -1,4 +1,4 @@
-"""The phonology (app/songwriting/phonology.py): the vendored dictionary, syllables, stress, rhyme parts, perfect
+"""The phonology (songwriting/phonology.py): the vendored dictionary, syllables, stress, rhyme parts, perfect
 and near rhymes, sung and Scots spellings, and the estimate for words the dictionary lacks."""
 
 import hashlib
@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from lyricist.app.songwriting import Phonology
-from lyricist.app.songwriting.estimator import ESTIMATOR_PATH, _decode, holdout, holdout_digest, measure
-from lyricist.app.songwriting.phonology import (DICTIONARY_PATH, assonance_key, consonance_key, read_dictionary,
-                                                rhyme_part)
-from lyricist.app.songwriting.spelling import clean
+from lyricist.songwriting import Phonology
+from lyricist.songwriting.estimator import ESTIMATOR_PATH, _decode, holdout, holdout_digest, measure
+from lyricist.songwriting.dictionary import DICTIONARY_PATH, read_dictionary, rhyme_part
+from lyricist.songwriting.phonology import assonance_key, consonance_key
+from lyricist.songwriting.spelling import clean
 
 DICTIONARY_SHA256 = "81917843c7f44ce2b094ac63873c2c7a4cf802040792c455ba3ca406891c3d22"
 

@@ -7,18 +7,15 @@ checked against the dictionary by this file's own reading of it, not by the code
 
 import itertools
 import math
-import re
 
 import pytest
 from fastapi.testclient import TestClient
 
 from lyricist.app.server import create_app
 from lyricist.app.settings import Settings
-from lyricist.app.songwriting.lexicon import cmudict_path, read_cmudict, rhyme_part
 
+from .cmudict_reading import WORD, cmudict as read_cmudict
 from .helpers import ROOT
-
-WORD = re.compile(r"(?:[^\W_]|['\u2019])+")  # the API's word (docs/api.md): letters, digits, apostrophes
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +27,8 @@ def client(served_checkpoint):
 
 @pytest.fixture(scope="module")
 def cmudict():
-    """word -> [(syllables, rhyme part)] straight from the dictionary file."""
-    entries = read_cmudict(cmudict_path())
-    return {word: [(sum(ph[-1].isdigit() for ph in phones), rhyme_part(phones)) for phones in prons]
-            for word, prons in entries.items()}
+    """word -> [(syllables, rhyme part)] straight from the dictionary file (the tests' own reading)."""
+    return {word: [(s.syllables, s.rhyme) for s in soundings] for word, soundings in read_cmudict().items()}
 
 
 def syllable_sums(cmudict, text: str) -> set[int]:

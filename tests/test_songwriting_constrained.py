@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lyricist.app.songwriting.constrained import constrained_next_words, surface_forms
+from lyricist.songwriting.constrained import constrained_next_words, surface_forms
 from lyricist.model.prediction import next_piece_probs, predict
 from lyricist.model.units import LINE_BREAKS, is_word_char
 

@@ -3,15 +3,15 @@ seeded ones reproducible; and a short check with the shipped model and the real 
 
 import re
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from lyricist.app.songwriting.lexicon import Lexicon, cmudict_path, default_lexicon
-from lyricist.app.songwriting.lines import ConstraintError, generate_lines, generate_verse
+from lyricist.songwriting.lexicon import Lexicon, default_lexicon
+from lyricist.songwriting.lines import ConstraintError, generate_lines, generate_verse
 from lyricist.model import SamplingParams, load_checkpoint
 
+from .cmudict_reading import cmudict
 from .helpers import ROOT, tiny_model
 
 WORD = re.compile(r"(?:[^\W_]|['\u2019])+")
@@ -230,24 +230,10 @@ def test_verse_that_cannot_rhyme_says_so(tokenizer, lines_model, lexicon):
 # -- the shipped model, the real dictionary ---------------------------------------------------------
 
 
-def read_cmudict(path: Path) -> dict[str, list[tuple[int, str]]]:
-    """A separate reading: word -> (syllables, rhyme part) per pronunciation."""
-    entries: dict[str, list[tuple[int, str]]] = {}
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        raw = raw.split("#")[0].strip()
-        if raw:
-            head, *phones = raw.split()
-            vowels = [i for i, p in enumerate(phones) if p[-1].isdigit()]
-            stressed = [i for i in vowels if phones[i][-1] in "12"] or vowels or [0]
-            part = " ".join(p.rstrip("012") for p in phones[stressed[-1]:])
-            entries.setdefault(re.sub(r"\(\d+\)$", "", head).lower(), []).append((len(vowels), part))
-    return entries
-
-
 def test_shipped_model_lines_meet_syllables_and_rhyme():
     checkpoint = load_checkpoint(ROOT / "checkpoints" / "shakespeare-lstm")
     lexicon = default_lexicon()
-    entries = read_cmudict(cmudict_path())
+    entries = {word: [(s.syllables, s.rhyme) for s in soundings] for word, soundings in cmudict().items()}
     result = generate_lines(checkpoint.model, checkpoint.tokenizer, lexicon,
                             "ROMEO:\nBut soft, what light through yonder window breaks?\n", n=2, syllables=8,
                             rhymes_with="night", params=SamplingParams(temperature=0.8, seed=2))

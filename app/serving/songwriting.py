@@ -19,8 +19,8 @@ from ..engine import ModelEngine
 from ..errors import APIError
 from ..registry import ModelRegistry
 from ..settings import Settings
-from ..songwriting import tasks
-from ..songwriting.lines import ConstraintError, generate_lines, generate_verse
+from lyricist.songwriting import tasks
+from lyricist.songwriting.lines import ConstraintError, generate_lines, generate_verse
 from .generation import sampling_params
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ fixed hold-out of 2,000 words (`holdout`), which `bench/phonology.py` and the te
 n-gram counts are made from it in numpy the first time a word needs an estimate (about a second); the slow
 step, the alignment (EM over the whole dictionary, minutes), runs only in `build`:
 
-    python -m lyricist.app.songwriting.estimator build   # rewrites estimator.json from the vendored dictionary
+    python -m lyricist.songwriting.estimator build   # rewrites estimator.json from the vendored dictionary
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from .dictionary import DICTIONARY_PATH, read_dictionary, rhyme_part, syllable_count
 
 FORMAT = "lyricist-graphones-1"
 ORDER = 6  # graphones of context: the one predicted and five before it
@@ -339,7 +341,7 @@ def build(entries: Mapping[str, Sequence[tuple[str, ...]]], dictionary_sha256: s
         "description": "Letter-to-sound model for words the CMU Pronouncing Dictionary lacks: the graphone "
                        "sequences of the dictionary's pronunciations (two characters of _ALPHABET per "
                        "graphone id, a space between pronunciations), less the hold-out. Built by "
-                       "`python -m lyricist.app.songwriting.estimator build`; derived from cmudict.dict, "
+                       "`python -m lyricist.songwriting.estimator build`; derived from cmudict.dict, "
                        "same licence (cmudict/LICENSE).",
         "dictionary_sha256": dictionary_sha256,
         "order": ORDER,
@@ -362,8 +364,6 @@ def build(entries: Mapping[str, Sequence[tuple[str, ...]]], dictionary_sha256: s
 def measure(estimator: Estimator, entries: Mapping[str, Sequence[tuple[str, ...]]],
             words: Sequence[str]) -> dict[str, float]:
     """Syllable count and rhyme part exact, against any of each word's dictionary pronunciations."""
-    from .phonology import rhyme_part, syllable_count
-
     syllables = rhyme = 0
     for w in words:
         guess = estimator.estimate(w) or ()
@@ -375,9 +375,7 @@ def measure(estimator: Estimator, entries: Mapping[str, Sequence[tuple[str, ...]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .phonology import DICTIONARY_PATH, read_dictionary
-
-    parser = argparse.ArgumentParser(prog="python -m lyricist.app.songwriting.estimator",
+    parser = argparse.ArgumentParser(prog="python -m lyricist.songwriting.estimator",
                                      description="Build the letter-to-sound model from the vendored dictionary.")
     parser.add_argument("command", choices=["build"])
     parser.add_argument("--out", default=str(ESTIMATOR_PATH))

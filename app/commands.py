@@ -1,6 +1,7 @@
-"""`lyricist lines` and `lyricist predict` (with `--rhymes-with` / `--syllables`): the songwriting commands
-that need a model. They run the same code as `/v1/lines` and `/v1/predict` (`tasks.py`, `lines.py`), in
-this process. `lyricist predict` without constraints prints what it always did (model.prediction)."""
+"""The songwriting requests on the command line: `lyricist lines`, `lyricist predict` (with `--rhymes-with` /
+`--syllables`) and `lyricist analyze`. They run the same code as `/v1/lines`, `/v1/predict` and `/v1/analyze`
+(lyricist.songwriting), in this process, and hold every option to the API's own rule for its field (protocol.py).
+`lyricist predict` without constraints prints what it always did (model.prediction)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,11 @@ import argparse
 import json
 import sys
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from lyricist.model import SamplingParams, load_checkpoint
 
-from .. import protocol as p
-
-
-def _checked(adapter: TypeAdapter, value, option: str):
-    """A value held to the same rule as the API's field, or a ValueError naming the option."""
-    try:
-        return adapter.validate_python(value)
-    except ValidationError as error:
-        raise ValueError(f"{option}: {error.errors()[0]['msg']}, got {value!r}") from None
-
-
-_WORD = TypeAdapter(p.RhymeWord)
+from . import protocol as p
 
 
 def _syllable_spec(text: str) -> int | list[int]:
@@ -51,8 +41,8 @@ def add_lines_command(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _run_lines(args: argparse.Namespace) -> None:
-    from .lines import ConstraintError, generate_lines
-    from .tasks import lexicon, word_is_known
+    from lyricist.songwriting.lines import ConstraintError, generate_lines
+    from lyricist.songwriting.tasks import lexicon, word_is_known
 
     body = {"prompt": args.prompt, "n": args.n, "syllables": args.syllables, "rhymes_with": args.rhymes_with,
             "rhyme": args.rhyme, "temperature": args.temperature, "seed": args.seed}
@@ -120,8 +110,8 @@ def _run_predict(args: argparse.Namespace) -> None:
         for text, prob in result.distribution:
             print(f"{prob:8.2%}  {text!r}")
         return
-    from .lines import ConstraintError
-    from .tasks import predict_words
+    from lyricist.songwriting.lines import ConstraintError
+    from lyricist.songwriting.tasks import predict_words
 
     try:
         result = predict_words(checkpoint.model, checkpoint.tokenizer, request.prompt, request.top_k, 1.0,
@@ -136,3 +126,40 @@ def _run_predict(args: argparse.Namespace) -> None:
     if result.rhymes_with_known is False:
         print(f"note: {request.rhymes_with!r} is not in the dictionary; its rhymes come from an estimated "
               f"pronunciation", file=sys.stderr)
+
+
+def add_analyze_command(subcommands: argparse._SubParsersAction) -> None:
+    p = subcommands.add_parser(
+        "analyze", help="syllables, stress and rhyme scheme of lyrics",
+        description="Per stanza (blank lines separate them) and line: syllables, stress (1 stressed, 0 not), "
+                    "end word, rhyme part, scheme letter (- for a line that rhymes with no other in its "
+                    "stanza) and the words the dictionary lacks (their pronunciation is estimated).")
+    p.add_argument("file", nargs="?", default="-", metavar="FILE", help="the lyrics (default -, standard input)")
+    p.add_argument("--json", action="store_true", help="print JSON in the shape of /v1/analyze")
+    p.add_argument("--near", action="store_true",
+                   help="count near rhymes (assonance, consonance) in the scheme, not only perfect rhymes")
+    p.add_argument("--model", default=None, metavar="DIR",
+                   help="a checkpoint: also each line's nats_per_char, how surprising the model finds it in context")
+    p.set_defaults(run=_run_analyze)
+
+
+def _run_analyze(args: argparse.Namespace) -> None:
+    from lyricist.songwriting.analysis import analyze_text, format_table
+    from lyricist.songwriting.phonology import Phonology
+
+    if args.file == "-":
+        text = sys.stdin.read()
+    else:
+        with open(args.file, encoding="utf-8") as f:
+            text = f.read()
+    scorer, model = None, None
+    if args.model:  # the model's surprisal per line: the whole text scored once (tasks.model_scorer)
+        from lyricist.songwriting.tasks import model_scorer
+
+        checkpoint = load_checkpoint(args.model)
+        scorer, model = model_scorer(checkpoint.model, checkpoint.tokenizer), checkpoint.name
+    stanzas = analyze_text(text, Phonology.load(), rhyme="near" if args.near else "perfect", scorer=scorer)
+    if args.json:
+        print(json.dumps({"model": model, "stanzas": stanzas}, ensure_ascii=False, indent=2))
+    else:
+        sys.stdout.write(format_table(stanzas) if stanzas else "no lyrics (no non-blank line)\n")

@@ -58,7 +58,8 @@ from torch import Tensor
 
 from lyricist.model.network import LanguageModel, evaluating
 from lyricist.model.prompt_cache import PromptCache
-from lyricist.model.sampling import SamplingParams, filter_logits, make_generator, random_seed
+from lyricist.model.sampling import (SamplingParams, filter_logits, gumbel, inverse_cdf, make_generator, penalise,
+                                     random_seed)
 from lyricist.model.tokenizer import Tokenizer
 from lyricist.model.units import is_word_char
 
@@ -499,14 +500,13 @@ class _Search:
         (the same plus Gumbel noise when asked for), per row."""
         z = logits.float()
         if seen is not None and self.penalty != 1:
-            theta = torch.tensor(self.penalty).clamp(1e-30, 1e30)
-            z = torch.where(seen, torch.where(z > 0, z / theta, z * theta), z)
+            z = penalise(z, seen, torch.tensor(self.penalty))
         z = (z - z.amax(-1, keepdim=True)) / self.temperature
         z = filter_logits(z, [self.filters] * z.shape[0])
         target = torch.softmax(z.double(), -1)
         if self.noise > 0:
-            u = torch.rand(z.shape, generator=self.generator, dtype=torch.float64).clamp_min(1e-20)
-            noisy = torch.where(torch.isinf(z), z.double(), z.double() + self.noise * -torch.log(-torch.log(u)))
+            noise = gumbel(z.shape, self.generator, torch.float64)
+            noisy = torch.where(torch.isinf(z), z.double(), z.double() + self.noise * noise)
             return target, torch.softmax(noisy, -1)
         return target, target
 
@@ -535,10 +535,7 @@ class _Search:
             choice = torch.zeros(len(parts), dtype=torch.long)
             if alive.any():
                 u = torch.rand(len(parts), generator=self.generator, dtype=torch.float64)
-                cdf = allowed.cumsum(-1)
-                pick = torch.searchsorted(cdf, (u * z_prop).unsqueeze(1), right=True).squeeze(1)
-                last = allowed.shape[1] - 1 - (allowed > 0).flip(-1).int().argmax(-1)
-                choice = torch.minimum(pick, last)
+                choice = inverse_cdf(allowed, u, z_prop)
             rows = torch.arange(len(parts))
             if self.noise > 0:  # importance weight of a noisy proposal: target / proposal
                 inc = target[rows, choice].log() - (allowed[rows, choice] / z_prop).log()

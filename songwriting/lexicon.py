@@ -13,7 +13,7 @@ is met when one of those sums meets it. That is docs/api.md's rule for one word
 `Lexicon` holds, per dictionary word, its syllable counts as a bit mask (bit s
 set: some pronunciation has s syllables), and per prefix of a dictionary word
 the union of its completions' masks: the line generator's look-ahead. Rhymes
-come from the project's phonology (`app/songwriting/phonology.py`) through
+come from the project's phonology (`songwriting/phonology.py`) through
 `rhyme_set`.
 """
 
@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
-from pathlib import Path
 
 from lyricist.model.units import is_word_char
+
+from .phonology import Phonology, near_rhyme_parts
 
 MAX_SYLLABLES = 24  # a line's ceiling (docs/api.md); a bit per count fits an int easily
 
@@ -120,11 +121,10 @@ class Lexicon:
         return found
 
     @classmethod
-    def from_phonology(cls, phonology) -> Lexicon:
+    def from_phonology(cls, phonology: Phonology) -> Lexicon:
         """From the project's `Phonology`: its dictionary's own headwords and counts (no folded or estimated
         forms: lines may only use words an outside reader of the dictionary can check), its rhymes read the
         same way (`dictionary_only`), and its definition of a near rhyme."""
-        from .phonology import near_rhyme_parts
 
         def rhyme_set(target: str, kind: str) -> set[str]:
             return phonology.rhyming_words(target, kind, dictionary_only=True)
@@ -135,73 +135,9 @@ class Lexicon:
 
         return cls(phonology.dictionary_syllables(), rhyme_set, pronounce, near_rhyme_parts)
 
-    @classmethod
-    def from_cmudict(cls, path: str | Path, rhyme_set: RhymeSet | None = None) -> Lexicon:
-        """Straight from a cmudict file, with perfect rhymes by rhyme part unless `rhyme_set` is given
-        (for tests and tools that run without the phonology module)."""
-        entries = read_cmudict(path)
-        counts = {w: [sum(p[-1].isdigit() for p in phones) for phones in prons] for w, prons in entries.items()}
-
-        def pronounce(word: str) -> list[tuple[int, str]]:
-            prons = entries.get(word.lower(), [])
-            return [(sum(p[-1].isdigit() for p in phones), rhyme_part(phones)) for phones in prons]
-
-        return cls(counts, rhyme_set or _rhyme_parts(entries), pronounce)
-
-
-def read_cmudict(path: str | Path) -> dict[str, list[list[str]]]:
-    """word -> its pronunciations (phone lists), alternates `word(2)` folded into `word`, comments dropped."""
-    entries: dict[str, list[list[str]]] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        head, *phones = line.split()
-        word = head.split("(", 1)[0] if head.endswith(")") else head
-        entries.setdefault(word.lower(), []).append(phones)
-    return entries
-
-
-def rhyme_part(phones: list[str]) -> str:
-    """From the last vowel with stress 1 or 2 (the last vowel if none) to the end, digits dropped."""
-    vowels = [i for i, p in enumerate(phones) if p[-1].isdigit()]
-    if not vowels:
-        return " ".join(phones)
-    stressed = [i for i in vowels if phones[i][-1] in "12"]
-    start = stressed[-1] if stressed else vowels[-1]
-    return " ".join(p.rstrip("012") for p in phones[start:])
-
-
-def _rhyme_parts(entries: dict[str, list[list[str]]]) -> RhymeSet:
-    by_part: dict[str, set[str]] = {}
-    parts_of: dict[str, set[str]] = {}
-    for word, prons in entries.items():
-        for phones in prons:
-            part = rhyme_part(phones)
-            by_part.setdefault(part, set()).add(word)
-            parts_of.setdefault(word, set()).add(part)
-
-    def rhyme_set(target: str, kind: str) -> set[str]:
-        if kind != "perfect":
-            raise ValueError("the cmudict fallback knows perfect rhymes only")
-        return {w for part in parts_of.get(target.lower(), ()) for w in by_part[part]}
-
-    return rhyme_set
-
 
 @lru_cache(maxsize=4)
 def default_lexicon() -> Lexicon:
     """The project's lexicon: its phonology's dictionary."""
-    from .phonology import Phonology
-
     return Lexicon.from_phonology(Phonology.load())
 
-
-def cmudict_path() -> Path:
-    root = Path(__file__).resolve().parents[2]
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "cmudict" / "cmudict.dict", root / "data" / "cmudict" / "cmudict.dict",
-                      root.parent / "shared" / "data" / "cmudict" / "cmudict.dict"):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError("cmudict.dict not found under data/cmudict/")

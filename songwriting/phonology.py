@@ -1,6 +1,6 @@
 """Syllables, stress and rhyme, from the CMU Pronouncing Dictionary (docs/songwriting.md).
 
-    from lyricist.app.songwriting import Phonology
+    from lyricist.songwriting import Phonology
     ph = Phonology.load()                      # the dictionary, parsed once per process (a cached singleton)
     ph.pronunciations("fire")                  # [F AY1 ER0 (2 syllables), F AY1 R (1)]
     ph.rhymes("night", "light")                # True: both end in the rhyme part "AY T"
@@ -35,87 +35,21 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.resources import files
 from typing import Literal
 
+from .dictionary import (VOWELS, is_vowel, load_dictionary, rhyme_part, rhyme_part_of_line, stress_pattern,
+                         syllable_count)
+from .estimator import ESTIMATOR_PATH, Estimator
 from .spelling import IRREGULAR, IRREGULAR_BY_GLOSS, clean, edge_variants, orthographic_variants
 
-DICTIONARY_PATH = files(__package__).joinpath("cmudict", "cmudict.dict")
-VOWELS = frozenset({"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"})
 VOICELESS = frozenset({"P", "T", "K", "F", "TH", "S", "SH", "CH", "HH"})
 SIBILANTS = frozenset({"S", "Z", "SH", "ZH", "CH", "JH"})
 _DEVOICE = {"B": "P", "D": "T", "G": "K", "V": "F", "DH": "TH", "Z": "S", "ZH": "SH", "JH": "CH"}
-_DIGITS = str.maketrans("", "", "012")
 
 RhymeKind = Literal["perfect", "near"]
 
 
-# --- the dictionary file --------------------------------------------------------------------------------------
-
-def read_dictionary(text: str) -> dict[str, str | list[str]]:
-    """cmudict.dict -> {word: phones} (a string, or a list of strings when the word has alternates), in the
-    file's order. `word(2)` lines are alternates; `#` starts a comment."""
-    entries: dict[str, str | list[str]] = {}
-    for line in text.splitlines():
-        word, _, phones = line.partition(" ")
-        if "#" in phones:
-            phones = phones.split("#", 1)[0].rstrip()
-        if not phones:
-            continue
-        if word[-1] == ")":
-            word = word[: word.index("(")]
-            old = entries.get(word)
-            if old is None:
-                entries[word] = phones
-            elif type(old) is str:
-                entries[word] = [old, phones]
-            else:
-                old.append(phones)
-        else:
-            entries[word] = phones
-    return entries
-
-
-# --- one pronunciation ------------------------------------------------------------------------------------------
-
-def is_vowel(phone: str) -> bool:
-    return phone[-1] in "012" or phone in VOWELS
-
-
-def syllable_count(phones: Iterable[str]) -> int:
-    return sum(1 for p in phones if is_vowel(p))
-
-
-def stress_pattern(phones: Iterable[str]) -> str:
-    return "".join("1" if p[-1] in "12" else "0" for p in phones if is_vowel(p))
-
-
-def rhyme_part(phones: tuple[str, ...] | list[str]) -> str:
-    """Phones from the last vowel stressed 1 or 2 (else the last vowel) to the end, digits dropped."""
-    start = None
-    for i in range(len(phones) - 1, -1, -1):
-        if phones[i][-1] in "12":
-            start = i
-            break
-    if start is None:
-        for i in range(len(phones) - 1, -1, -1):
-            if is_vowel(phones[i]):
-                start = i
-                break
-    if start is None:
-        return ""
-    return " ".join(phones[start:]).translate(_DIGITS)
-
-
-def _rhyme_part_of_string(phones: str) -> str:
-    """rhyme_part for a dictionary line's phone string, without splitting it (the index is built from these)."""
-    i = max(phones.rfind("1"), phones.rfind("2"))
-    if i < 0:
-        i = phones.rfind("0")
-        if i < 0:
-            return ""
-    return phones[phones.rfind(" ", 0, i) + 1:].translate(_DIGITS)
-
+# --- rhyme parts compared ----------------------------------------------------------------------------------------
 
 def assonance_key(rhyme: str) -> str:
     """The vowels of a rhyme part: "AY" for "AY T", "AE IY" for "AE P IY"."""
@@ -189,7 +123,7 @@ class Phonology:
         if cls._instance is None:
             with cls._instance_lock:
                 if cls._instance is None:
-                    cls._instance = cls(read_dictionary(DICTIONARY_PATH.read_text(encoding="utf-8")))
+                    cls._instance = cls(load_dictionary())
         return cls._instance
 
     def warm(self) -> Phonology:
@@ -326,9 +260,9 @@ class Phonology:
         if name == "perfect":
             for word, phones in self._entries.items():
                 if type(phones) is str:
-                    groups[_rhyme_part_of_string(phones)].append(word)
+                    groups[rhyme_part_of_line(phones)].append(word)
                 else:
-                    for part in {_rhyme_part_of_string(p) for p in phones}:
+                    for part in {rhyme_part_of_line(p) for p in phones}:
                         groups[part].append(word)
             groups.pop("", None)
         else:
@@ -344,8 +278,6 @@ class Phonology:
         if self._estimator is None:
             with self._lock:
                 if self._estimator is None:
-                    from .estimator import ESTIMATOR_PATH, Estimator
-
                     self._estimator = Estimator.load(ESTIMATOR_PATH)
         return self._estimator
 

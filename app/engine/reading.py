@@ -1,0 +1,102 @@
+"""Chunked prefill: the texts being read (the prompts of admitted generations, sliced jobs such as a scored
+text) take turns of one slice (one model call) each, round robin, up to a slice's worth of pieces per round, so
+nobody waits behind a long text for more than about one slice."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+from lyricist.model.prompt_cache import PromptCache
+
+from .events import FinishReason
+from .handoff import call_soon, settle
+from .work import Job, Sequence
+
+log = logging.getLogger("lyricist.engine")
+
+Finish = Callable[[Sequence, FinishReason], None]
+
+
+class ReadingQueue:
+    def __init__(self, prompts: PromptCache):
+        self.prompts = prompts
+        self.items: deque[Sequence | Job] = deque()
+        self.rows = 0  # the sequences among them: they hold batch slots
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add_job(self, job: Job) -> None:
+        self.items.append(job)
+
+    def admit(self, joining: list[Sequence], finish: Finish) -> list[Sequence]:
+        """Start reading each new sequence's prompt; those read before (cached whole) are ready at once."""
+        ready = []
+        for sequence in joining:
+            if sequence.cancel_asked:
+                finish(sequence, FinishReason.CANCELLED)
+                continue
+            sequence.reading = self.prompts.reader(sequence.prompt_ids)
+            if sequence.reading.done:
+                ready.append(sequence)
+            else:
+                self.items.append(sequence)
+                self.rows += 1
+        return ready
+
+    def read_round(self, budget: int, finish: Finish) -> list[Sequence]:
+        """One round: the texts take turns, one slice (one call) each, in order, until `budget` pieces are read;
+        one not done goes to the back. A cancelled or expired sequence, or a job whose awaiter left, is dropped
+        before its turn and frees its slot. Returns the sequences whose prompts are now read."""
+        now = time.monotonic()
+        for item in [i for i in self.items if i.cancelled or (isinstance(i, Sequence) and i.deadline < now)]:
+            if isinstance(item, Job) and item.steps is not None:
+                item.steps.close()  # before it leaves the queue: gone from it means done with
+            self.items.remove(item)
+            if isinstance(item, Sequence):
+                self.rows -= 1
+                finish(item, FinishReason.CANCELLED if item.cancel_asked else FinishReason.TIMEOUT)
+        ready = []
+        for _ in range(len(self.items)):
+            if budget <= 0:
+                break
+            item = self.items[0]  # it stays in the queue during its turn (what the tests look at)
+            if isinstance(item, Sequence):
+                try:
+                    budget -= item.reading.read(budget)
+                except Exception:
+                    log.exception("reading a prompt failed")
+                    self.items.popleft()
+                    self.rows -= 1
+                    finish(item, FinishReason.ERROR)
+                    continue
+                if item.reading.done:
+                    self.items.popleft()
+                    self.rows -= 1
+                    ready.append(item)
+                    continue
+            else:
+                try:
+                    if item.steps is None:
+                        item.steps = item.fn()
+                    budget -= next(item.steps)
+                except StopIteration as done:
+                    self.items.popleft()
+                    call_soon(item.loop, settle, item.future, done.value, None)
+                    continue
+                except Exception as error:  # noqa: BLE001 -- handed to the awaiting request
+                    self.items.popleft()
+                    call_soon(item.loop, settle, item.future, None, error)
+                    continue
+            self.items.rotate(-1)  # to the back: the next one's turn
+        return ready
+
+    def clear(self) -> tuple[list[Sequence], list[Job]]:
+        """Empty the queue (shutting down): its sequences and its jobs."""
+        items = list(self.items)
+        self.items.clear()
+        self.rows = 0
+        return [i for i in items if isinstance(i, Sequence)], [i for i in items if isinstance(i, Job)]
