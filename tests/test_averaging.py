@@ -12,7 +12,8 @@ from lyricist.model.cli import main as lyricist_main
 from lyricist.model.scoring import score_text
 from lyricist.training.config import load_config
 from lyricist.training.data import read_corpus
-from lyricist.training.trainer import LOG_FILE, Trainer, load_for_resume
+from lyricist.training.run_state import LOG_FILE, load_for_resume
+from lyricist.training.trainer import Trainer
 
 
 TINY = [

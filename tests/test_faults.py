@@ -26,7 +26,7 @@ import torch
 from lyricist.model import CheckpointError, load_checkpoint
 from lyricist.model.checkpoint import CONFIG_FILE, MANIFEST_FILE, TOKENIZER_FILE, WEIGHTS_FILE, checkpoint_exists
 from lyricist.model.cli import main as lyricist_main
-from lyricist.training.trainer import LOG_FILE, load_for_resume
+from lyricist.training.run_state import LOG_FILE, load_for_resume
 
 from .helpers import free_port
 

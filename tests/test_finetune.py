@@ -18,7 +18,7 @@ from lyricist.model.cli import main as lyricist_main
 from lyricist.model.scoring import score_text
 from lyricist.training.config import FINE_TUNING, MIN_FINE_TUNING_BYTES
 from lyricist.training.data import holdout_split, read_corpus
-from lyricist.training.trainer import LOG_FILE
+from lyricist.training.run_state import LOG_FILE
 
 from .helpers import ROOT, SHAKESPEARE
 

@@ -16,7 +16,9 @@ from lyricist.model.checkpoint import MANIFEST_FILE, read_extra_file
 from lyricist.model.cli import main as lyricist_main
 from lyricist.training.config import OptimSettings, TrainConfig, load_config
 from lyricist.training.data import VALIDATION_FRACTION, read_corpus
-from lyricist.training.trainer import LOG_FILE, Trainer, teacher_forcing_probability
+from lyricist.training.run_state import LOG_FILE
+from lyricist.training.scheduled_sampling import teacher_forcing_probability
+from lyricist.training.trainer import Trainer
 
 from .helpers import SHAKESPEARE
 

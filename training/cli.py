@@ -19,7 +19,8 @@ from lyricist.model.scoring import score_text
 from . import finetune
 from .config import MIN_FINE_TUNING_BYTES, SHORT_BUDGET_MINUTES, TrainConfig, load_config
 from .data import read_corpus
-from .trainer import Trainer, load_for_resume
+from .run_state import load_for_resume
+from .trainer import Trainer
 
 
 def add_train_command(subcommands: argparse._SubParsersAction) -> None:

@@ -83,3 +83,17 @@ class Replicas:
     def close(self) -> None:
         if self.active:
             dist.destroy_process_group()
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"run.device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"run.device is {name!r} but no CUDA GPU is available; use auto or cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"run.device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    return device

@@ -22,7 +22,8 @@ from lyricist.model.checkpoint import checkpoint_exists, read_extra_file
 
 from .config import TrainConfig, load_config
 from .data import read_corpus
-from .trainer import STATE_FILE, Trainer
+from .run_state import STATE_FILE
+from .trainer import Trainer
 
 CELL_NAMES = {"rnn": "rnn_tanh", "rnn_tanh": "rnn_tanh", "rnn_relu": "rnn_relu", "gru": "gru", "lstm": "lstm"}
 LABELS = {"rnn_tanh": "plain RNN (tanh)", "rnn_relu": "plain RNN (ReLU)", "gru": "GRU", "lstm": "LSTM"}

@@ -125,3 +125,25 @@ A {config['model']['layers']}-layer {config['model']['cell'].upper()} language m
 {json.dumps(config, indent=2)}
 ```
 """
+
+
+def averaging_facts(log: list[dict], ema_decay: float) -> dict:
+    """Which weights the checkpoint carries, when a moving average was kept beside them."""
+    evals = [e for e in log if e["event"] == "eval"]
+    best = min(evals, key=lambda e: e["val"]["nats_per_char"]) if evals else {}
+    if not ema_decay or "val_ema" not in best:  # (a fine-tune's base, before any step)
+        return {}
+    return {
+        "weights": best["weights"],  # "ema": the checkpoint holds the moving average of the weights
+        "ema_decay": ema_decay,
+        "val_raw_nats_per_char": best["val_raw"]["nats_per_char"],
+        "val_ema_nats_per_char": best["val_ema"]["nats_per_char"],
+    }
+
+
+def fine_tune_facts(fine_tune: dict, evals: list[dict]) -> dict:
+    return {
+        "fine_tuned_from": fine_tune["base"],
+        "base_val_nats_per_char": evals[0]["nats_per_char"] if evals else None,  # step 0: the base itself
+        "byte_fallback_share": fine_tune["byte_fallback_share"],
+    }

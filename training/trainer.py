@@ -8,105 +8,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import signal
 import time
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import safetensors.torch
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from lyricist.model import Checkpoint, LanguageModel, Tokenizer, load_checkpoint, save_checkpoint
 from lyricist.model import dynamic_eval
-from lyricist.model.checkpoint import read_extra_file, stored_tensors
+from lyricist.model.checkpoint import stored_tensors
 from lyricist.model.scoring import score_text
 
 from . import report
-from .config import OptimSettings, TrainConfig
+from .averaging import (asgd_average, make_optimizer, nt_asgd_switches, update_moving_average,
+                        weights_replaced)
+from .config import TrainConfig
 from .data import BatchStream, Corpus, CorpusError
+from .distributed import Replicas, pick_device
+from .objective import Objective
 from .rename_speakers import SpeakerRenamer
-from .distributed import Replicas
-
-STATE_FILE = "trainer_state.json"
-TENSORS_FILE = "trainer_state.safetensors"
-LOG_FILE = "metrics.jsonl"
-PLOT_FILE = "training.png"
-CARD_FILE = "README.md"
-
-
-@dataclass
-class Progress:
-    """Everything about the run that is not a tensor; saved with every checkpoint."""
-
-    step: int = 0
-    tokens: int = 0
-    elapsed_s: float = 0.0
-    best_val: float = math.inf
-    evals_since_best: int = 0
-    val_history: list[float] = field(default_factory=list)
-    averaging: bool = False  # NT-ASGD has switched to averaged SGD
-    ema_updates: int = 0  # steps averaged into the exponential moving average of the weights (optim.ema_decay)
-    best_weights_kind: str = ""  # which weights scored best: "raw", or "ema" (their moving average)
-    last_eval_step: int = 0
-    window_loss: float = 0.0  # the running sums of the current log window
-    window_steps: int = 0
-    finished: bool = False
-    stop_reason: str = ""
-
-
-class Objective(nn.Module):
-    """Cross-entropy plus AR and TAR; a module of its own so DDP sees one forward."""
-
-    def __init__(self, model: LanguageModel, ar: float, tar: float, bf16: bool = False):
-        super().__init__()
-        self.model, self.ar, self.tar, self.bf16 = model, ar, tar, bf16
-
-    def forward(self, inputs: Tensor, targets: Tensor, state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        # bf16: the products run in bfloat16, the weights, their updates and the loss stay float32
-        with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            features = self.model.features(inputs, state)
-            logits = self.model.logits(features.dropped)
-        dropped, hidden = features.dropped.float(), features.hidden.float()
-        cross_entropy = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-        loss = cross_entropy
-        if self.ar:
-            loss = loss + self.ar * dropped.pow(2).mean()
-        if self.tar and hidden.shape[1] > 1:
-            loss = loss + self.tar * (hidden[:, 1:] - hidden[:, :-1]).pow(2).mean()
-        return loss, cross_entropy.detach(), features.state.detach().float()
-
-
-def teacher_forcing_probability(o: OptimSettings, step: int) -> float:
-    """Scheduled sampling: the chance that an input is the true token (Bengio et al. 2015)."""
-    if o.scheduled_sampling == "none":
-        return 1.0
-    if o.scheduled_sampling == "linear":
-        value = o.ss_k - o.ss_c * step
-    elif o.scheduled_sampling == "exponential":
-        value = o.ss_k**step
-    else:  # inverse sigmoid
-        value = o.ss_k / (o.ss_k + math.exp(min(step / o.ss_k, 700)))
-    return min(1.0, max(o.ss_min, value))
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"run.device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"run.device is {name!r} but no CUDA GPU is available; use auto or cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"run.device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    return device
+from .run_state import (CARD_FILE, LOG_FILE, PLOT_FILE, STATE_FILE, TENSORS_FILE, Progress, join_optimizer_state,
+                        split_optimizer_state)
+from .schedule import budget_used, lr_factor, planned_steps
+from .scheduled_sampling import mix_in_predictions, teacher_forcing_probability
 
 
 class Trainer:
@@ -151,7 +79,7 @@ class Trainer:
         self.model.to(device).train()
         objective = Objective(self.model, o.ar, o.tar, bf16=self.config.run.precision == "bf16")
         self.objective = DistributedDataParallel(objective) if self.replicas.active else objective
-        self.optimizer = self._optimizer(averaging=False)
+        self.optimizer = make_optimizer(o, self.model.parameters(), averaging=False)
         self.progress = Progress()
         self.log: list[dict] = []
         self.state = self.model.initial_state(rows)
@@ -176,7 +104,7 @@ class Trainer:
 
     def _loop(self) -> Progress:
         # Closed however the run ends, so that an error message (a full disk) starts a line of its own.
-        with tqdm(total=self._planned_steps(), initial=self.progress.step, unit="step", dynamic_ncols=True,
+        with tqdm(total=planned_steps(self.config.optim, self.stream.steps_per_epoch), initial=self.progress.step, unit="step", dynamic_ncols=True,
                   disable=not self.replicas.is_main, smoothing=0.1) as bar:
             return self._train(bar)
 
@@ -242,8 +170,9 @@ class Trainer:
         if starts_epoch:
             self.state = torch.zeros_like(self.state)  # a new pass over the text: nothing to carry
         inputs, targets = inputs.to(self.device), targets.to(self.device)
-        inputs = self._scheduled_sampling(inputs)
-        lr = o.lr * self._lr_factor()
+        inputs = mix_in_predictions(self.model, inputs, self.state.to(self.device),
+                                    teacher_forcing_probability(o, p.step))
+        lr = o.lr * lr_factor(o, p.step, self._budget_used())
         if o.variable_bptt:
             lr *= inputs.shape[1] / o.bptt  # AWD: a short chunk gets a proportionally smaller step
         for group in self.optimizer.param_groups:
@@ -254,56 +183,15 @@ class Trainer:
         nn.utils.clip_grad_norm_(self.model.parameters(), o.clip)
         self.optimizer.step()
         if o.ema_decay:
-            self._update_average()
+            self.average, p.ema_updates = update_moving_average(self.average, self.model, o.ema_decay,
+                                                                p.ema_updates)
         self._last_lr, self._last_tokens = lr, targets.numel() * self.replicas.world_size
         p.tokens += self._last_tokens
         return cross_entropy.item()
 
-    def _scheduled_sampling(self, inputs: Tensor) -> Tensor:
-        """Parallel scheduled sampling: some inputs become the model's own prediction."""
-        teacher_forcing = teacher_forcing_probability(self.config.optim, self.progress.step)
-        if teacher_forcing >= 1 or inputs.shape[1] < 2:
-            return inputs
-        with torch.no_grad():
-            logits, _ = self.model(inputs, self.state.to(self.device))
-            predicted = torch.multinomial(torch.softmax(logits[:, :-1].flatten(0, 1), -1), 1).view(
-                inputs.shape[0], -1)
-        replace = torch.rand(predicted.shape, device=inputs.device) >= teacher_forcing
-        mixed = inputs.clone()
-        mixed[:, 1:] = torch.where(replace, predicted, inputs[:, 1:])
-        return mixed
-
-    # -- schedule and budgets -------------------------------------------------------
-
     def _budget_used(self) -> float:
-        o, p = self.config.optim, self.progress
-        fractions = [self.stream.epoch_progress / o.max_epochs]
-        if o.max_steps:
-            fractions.append(p.step / o.max_steps)
-        if o.max_minutes:
-            fractions.append(p.elapsed_s / (o.max_minutes * 60))
-        return max(fractions)
-
-    def _planned_steps(self) -> int:
-        o = self.config.optim
-        by_epochs = int(o.max_epochs * self.stream.steps_per_epoch)
-        return min(by_epochs, o.max_steps) if o.max_steps else by_epochs
-
-    def _lr_factor(self) -> float:
-        o = self.config.optim
-        warmup = min(1.0, (self.progress.step + 1) / o.warmup_steps) if o.warmup_steps else 1.0
-        if o.schedule == "constant":
-            return warmup
-        progress = min(1.0, self._budget_used())
-        return warmup * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-    def _optimizer(self, averaging: bool) -> torch.optim.Optimizer:
-        o, params = self.config.optim, self.model.parameters()
-        if o.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        if averaging:
-            return torch.optim.ASGD(params, lr=o.lr, t0=0, lambd=0.0, weight_decay=o.weight_decay)
-        return torch.optim.SGD(params, lr=o.lr, weight_decay=o.weight_decay)
+        p = self.progress
+        return budget_used(self.config.optim, p.step, p.elapsed_s, self.stream.epoch_progress)
 
     # -- evaluation -----------------------------------------------------------------
 
@@ -334,10 +222,9 @@ class Trainer:
         averaged = {"weights": kind, "val_raw": candidates["raw"], "val_ema": candidates["ema"]} \
             if "ema" in candidates else {}
         self._record({"event": "eval", "val": metrics, **averaged})
-        if (o.optimizer == "nt-asgd" and not p.averaging and len(p.val_history) > o.nonmono
-                and p.val_history[-1] > min(p.val_history[: -o.nonmono])):
+        if nt_asgd_switches(o, p.averaging, p.val_history):
             p.averaging = True  # validation has stalled: start averaging (Merity et al. 2017)
-            self.optimizer = self._optimizer(averaging=True)
+            self.optimizer = make_optimizer(o, self.model.parameters(), averaging=True)
             self._record({"event": "averaging_started"})
         if self.replicas.is_main:
             tqdm.write(f"step {p.step}: validation {metrics['nats_per_char']:.4f} nats/char "
@@ -345,48 +232,13 @@ class Trainer:
                        + (f"; weights {candidates['raw']['nats_per_char']:.4f}, moving average "
                           f"{candidates['ema']['nats_per_char']:.4f}" if averaged else ""))
 
-    def _update_average(self) -> None:
-        """The exponential moving average of the weights, debiased as Adam debiases its moments: the
-        average of every step's weights so far, step i weighted by decay^(steps since i), the weights
-        summing to 1 (so early on it is not pulled towards the initial weights)."""
-        p, decay = self.progress, self.config.optim.ema_decay
-        p.ema_updates += 1
-        params = [param.detach() for param in self.model.parameters()]
-        if self.average is None:
-            self.average = [param.clone() for param in params]
-            p.ema_updates = 1
-        else:
-            torch._foreach_lerp_(self.average, params, (1 - decay) / (1 - decay**p.ema_updates))
-
     def _weights_of(self, kind: str):
-        """Evaluate with the weights (`raw`; the averaged SGD ones under NT-ASGD) or their moving average (`ema`)."""
-        return self._averaged_weights() if kind == "ema" else self._evaluation_weights()
-
-    def _averaged_weights(self):
-        return self._weights_replaced(self.average)
-
-    def _evaluation_weights(self):
-        """With averaged SGD, evaluate (and keep as best) the averaged weights."""
-        if not self.progress.averaging:
-            return nullcontext()
-        return self._weights_replaced([self.optimizer.state.get(param, {}).get("ax")
-                                       for param in self.model.parameters()])
-
-    @contextmanager
-    def _weights_replaced(self, replacements):
-        """The model's weights replaced by `replacements` (None keeps a weight) until the block ends."""
-        params = list(self.model.parameters())
-        saved = [param.detach().clone() for param in params]
-        with torch.no_grad():
-            for param, replacement in zip(params, replacements):
-                if replacement is not None:
-                    param.copy_(replacement)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for param, kept in zip(params, saved):
-                    param.copy_(kept)
+        """Evaluate with the weights (`raw`: under NT-ASGD, once it averages, the averaged SGD ones) or their
+        moving average (`ema`)."""
+        if kind == "ema":
+            return weights_replaced(self.model, self.average)
+        return weights_replaced(self.model, asgd_average(self.model, self.optimizer) if self.progress.averaging
+                                else None)
 
     def _record(self, entry: dict) -> None:
         p = self.progress
@@ -404,7 +256,7 @@ class Trainer:
             return
         tensors = {"hidden": hidden, "rng.data": self.stream.generator.get_state()}
         tensors.update({f"rng.torch.{rank}": state for rank, state in enumerate(rng)})
-        optimizer_json, optimizer_tensors = _split_optimizer_state(self.optimizer.state_dict())
+        optimizer_json, optimizer_tensors = split_optimizer_state(self.optimizer.state_dict())
         tensors.update(optimizer_tensors)
         # The weights are the best only at the step of the evaluation that found them, and not if the
         # best were the averaged ones (NT-ASGD's or the moving average).
@@ -465,8 +317,8 @@ class Trainer:
             "stop_reason": p.stop_reason,
             "seed": self.config.seed,
             "split": self.corpus.split_description,
-            **self._averaging_facts(),
-            **(self._fine_tune_facts(evals) if self.fine_tune else {}),
+            **report.averaging_facts(self.log, self.config.optim.ema_decay),
+            **(report.fine_tune_facts(self.fine_tune, evals) if self.fine_tune else {}),
             "created": int(time.time()),
         }
 
@@ -480,34 +332,14 @@ class Trainer:
                  "segment": settings.segment}
         return dynamic_eval.statistics_bytes(stats, settings, about)
 
-    def _averaging_facts(self) -> dict:
-        """Which weights the checkpoint carries, when a moving average was kept beside them."""
-        evals = [e for e in self.log if e["event"] == "eval"]
-        best = min(evals, key=lambda e: e["val"]["nats_per_char"]) if evals else {}
-        if not self.config.optim.ema_decay or "val_ema" not in best:  # (a fine-tune's base, before any step)
-            return {}
-        return {
-            "weights": best["weights"],  # "ema": the checkpoint holds the moving average of the weights
-            "ema_decay": self.config.optim.ema_decay,
-            "val_raw_nats_per_char": best["val_raw"]["nats_per_char"],
-            "val_ema_nats_per_char": best["val_ema"]["nats_per_char"],
-        }
-
-    def _fine_tune_facts(self, evals: list[dict]) -> dict:
-        return {
-            "fine_tuned_from": self.fine_tune["base"],
-            "base_val_nats_per_char": evals[0]["nats_per_char"] if evals else None,  # step 0: the base itself
-            "byte_fallback_share": self.fine_tune["byte_fallback_share"],
-        }
-
     def _restore(self, saved: dict) -> None:
         state, tensors = saved["state"], saved["tensors"]
         if state["world_size"] != self.replicas.world_size:
             raise ValueError(f"this run was trained with {state['world_size']} processes; resume it with as many")
         self.progress = Progress(**state["progress"])
         if self.progress.averaging:
-            self.optimizer = self._optimizer(averaging=True)
-        self.optimizer.load_state_dict(_join_optimizer_state(state["optimizer"], tensors))
+            self.optimizer = make_optimizer(self.config.optim, self.model.parameters(), averaging=True)
+        self.optimizer.load_state_dict(join_optimizer_state(state["optimizer"], tensors))
         self.stream.restore(state["data"], tensors["rng.data"])
         rows = self.model.count_rows(self.state)
         rank = self.replicas.rank
@@ -540,37 +372,3 @@ class Trainer:
         if self.replicas.is_main:
             tqdm.write("stopping: saving a checkpoint (press Ctrl-C again to abandon it)")
 
-
-def load_for_resume(out: Path) -> dict:
-    """What a resumed run needs from its checkpoint, every file verified."""
-    checkpoint = load_checkpoint(out)
-    state = json.loads(read_extra_file(out, STATE_FILE))
-    if state["progress"]["finished"]:
-        raise ValueError(f"the run in {out} has finished ({state['progress']['stop_reason']}); nothing to resume")
-    tensors = safetensors.torch.load(read_extra_file(out, TENSORS_FILE))
-    log = [json.loads(line) for line in read_extra_file(out, LOG_FILE).decode().splitlines()]
-    checkpoint.model.train()
-    return {"model": checkpoint.model, "tokenizer": checkpoint.tokenizer, "state": state, "tensors": tensors,
-            "log": log}
-
-
-def _split_optimizer_state(state: dict) -> tuple[dict, dict[str, Tensor]]:
-    plain, tensors = {"param_groups": state["param_groups"], "state": {}}, {}
-    for index, values in state["state"].items():
-        plain["state"][str(index)] = {}
-        for key, value in values.items():
-            if isinstance(value, Tensor):
-                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                plain["state"][str(index)][key] = value
-    return plain, tensors
-
-
-def _join_optimizer_state(plain: dict, tensors: dict[str, Tensor]) -> dict:
-    state = {int(index): dict(values) for index, values in plain["state"].items()}
-    for name, tensor in tensors.items():
-        if name.startswith("optimizer."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = tensor
-    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in plain["param_groups"]]
-    return {"state": state, "param_groups": groups}
