@@ -1,0 +1,139 @@
+// Next lines (/v1/lines): candidates for the line after the cursor, with the syllables and rhyme asked for;
+// choosing one writes it into the lyrics.
+import { request } from "./api.js";
+import { Latest } from "./latest.js";
+import { lyricLines, lyricsChanged, nextLineTarget } from "./lyrics.js";
+import { selectedModel } from "./models.js";
+import { numberField, plural, samplingFields, seedField, sentence, showError, showNotice, ui } from "./ui.js";
+
+const LINE_CANDIDATES = 3;
+
+function linesRequest() {
+  const lines = lyricLines();
+  const target = nextLineTarget();
+  const above = lines.slice(0, target.index);
+  const body = { prompt: above.length ? `${above.join("\n")}\n` : "", n: LINE_CANDIDATES, model: selectedModel() };
+  const syllables = numberField("line-syllables");
+  if (syllables !== undefined) body.syllables = syllables;
+  const word = ui.lineRhymesWith.value.trim();
+  if (word) {
+    body.rhymes_with = word;
+    body.rhyme = ui.lineRhyme.value;
+  }
+  samplingFields(body);
+  body.seed = seedField();
+  return body;
+}
+
+function describeLineRequest(body) {
+  const parts = [];
+  if (body.syllables !== undefined) parts.push(plural(body.syllables, "syllable"));
+  if (body.rhymes_with) parts.push(`${body.rhyme === "near" ? "a near rhyme" : "a rhyme"} for “${body.rhymes_with}”`);
+  return parts.length ? ` with ${parts.join(" and ")}` : "";
+}
+
+export const lineSearch = new Latest(async (signal, isCurrent) => {
+  showError(ui.linesError, null);
+  showNotice(ui.linesNotice, null);
+  let body;
+  try {
+    body = linesRequest();
+  } catch (error) {
+    showError(ui.linesError, error);
+    return;
+  }
+  ui.lines.setAttribute("aria-busy", "true");
+  ui.suggestLines.setAttribute("aria-busy", "true");
+  ui.linesStatus.textContent = `Writing ${LINE_CANDIDATES} lines${describeLineRequest(body)}…`;
+  try {
+    const answer = await (await request("/v1/lines", body, signal)).json();
+    if (!isCurrent()) return;
+    drawCandidates(answer, body);
+  } catch (error) {
+    if (!isCurrent()) return;
+    ui.lines.replaceChildren();
+    if (error.name === "AbortError") {
+      ui.linesStatus.textContent = "Stopped.";
+    } else if (error.status === 422) { // nothing can meet the constraints: say so, kindly
+      ui.linesStatus.textContent = "";
+      showNotice(ui.linesNotice, `No line could be found${describeLineRequest(body)}. ${sentence(error.message)} ` +
+        "Try another rhyme word or another length.");
+    } else {
+      ui.linesStatus.textContent = "";
+      showError(ui.linesError, error);
+    }
+  } finally {
+    if (isCurrent()) {
+      ui.lines.setAttribute("aria-busy", "false");
+      ui.suggestLines.removeAttribute("aria-busy");
+    }
+  }
+});
+
+function drawCandidates(answer, body) {
+  const items = answer.lines.map((line) => {
+    const item = document.createElement("li");
+    item.dataset.text = line.text;
+    item.dataset.syllables = String(line.syllables);
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "candidate";
+    const text = document.createElement("span");
+    text.className = "candidate-text";
+    text.textContent = line.text;
+    const facts = document.createElement("span");
+    facts.className = "candidate-facts";
+    const count = document.createElement("span");
+    count.className = "count";
+    count.textContent = `${line.syllables} syl.`;
+    facts.append(count);
+    if (body.rhymes_with && line.rhymes) {
+      const rhyme = document.createElement("span");
+      rhyme.className = "rhymes";
+      rhyme.textContent = `${line.end_word} ~ ${body.rhymes_with}`;
+      facts.append(rhyme);
+    }
+    button.setAttribute("aria-label", `${line.text} — ${plural(line.syllables, "syllable")}` +
+      (body.rhymes_with && line.rhymes ? `, rhymes with ${body.rhymes_with}` : "") + ". Insert as the next line.");
+    button.append(text, facts);
+    button.addEventListener("click", () => insertLine(line.text));
+    item.append(button);
+    return item;
+  });
+  ui.lines.replaceChildren(...items);
+  ui.lines.dataset.prompt = body.prompt;
+  ui.linesStatus.textContent = items.length
+    ? `${plural(items.length, "candidate")}${describeLineRequest(body)} (seed ${answer.seed}); choose one to put it in.`
+    : "No lines came back.";
+}
+
+// A chosen line fills the cursor's line if it is empty, else goes after it. At the end of the lyrics
+// a fresh line follows, so the next suggestion is for the line after it.
+function insertLine(text) {
+  const lines = lyricLines();
+  const target = nextLineTarget();
+  if (target.replace) lines[target.index] = text;
+  else lines.splice(target.index, 0, text);
+  let cursorAt;
+  if (target.index === lines.length - 1) {
+    lines.push("");
+    cursorAt = lines.join("\n").length;
+  } else {
+    cursorAt = lines.slice(0, target.index + 1).join("\n").length;
+  }
+  ui.lyrics.value = lines.join("\n");
+  ui.lyrics.focus();
+  ui.lyrics.setSelectionRange(cursorAt, cursorAt);
+  ui.linesStatus.textContent = `Line ${target.index + 1} written.`;
+  ui.lines.replaceChildren();
+  lyricsChanged();
+}
+
+export function stopLines() {
+  if (!lineSearch.running) return;
+  lineSearch.cancel();
+  ui.lines.setAttribute("aria-busy", "false");
+  ui.suggestLines.removeAttribute("aria-busy");
+  ui.linesStatus.textContent = "Stopped.";
+}
+
