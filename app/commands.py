@@ -110,12 +110,13 @@ def _run_predict(args: argparse.Namespace) -> None:
         for text, prob in result.distribution:
             print(f"{prob:8.2%}  {text!r}")
         return
+    from lyricist.model.steps import run_to_end
     from lyricist.songwriting.lines import ConstraintError
     from lyricist.songwriting.tasks import predict_words
 
     try:
-        result = predict_words(checkpoint.model, checkpoint.tokenizer, request.prompt, request.top_k, 1.0,
-                               request.rhymes_with, request.rhyme, request.syllables)
+        result = run_to_end(predict_words(checkpoint.model, checkpoint.tokenizer, request.prompt, request.top_k,
+                                          1.0, request.rhymes_with, request.rhyme, request.syllables))
     except ConstraintError as error:
         raise ValueError(f"--{error.field.replace('_', '-')}: {error}") from None
     prediction = result.prediction

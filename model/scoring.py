@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .network import LanguageModel, evaluating, slice_end
+from .steps import run_to_end
 from .tokenizer import Tokenizer
 from .units import count_units
 
@@ -71,12 +72,7 @@ def _perplexity(nats: float) -> float:
 def score_text(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_tokens: int | None = None,
                observe: Callable[[torch.Tensor], None] | None = None) -> Score:
     """The likelihood of `text`, read in slices of at most `slice_tokens` pieces (SLICE_TOKENS)."""
-    reading = read_score(model, tokenizer, text, slice_tokens, observe)
-    while True:
-        try:
-            next(reading)
-        except StopIteration as done:
-            return done.value
+    return run_to_end(read_score(model, tokenizer, text, slice_tokens, observe))
 
 
 def read_score(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_tokens: int | None = None,

@@ -49,7 +49,8 @@ from torch import Tensor
 
 from lyricist.model.network import LanguageModel, evaluating
 from lyricist.model.prediction import entropy, next_piece_probs
-from lyricist.model.prompt_cache import PromptCache
+from lyricist.model.prompt_cache import SLICE, PromptCache
+from lyricist.model.steps import Steps, run_to_end
 from lyricist.model.tokenizer import Tokenizer
 from lyricist.model.units import LINE_BREAKS, classify, is_whole, is_word_char
 from lyricist.model.vocabulary import vocabulary_of
@@ -191,19 +192,32 @@ def constrained_next_words(
     and `constraint_mass` are the unconditional figures, those `/v1/predict` would list.
     `temperature` is applied to every next-piece distribution, as `/v1/predict` does.
     """
+    return run_to_end(constrained_steps(model, tokenizer, prompt, words, top_k, temperature, tolerance, floor,
+                                        max_rows, prompts))
+
+
+@torch.inference_mode()
+def constrained_steps(model: LanguageModel, tokenizer: Tokenizer, prompt: str, words: Iterable[str],
+                      top_k: int | None = None, temperature: float = 1.0, tolerance: float = TOLERANCE,
+                      floor: float = 0.0, max_rows: int = MAX_ROWS,
+                      prompts: PromptCache | None = None) -> Steps[ConstrainedPrediction]:
+    """`constrained_next_words` one model call per step (model.steps): the engine interleaves them."""
     words = list(dict.fromkeys(words))
     for word in words:
         if not word or not all(is_word_char(c) for c in word):
             raise ValueError(f"not one word unit: {word!r}")
     with evaluating(model):
-        return _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance, floor, max_rows,
-                            prompts)
+        return (yield from _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance, floor,
+                                        max_rows, prompts))
 
 
 def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance, floor, max_rows, prompts):
     t = tables(tokenizer)
     ids = tokenizer.encode(prompt, add_bos=True)
-    logits, state = prompts.prefill(ids) if prompts else model.read(model.tokens(ids))
+    reading = (prompts or PromptCache(model)).reader(ids)
+    while not reading.done:
+        yield reading.read(SLICE)
+    logits, state = reading.logits, reading.state
     # The model runs on its device, the trie search on the CPU: one distribution crosses per call.
     root_probs = next_piece_probs(logits, temperature)[0].cpu()
     search = _TrieSearch(t, words, floor, tolerance)
@@ -229,6 +243,7 @@ def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance,
                 node.row = (len(batches) - 1, row)
                 stepped.append((node, chunk_probs[row]))
             rows += len(chunk)
+            yield len(chunk)
 
     probs = search.probs
     mass = sum(probs.values())

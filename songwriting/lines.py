@@ -57,7 +57,8 @@ import torch
 from torch import Tensor
 
 from lyricist.model.network import LanguageModel, evaluating
-from lyricist.model.prompt_cache import PromptCache
+from lyricist.model.prompt_cache import SLICE, PromptCache
+from lyricist.model.steps import Steps, run_to_end
 from lyricist.model.sampling import (SamplingParams, filter_logits, gumbel, inverse_cdf, make_generator, penalise,
                                      random_seed)
 from lyricist.model.tokenizer import Tokenizer
@@ -387,8 +388,13 @@ def _mask(p: _Particle, rule: _LineRule) -> Tensor:
 # -- one line ------------------------------------------------------------------------------------
 
 
+def generate_lines(*args, **kwargs) -> LinesResult:
+    """`line_steps` run to its end (the command line, the tests)."""
+    return run_to_end(line_steps(*args, **kwargs))
+
+
 @torch.inference_mode()
-def generate_lines(
+def line_steps(
     model: LanguageModel,
     tokenizer: Tokenizer,
     lexicon: Lexicon,
@@ -403,12 +409,13 @@ def generate_lines(
     max_rows: int = MAX_ROWS,
     choose: str = "fluent",
     prompts: PromptCache | None = None,
-) -> LinesResult:
+) -> Steps[LinesResult]:
     """Up to `n` distinct next lines after `prompt` that meet `syllables` (an int or [min, max]; None: 1 to 24)
     and rhyme with `rhymes_with` (`rhyme`: "perfect" or "near"). Raises ConstraintError when none can be found.
 
     `end_rule` replaces the rhyme constraint by an explicit rule (verses use it). A prompt that does not end
-    in a line break gets one: the line is the next line.
+    in a line break gets one: the line is the next line. One model call per step (model.steps): the engine
+    interleaves them with other work.
     """
     low, high = syllable_range(syllables)
     if rhyme not in RHYME_KINDS:
@@ -426,16 +433,17 @@ def generate_lines(
     rule = _LineRule(piece_table(tokenizer, lexicon), low, high, end_rule)
     with evaluating(model):
         search = _Search(model, tokenizer, rule, params, generator, prompts, prompt)
+        yield from search.read_prompt()
         rounds = 0
         while search.rows < max_rows and rounds < ROUNDS:
             rounds += 1
-            search.run_round(particles, max_rows)
+            yield from search.run_round(particles, max_rows)
             if len(search.finished) >= max(n, 2) or (rounds >= 2 and search.finished):
                 break
         if not search.finished:
             raise ConstraintError(_hardest(end_rule), f"no line meeting {_describe(low, high, end_rule)} was "
                                                       f"found within the work budget ({search.rows} model rows)")
-        lines = search.select(n, generator, choose)
+        lines = yield from search.select(n, generator, choose)
     return LinesResult(lines, seed, search.prompt_tokens, sum(line.pieces for line in lines), search.rows, rounds)
 
 
@@ -487,7 +495,8 @@ class _Search:
         ids = tokenizer.encode(prompt, add_bos=True)
         self.prompt_ids = ids
         self.prompt_tokens = len(ids)
-        self.prompt_logits, self.prompt_state = prompts.prefill(ids) if prompts else model.read(model.tokens(ids))
+        self.prompts = prompts or PromptCache(model)
+        self.prompt_logits = self.prompt_state = None
         self.rows = 0
         self.finished: dict[str, list] = {}  # text -> [log weight (summed), particle]
         self.temperature = max(params.temperature, MIN_TEMPERATURE)
@@ -510,7 +519,14 @@ class _Search:
             return target, torch.softmax(noisy, -1)
         return target, target
 
-    def run_round(self, count: int, max_rows: int) -> None:
+    def read_prompt(self) -> Steps[None]:
+        """The prompt, a slice per step (the same bits as one read: model.prompt_cache)."""
+        reading = self.prompts.reader(self.prompt_ids)
+        while not reading.done:
+            yield reading.read(SLICE)
+        self.prompt_logits, self.prompt_state = reading.logits, reading.state
+
+    def run_round(self, count: int, max_rows: int) -> Steps[None]:
         rule, table = self.rule, self.rule.table
         parts = [_Particle() for _ in range(count)]
         logw = torch.zeros(count, dtype=torch.float64)
@@ -565,6 +581,7 @@ class _Search:
             parts, logw, state, choice, seen = self._resample(parts, logw, state, choice, seen)
             logits, state = model.step(choice.to(model.device), state)
             self.rows += len(parts)
+            yield len(parts)
 
     def _resample(self, parts, logw, state, choice, seen):
         """Systematic resampling of the live particles when their effective sample size falls below half;
@@ -590,7 +607,7 @@ class _Search:
         else:
             entry[0] = float(torch.logaddexp(torch.tensor(entry[0]), torch.tensor(logw)))
 
-    def select(self, n: int, generator: torch.Generator, choose: str) -> list[Line]:
+    def select(self, n: int, generator: torch.Generator, choose: str) -> Steps[list[Line]]:
         """`n` distinct finished lines, most fluent first. "fluent": the n with the fewest nats per character
         under the model; "sample": n drawn by their summed importance weights, without replacement (a sample of
         the model at the request's temperature, conditioned on the constraints)."""
@@ -602,15 +619,18 @@ class _Search:
         else:
             keys = torch.tensor([self.finished[t][1].logprob / (len(t) + 1) for t in texts], dtype=torch.float64)
         chosen = [texts[i] for i in keys.argsort(descending=True, stable=True)[:n].tolist()]
-        lines = [self._line(text) for text in chosen]
+        lines = []
+        for text in chosen:
+            lines.append((yield from self._line(text)))
         return sorted(lines, key=lambda line: line.nats_per_char)
 
-    def _line(self, text: str) -> Line:
+    def _line(self, text: str) -> Steps[Line]:
         weight, p = self.finished[text]
         rule = self.rule
         ids = self.tokenizer.encode(text + "\n")
         logprob = score_continuation(self.model, self.prompt_state, self.prompt_logits, ids)
         self.rows += len(ids)
+        yield len(ids)
         count = p.primary if (1 << p.primary) & p.end_totals else _nearest(p.end_totals, p.primary)
         end = p.last_word.lower()
         rhymes = rule.end.target is not None and end in (rule.end.allowed or ())
@@ -645,8 +665,13 @@ def parse_scheme(scheme: str) -> str:
     return scheme
 
 
+def generate_verse(*args, **kwargs) -> Verse:
+    """`verse_steps` run to its end (the command line, the tests)."""
+    return run_to_end(verse_steps(*args, **kwargs))
+
+
 @torch.inference_mode()
-def generate_verse(
+def verse_steps(
     model: LanguageModel,
     tokenizer: Tokenizer,
     lexicon: Lexicon,
@@ -658,7 +683,7 @@ def generate_verse(
     particles: int = PARTICLES,
     max_rows: int = 4 * MAX_ROWS,
     prompts: PromptCache | None = None,
-) -> Verse:
+) -> Steps[Verse]:
     """A stanza to `scheme` (e.g. "ABAB"; X = free): lines with one letter rhyme with each other (`rhyme`
     kind), lines with different letters do not, no end word twice; `syllables` one for every line or a list
     (each an int or [min, max]). Raises ConstraintError when it cannot be done within the budget."""
@@ -674,13 +699,13 @@ def generate_verse(
         syllable_range(value)
     seed = random_seed() if params.seed is None else params.seed
     sub = make_generator(seed)
-    common = _common_words(tokenizer, lexicon)
+    common = common_words(tokenizer, lexicon)
     rows = 0
     banned: set[str] = set()  # end words given up on: a letter's first word whose rhymes could not be found
     attempts = 0
     while True:
         attempts += 1
-        result, failure = _verse_attempt(model, tokenizer, lexicon, prompt, scheme, per_line, rhyme, params, sub,
+        result, failure = yield from _verse_attempt(model, tokenizer, lexicon, prompt, scheme, per_line, rhyme, params, sub,
                                          particles, max_rows - rows, prompts, common, banned)
         rows += result[2]
         if failure is None:
@@ -723,7 +748,7 @@ def _verse_attempt(model, tokenizer, lexicon, prompt, scheme, per_line, rhyme, p
                                     min_p=params.min_p, repetition_penalty=params.repetition_penalty,
                                     noise=params.noise, seed=int(torch.randint(0, 2**62, (1,), generator=generator)))
         try:
-            result = generate_lines(model, tokenizer, lexicon, context, n=1, syllables=per_line[index],
+            result = yield from line_steps(model, tokenizer, lexicon, context, n=1, syllables=per_line[index],
                                     params=sub_params, end_rule=rule, particles=particles,
                                     max_rows=max(0, min(MAX_ROWS, max_rows - rows)),
                                     prompts=prompts)
@@ -749,7 +774,7 @@ def _verse_attempt(model, tokenizer, lexicon, prompt, scheme, per_line, rhyme, p
 _COMMON: dict[tuple[int, int], frozenset[str]] = {}
 
 
-def _common_words(tokenizer: Tokenizer, lexicon: Lexicon) -> frozenset[str]:
+def common_words(tokenizer: Tokenizer, lexicon: Lexicon) -> frozenset[str]:
     """Dictionary words the tokenizer writes (after a space) in at most two pieces: words its training text
     used often, the ones a model will actually write. A rhyme letter's first word needs enough of them."""
     key = (id(tokenizer), id(lexicon))

@@ -213,6 +213,12 @@ class Phonology:
         each of its pronunciations' rhyme parts. Built at first use (a fraction of a second)."""
         return self._index("perfect")
 
+    def warm_rhymes(self) -> Phonology:
+        """Build the rhyme indexes now (perfect, assonance, consonance: about a second), not at a first rhyme."""
+        for name in ("perfect", "assonance", "consonance"):
+            self._index(name)
+        return self
+
     def words_rhyming_with(self, word: str, kind: RhymeKind = "perfect", dictionary_only: bool = False) -> list[str]:
         """The dictionary headwords that rhyme with `word` (which may be any word, even an estimated one),
         the word itself and its other spellings left out; sorted. `dictionary_only`: when `word` is a

@@ -31,7 +31,9 @@ from lyricist.model.prompt_cache import PromptCache
 from lyricist.model.scoring import Score
 from lyricist.model.tokenizer import Tokenizer
 
-from .constrained import ConstrainedPrediction, constrained_next_words, surface_forms
+from lyricist.model.steps import Steps
+
+from .constrained import ConstrainedPrediction, constrained_steps, surface_forms
 from .lexicon import Lexicon, counts_of, default_lexicon
 from .lines import ConstraintError
 
@@ -42,6 +44,23 @@ def lexicon() -> Lexicon:
     """The project's lexicon (its phonology's dictionary), loaded on first use."""
     with _LOCK:
         return default_lexicon()
+
+
+def prepare(tokenizer: Tokenizer) -> Lexicon:
+    """Everything the searches build once per dictionary and tokenizer (the lexicon, the rhyme indexes, the
+    tokenizer's pieces as dictionary words, the common words a rhyme needs, the trie tables), built now: the HTTP side calls this off
+    the engine's worker, so that no search's first step holds up the streams (hundreds of milliseconds)."""
+    from .constrained import tables
+    from .lines import common_words, piece_table
+    from .phonology import Phonology
+
+    lex = lexicon()
+    with _LOCK:
+        Phonology.load().warm_rhymes()
+        piece_table(tokenizer, lex)
+        common_words(tokenizer, lex)
+        tables(tokenizer)
+    return lex
 
 
 def word_is_known(word: str) -> bool:
@@ -96,11 +115,12 @@ class WordPrediction:
 
 def predict_words(model: LanguageModel, tokenizer: Tokenizer, prompt: str, top_k: int, temperature: float,
                   rhymes_with: str | None, rhyme: str, syllables: int | None,
-                  prompts: PromptCache | None = None) -> WordPrediction:
-    """The next-word distribution after `prompt` restricted to the qualifying words, renormalised."""
+                  prompts: PromptCache | None = None) -> Steps[WordPrediction]:
+    """The next-word distribution after `prompt` restricted to the qualifying words, renormalised; one model
+    call per step (model.steps)."""
     words = qualifying_words(rhymes_with, rhyme, syllables)
-    prediction = constrained_next_words(model, tokenizer, prompt, words, top_k=top_k, temperature=temperature,
-                                        prompts=prompts)
+    prediction = yield from constrained_steps(model, tokenizer, prompt, words, top_k=top_k, temperature=temperature,
+                                              prompts=prompts)
     return WordPrediction(prediction, None if rhymes_with is None else word_is_known(rhymes_with))
 
 

@@ -1,6 +1,7 @@
-"""Chunked prefill: the texts being read (the prompts of admitted generations, sliced jobs such as a scored
-text) take turns of one slice (one model call) each, round robin, up to a slice's worth of pieces per round, so
-nobody waits behind a long text for more than about one slice."""
+"""Chunked prefill and sliced work: the texts being read (the prompts of admitted generations) and the sliced
+jobs (a scored text, a songwriting search) take turns of one step (one model call) each, round robin, until a
+round has read a slice's worth of pieces or taken ROUND_S, so a running stream waits for at most about one slice
+between two of its tokens, whatever is being read or searched beside it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ from .handoff import call_soon, settle
 from .work import Job, Sequence
 
 log = logging.getLogger("lyricist.engine")
+
+# A round's time budget besides its pieces: a search step's cost is mostly its own bookkeeping, not the rows it
+# steps, so a round of several searches would otherwise hold the batch for several of them.
+ROUND_S = 0.02
 
 Finish = Callable[[Sequence, FinishReason], None]
 
@@ -60,8 +65,9 @@ class ReadingQueue:
                 self.rows -= 1
                 finish(item, FinishReason.CANCELLED if item.cancel_asked else FinishReason.TIMEOUT)
         ready = []
+        started = time.perf_counter()
         for _ in range(len(self.items)):
-            if budget <= 0:
+            if budget <= 0 or time.perf_counter() - started >= ROUND_S:
                 break
             item = self.items[0]  # it stays in the queue during its turn (what the tests look at)
             if isinstance(item, Sequence):

@@ -1,9 +1,11 @@
 """The songwriting endpoints: /v1/analyze, /v1/lines, /v1/verse, and /v1/predict under constraints.
 
 Each body is checked first (configured limits, then values: 413 and 400 before an unknown
-model's 404). The dictionary is loaded off the event loop; the model work runs as one job on
-the model's engine worker (`ModelEngine.call`), so the model is never used from two threads,
-and a job ends within its work budget. A request nothing can meet is a 422 naming the field.
+model's 404). The dictionary is loaded off the event loop; the model work runs on the model's
+engine worker as sliced work (`ModelEngine.read`: one model call per step, taking turns with
+every stream's decode steps and every text being read), so the model is never used from two
+threads, nobody waits behind a search, and a search ends within its work budget, or at the
+request timeout. A request nothing can meet is a 422 naming the field.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from lyricist.model.steps import Steps
+
 from .. import limits
 from .. import protocol as p
 from ..engine import ModelEngine
@@ -20,17 +24,17 @@ from ..errors import APIError
 from ..registry import ModelRegistry
 from ..settings import Settings
 from lyricist.songwriting import tasks
-from lyricist.songwriting.lines import ConstraintError, generate_lines, generate_verse
+from lyricist.songwriting.lines import ConstraintError, line_steps, verse_steps
 from .generation import sampling_params
 
 T = TypeVar("T")
 
 
-async def run_job(engine: ModelEngine, job: Callable[[], T], settings: Settings) -> T:
-    """`job()` on the engine's worker thread: a 422 for constraints it could not meet, a 504 past the
-    request timeout (the job itself still ends within its work budget)."""
+async def run_job(engine: ModelEngine, steps: Callable[[], Steps[T]], settings: Settings) -> T:
+    """`steps()` on the engine's worker thread, a model call per turn: a 422 for constraints it could not
+    meet, a 504 past the request timeout (the work stops before its next step)."""
     try:
-        return await asyncio.wait_for(engine.call(job), settings.request_timeout_s)
+        return await asyncio.wait_for(engine.read(steps), settings.request_timeout_s)
     except ConstraintError as error:
         raise APIError(422, f"{error.field}: {error}", error.field, "constraint_unsatisfiable") from None
     except TimeoutError:
@@ -56,7 +60,7 @@ def check_constraints(body: p.PredictRequest) -> None:
 
 async def predict_constrained(body: p.PredictRequest, engine: ModelEngine, settings: Settings,
                               notes: dict[str, Any]) -> p.PredictResponse:
-    await asyncio.to_thread(tasks.lexicon)
+    await asyncio.to_thread(tasks.prepare, engine.tokenizer)
     result = await run_job(engine, lambda: tasks.predict_words(
         engine.model, engine.tokenizer, body.prompt, body.top_k, body.temperature, body.rhymes_with, body.rhyme,
         body.syllables, prompts=engine.prompts), settings)
@@ -94,9 +98,9 @@ async def lines(body: p.LinesRequest, settings: Settings, registry: ModelRegistr
     params = sampling_params(body)
     engine = registry.get(body.model)
     notes.update(model=engine.name, prompt=body.prompt)
-    lexicon = await asyncio.to_thread(tasks.lexicon)
+    lexicon = await asyncio.to_thread(tasks.prepare, engine.tokenizer)
     known = None if body.rhymes_with is None else await asyncio.to_thread(tasks.word_is_known, body.rhymes_with)
-    result = await run_job(engine, lambda: generate_lines(
+    result = await run_job(engine, lambda: line_steps(
         engine.model, engine.tokenizer, lexicon, body.prompt, n=body.n, syllables=body.syllables,
         rhymes_with=body.rhymes_with, rhyme=body.rhyme, params=params, prompts=engine.prompts), settings)
     _count(engine, result.prompt_tokens, result.completion_tokens)
@@ -120,8 +124,8 @@ async def verse(body: p.VerseRequest, settings: Settings, registry: ModelRegistr
     params = sampling_params(body)
     engine = registry.get(body.model)
     notes.update(model=engine.name, prompt=body.prompt)
-    lexicon = await asyncio.to_thread(tasks.lexicon)
-    result = await run_job(engine, lambda: generate_verse(
+    lexicon = await asyncio.to_thread(tasks.prepare, engine.tokenizer)
+    result = await run_job(engine, lambda: verse_steps(
         engine.model, engine.tokenizer, lexicon, body.prompt, body.scheme, body.syllables, rhyme=body.rhyme,
         params=params, prompts=engine.prompts), settings)
     _count(engine, result.prompt_tokens, result.completion_tokens)
