@@ -33,6 +33,12 @@ class Metrics:
         self.cancelled = Counter("lyricist_cancelled_requests", "Clients that left before the end", ["model"],
                                  registry=r)
         self.model_info = Gauge("lyricist_model_info", "A loaded model", ["model", "cell", "parameters"], registry=r)
+        # What the engine's worker spends its calls on, by kind of work: "decode" (a step of the running batch),
+        # "prompt" (a slice of a generation's prompt), and each kind of sliced job ("score", "songwriting", ...).
+        self.engine_seconds = Counter("lyricist_engine_seconds", "Worker time spent in model calls, by work",
+                                      ["model", "work"], registry=r)
+        self.engine_pieces = Counter("lyricist_engine_pieces", "Pieces (or search rows) the worker's calls read, "
+                                     "by work", ["model", "work"], registry=r)
 
     def for_model(self, model: str) -> SimpleNamespace:
         """The series labelled `model=model`, looked up once: the engine updates them at every step."""

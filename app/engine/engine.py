@@ -64,7 +64,7 @@ class ModelEngine:
         self._waiting: deque[Sequence] = deque()
         self._leaving: list[Sequence] = []  # cancelled while waiting: out of the queue, not yet finished
         self._jobs: deque[Job] = deque()
-        self.reading = ReadingQueue(self.prompts)
+        self.reading = ReadingQueue(self.prompts, self._account)
         self.batch = RunningBatch(self.model, self.tokenizer.vocab_size)
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -114,11 +114,12 @@ class ModelEngine:
         runs whole, so everything else waits for it; a long prompt is better read first (`read_prompt`)."""
         return await self._queue(Job(fn, None, None))
 
-    async def read(self, fn: Callable[[], Generator[int, None, Any]]) -> Any:
-        """Sliced work: `fn()` (called on the worker thread) returns a generator that reads one slice per step
-        and yields the pieces it read; its return value is the result. Its slices take turns with the other
-        texts being read, between decode steps. If the awaiting task is cancelled, at most one more slice runs."""
-        return await self._queue(Job(fn, None, None, sliced=True))
+    async def read(self, fn: Callable[[], Generator[int, None, Any]], work: str = "job") -> Any:
+        """Sliced work: `fn()` (called on the worker thread) returns a generator that makes one model call per
+        step and yields the pieces (or search rows) it read; its return value is the result (model.steps). Its
+        steps take turns with the texts being read, between decode steps; `work` names it in the metrics. If
+        the awaiting task is cancelled, at most one more step runs."""
+        return await self._queue(Job(fn, None, None, sliced=True, work=work))
 
     async def _queue(self, job: Job) -> Any:
         self.watch_loop()
@@ -145,7 +146,7 @@ class ModelEngine:
             while not reading.done:
                 yield reading.read(self.slice_tokens)
 
-        await self.read(steps)
+        await self.read(steps, "prompt")
 
     async def predict(self, prompt: str, top_k: int, unit: str, temperature: float) -> Prediction:
         ids = self.tokenizer.encode(prompt, add_bos=True)
@@ -156,7 +157,7 @@ class ModelEngine:
 
     async def score(self, text: str) -> Score:
         """The likelihood of `text` read as a whole text (model.scoring), a slice per turn."""
-        return await self.read(lambda: self._score(text))
+        return await self.read(lambda: self._score(text), "score")
 
     def _admissible(self) -> None:
         if self._stopping:
@@ -290,7 +291,13 @@ class ModelEngine:
                 return
         started = time.perf_counter()
         self.batch.advance(tokens)
-        self._series.tpot.observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        self._series.tpot.observe(took)
+        self._account("decode", len(tokens), took)
+
+    def _account(self, work: str, pieces: int, seconds: float) -> None:
+        self.metrics.engine_pieces.labels(self.name, work).inc(pieces)
+        self.metrics.engine_seconds.labels(self.name, work).inc(seconds)
 
     def _keep(self, rows: list[int]) -> None:
         self.batch.keep(rows)

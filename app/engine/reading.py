@@ -23,11 +23,12 @@ log = logging.getLogger("lyricist.engine")
 ROUND_S = 0.02
 
 Finish = Callable[[Sequence, FinishReason], None]
+Account = Callable[[str, int, float], None]  # (work, pieces, seconds) of one turn, for the metrics
 
 
 class ReadingQueue:
-    def __init__(self, prompts: PromptCache):
-        self.prompts = prompts
+    def __init__(self, prompts: PromptCache, account: Account = lambda work, pieces, seconds: None):
+        self.prompts, self.account = prompts, account
         self.items: deque[Sequence | Job] = deque()
         self.rows = 0  # the sequences among them: they hold batch slots
 
@@ -70,9 +71,12 @@ class ReadingQueue:
             if budget <= 0 or time.perf_counter() - started >= ROUND_S:
                 break
             item = self.items[0]  # it stays in the queue during its turn (what the tests look at)
+            turn_started = time.perf_counter()
             if isinstance(item, Sequence):
                 try:
-                    budget -= item.reading.read(budget)
+                    pieces = item.reading.read(budget)
+                    budget -= pieces
+                    self.account("prompt", pieces, time.perf_counter() - turn_started)
                 except Exception:
                     log.exception("reading a prompt failed")
                     self.items.popleft()
@@ -88,7 +92,9 @@ class ReadingQueue:
                 try:
                     if item.steps is None:
                         item.steps = item.fn()
-                    budget -= next(item.steps)
+                    pieces = next(item.steps)
+                    budget -= pieces
+                    self.account(item.work, pieces, time.perf_counter() - turn_started)
                 except StopIteration as done:
                     self.items.popleft()
                     call_soon(item.loop, settle, item.future, done.value, None)

@@ -47,5 +47,6 @@ class Job:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     sliced: bool = False
+    work: str = "job"  # what it is, for the metrics: "score", "songwriting", "prompt", ...
     steps: Generator[int, None, Any] | None = None
     cancelled: bool = False  # its awaiter is gone: not started, or dropped before its next slice

@@ -34,7 +34,7 @@ async def run_job(engine: ModelEngine, steps: Callable[[], Steps[T]], settings: 
     """`steps()` on the engine's worker thread, a model call per turn: a 422 for constraints it could not
     meet, a 504 past the request timeout (the work stops before its next step)."""
     try:
-        return await asyncio.wait_for(engine.read(steps), settings.request_timeout_s)
+        return await asyncio.wait_for(engine.read(steps, "songwriting"), settings.request_timeout_s)
     except ConstraintError as error:
         raise APIError(422, f"{error.field}: {error}", error.field, "constraint_unsatisfiable") from None
     except TimeoutError:
