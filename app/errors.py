@@ -114,10 +114,14 @@ def install_error_handlers(app: FastAPI) -> None:
             # curl -d sends a form; say what the body must be rather than how it failed to parse.
             return APIError(400, f"the request body must be JSON sent with Content-Type: application/json, "
                                  f"got {content_type or 'no content type'}", None, "invalid_content_type").response()
-        problems, param = [], None
+        problems, param, code = [], None, "invalid_value"
         for e in error.errors():
+            if e["type"] == "unknown_field":  # its message names the field and the nearest known one
+                param, code = param or e["ctx"]["field"], "unknown_field"
+                problems.append(e["msg"][:300])
+                continue
             field = ".".join(str(part) for part in e["loc"] if part != "body")
             param = param or field or None
             got = f", got {e['input']!r}" if "input" in e and e["type"] != "missing" else ""
             problems.append(f"{field or 'body'}: {e['msg']}{got}"[:300])
-        return APIError(400, "; ".join(problems), param, "invalid_value").response()
+        return APIError(400, "; ".join(problems), param, code).response()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import enum
 import json
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WrapValidator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WrapValidator,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from lyricist.model.sampling import MAX_SEED, MAX_TEMPERATURE
@@ -54,8 +56,24 @@ PromptText = Annotated[Text, ServerLimit.PROMPT_CHARS]
 
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="ignore", **STRICT)
+    """A request body. A field the endpoint does not know is refused, by name, with the nearest known field: a
+    misspelt constraint (`syllable`) silently ignored would give an answer to another question."""
+    model_config = ConfigDict(extra="forbid", **STRICT)
     model: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields_only(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = sorted(cls.model_fields)
+            for name in data:
+                if name not in cls.model_fields:
+                    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.7)
+                    raise PydanticCustomError(
+                        "unknown_field", "{field}: unknown field{hint}; the fields of this endpoint are {known}",
+                        {"field": str(name), "hint": f" (did you mean {close[0]}?)" if close else "",
+                         "known": ", ".join(known)})
+        return data
 
 
 class SamplingFields(BaseModel):
@@ -319,7 +337,11 @@ class CompletionRequest(Request, SamplingFields):
     # OpenAI's range is accepted by the parser, but only 0 is served (the handler says why): the schema says 0.
     presence_penalty: float = Field(0.0, ge=-2, le=2, json_schema_extra={"minimum": 0, "maximum": 0})
     frequency_penalty: float = Field(0.0, ge=-2, le=2, json_schema_extra={"minimum": 0, "maximum": 0})
+    # OpenAI's own fields that Lyricist accepts and does not use: a client written for OpenAI may send them.
     user: str | None = None
+    best_of: Integer | None = None
+    logit_bias: dict[str, float] | None = None
+    suffix: str | None = None
 
     @property
     def stop_list(self) -> list[str]:

@@ -241,3 +241,29 @@ def test_a_body_that_is_not_json_says_what_the_body_must_be(client):
     error = assert_error(response, 400, "must be JSON", "Content-Type: application/json",
                          "application/x-www-form-urlencoded")
     assert error["code"] == "invalid_content_type"
+
+
+@pytest.mark.parametrize("path, body, field, nearest", [
+    ("/v1/lines", {"prompt": "x\n", "syllable": 8}, "syllable", "syllables"),
+    ("/v1/verse", {"prompt": "", "scheme": "AA", "sylables": 6}, "sylables", "syllables"),
+    ("/v1/predict", {"prompt": "x", "rhyme_with": "night"}, "rhyme_with", "rhymes_with"),
+    ("/v1/predict", {"prompt": "x", "topk": 3}, "topk", "top_k"),
+    ("/v1/generate", {"prompt": "x", "max_tokens": 3}, "max_tokens", "max_new_tokens"),
+    ("/v1/score", {"txt": "x"}, "txt", "text"),
+    ("/v1/analyze", {"text": "x", "modle": "tiny-lstm"}, "modle", "model"),
+    ("/v1/completions", {"prompt": "x", "max_new_tokens": 3}, "max_new_tokens", "max_tokens"),
+    ("/v1/generate", {"prompt": "x", "colour": "blue"}, "colour", None),
+])
+def test_an_unknown_field_is_400_naming_it_and_the_nearest_known_one(client, path, body, field, nearest):
+    response = client.post(path, json=body)
+    error = assert_error(response, 400, f"{field}: unknown field")
+    assert error["param"] == field and error["code"] == "unknown_field"
+    if nearest:
+        assert f"did you mean {nearest}?" in error["message"]
+    else:
+        assert "did you mean" not in error["message"]
+
+
+def test_completions_accept_openais_own_fields_that_lyricist_does_not_use(client):
+    body = {"prompt": "x", "max_tokens": 2, "user": "me", "best_of": 1, "logit_bias": {"50256": -100}, "suffix": ""}
+    assert client.post("/v1/completions", json=body).status_code == 200

@@ -280,7 +280,8 @@ BAD = [
 
 @pytest.mark.parametrize(("path", "fields", "param"), BAD, ids=[f"{p}-{f}" for p, f, _ in BAD])
 def test_bad_input_is_400_naming_the_field(client, path, fields, param):
-    body = {"prompt": "x", **({"scheme": "AA"} if path == "/v1/verse" else {}), **fields}
+    body = {**({} if path == "/v1/analyze" else {"prompt": "x"}), **({"scheme": "AA"} if path == "/v1/verse" else {}),
+            **fields}
     error = assert_error(client.post(path, json=body), 400, param, param)
     assert error["type"] == "invalid_request_error"
     # a bad value is reported before an unknown model
@@ -289,8 +290,8 @@ def test_bad_input_is_400_naming_the_field(client, path, fields, param):
 
 @pytest.mark.parametrize("path", ["/v1/lines", "/v1/verse", "/v1/analyze"])
 def test_unknown_model_is_404(client, path):
-    body = {"prompt": "x", "scheme": "AA", "text": "x", "model": "no-such-model"}
-    assert_error(client.post(path, json=body), 404, "model")
+    body = {"/v1/lines": {"prompt": "x"}, "/v1/verse": {"prompt": "x", "scheme": "AA"}, "/v1/analyze": {"text": "x"}}
+    assert_error(client.post(path, json={**body[path], "model": "no-such-model"}), 404, "model")
 
 
 IMPOSSIBLE = [
