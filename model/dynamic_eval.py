@@ -38,6 +38,7 @@ model alone; `malloc_trim` returns it).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 import json
 import math
 from dataclasses import asdict, dataclass, fields
@@ -196,6 +197,10 @@ def read_statistics(directory: str | Path) -> tuple[dict[str, Tensor], dict]:
 
 # -- scoring -------------------------------------------------------------------------
 
+class Cancelled(Exception):
+    """Work given up before its end because nobody waits for it any more."""
+
+
 class DynamicEvaluator:
     """Dynamic evaluation of texts with one model: the denominators √MS + ε are computed once here
     and shared; every `score` call adapts its own copy of the weights and leaves the model as it was.
@@ -222,8 +227,9 @@ class DynamicEvaluator:
         settings = DynamicSettings.for_checkpoint(checkpoint.path, **overrides)
         return cls(checkpoint.model, checkpoint.tokenizer, stats, settings)
 
-    def score(self, text: str) -> Score:
-        """The same `Score` as `score_text`, each piece predicted by the weights adapted to the text before it."""
+    def score(self, text: str, cancelled: Callable[[], bool] = lambda: False) -> Score:
+        """The same `Score` as `score_text`, each piece predicted by the weights adapted to the text before it.
+        `cancelled()` is asked before each segment: True ends the work with `Cancelled` (its client has gone)."""
         s = self.settings
         original = dict(self.model.named_parameters())
         adapted = copy.deepcopy(self.model).eval()  # a per-call copy: the model is never written
@@ -234,6 +240,8 @@ class DynamicEvaluator:
         stream = _stream(adapted, self.tokenizer, text)
         logprobs = []
         for inputs, targets, state in _segments(stream, s.segment):
+            if cancelled():
+                raise Cancelled("the adapted score was cancelled")
             with torch.enable_grad():
                 features = adapted.features(inputs, state.get())
                 logits = adapted.logits(features.dropped[0])

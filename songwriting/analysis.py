@@ -70,6 +70,8 @@ def analyze_line(line: str, phonology: Phonology) -> dict[str, Any]:
             continue
         reading = phonology.read(token)
         if not reading.pronunciations:
+            if reading.word and key not in unknown:  # letters too many to be a word: unknown, not estimated
+                unknown.append(key)
             continue
         first = reading.pronunciations[0]
         syllables += first.syllables

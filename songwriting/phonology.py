@@ -47,6 +47,10 @@ SIBILANTS = frozenset({"S", "Z", "SH", "ZH", "CH", "JH"})
 _DEVOICE = {"B": "P", "D": "T", "G": "K", "V": "F", "DH": "TH", "Z": "S", "ZH": "SH", "JH": "CH"}
 
 RhymeKind = Literal["perfect", "near"]
+# A "word" of more letters than this is no word (the dictionary's longest has 28): it is unknown, with no
+# estimated pronunciation. The estimate's cost grows with the letters (a second for 900), so a long run of
+# letters in a body must not reach it; nor is such a token kept in the reading cache.
+MAX_WORD_LETTERS = 40
 
 
 # --- rhyme parts compared ----------------------------------------------------------------------------------------
@@ -136,6 +140,8 @@ class Phonology:
     # --- reading words ---------------------------------------------------------------------------------------
     def read(self, word: str) -> Reading:
         """The reading of a token as written (any case, surrounding punctuation and quotes allowed)."""
+        if len(word) > 2 * MAX_WORD_LETTERS:
+            return self._read(word)
         return self._read_cached(word)
 
     def pronunciations(self, word: str) -> list[Pronunciation]:
@@ -334,6 +340,8 @@ class Phonology:
         letters = re.sub(r"[^a-z']", "", bare)
         if not re.search("[a-z]", letters):
             return Reading("", ())
+        if len(letters) > MAX_WORD_LETTERS:
+            return Reading(letters, ())
         guess = self.estimate(letters)
         prons = [p for p in (self._closed_compound(letters.replace("'", "")), guess) if p is not None]
         return Reading(letters, tuple(dict.fromkeys(prons)))

@@ -9,6 +9,7 @@ the worker's OpenMP team keeps the machine's other core (docs/serving.md, "Threa
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -33,7 +34,12 @@ class Adapters:
             if evaluator is None:
                 evaluator = await asyncio.to_thread(_one_thread, DynamicEvaluator.from_checkpoint, engine.checkpoint)
                 self._by_model[engine.name] = (lock, evaluator)
-            return await asyncio.to_thread(_one_thread, evaluator.score, text)
+            gone = threading.Event()  # its awaiter has left (the client, or the request timeout): stop
+            try:
+                return await asyncio.to_thread(_one_thread, evaluator.score, text, gone.is_set)
+            except asyncio.CancelledError:
+                gone.set()  # the thread stops before its next segment
+                raise
 
 
 def _one_thread(fn: Callable[..., Any], *args: Any) -> Any:

@@ -12,6 +12,7 @@ from .. import limits
 from .. import protocol as p
 from ..registry import ModelRegistry
 from ..settings import Settings
+from .deadline import within_deadline
 from .songwriting import check_constraints, predict_constrained
 
 
@@ -50,7 +51,7 @@ async def predict(body: p.PredictRequest, settings: Settings, registry: ModelReg
     key = (engine.name, body.prompt, body.top_k, body.unit, body.temperature)
     result = kept.get(key)
     if result is None:
-        result = await engine.predict(body.prompt, body.top_k, body.unit, body.temperature)
+        result = await within_deadline(engine.predict(body.prompt, body.top_k, body.unit, body.temperature), settings)
         kept.put(key, result)
     else:
         engine.watch_loop()  # a kept answer never reaches the engine, and a stream of them is load too

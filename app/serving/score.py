@@ -14,6 +14,7 @@ from ..errors import APIError
 from ..registry import ModelRegistry
 from ..settings import Settings
 from .adapt import Adapters
+from .deadline import within_deadline
 
 
 async def score(body: p.ScoreRequest, settings: Settings, registry: ModelRegistry, adapters: Adapters,
@@ -23,11 +24,11 @@ async def score(body: p.ScoreRequest, settings: Settings, registry: ModelRegistr
     notes.update(model=engine.name, prompt=body.text)
     if body.adapt:
         try:
-            scored = await adapters.score(engine, body.text)
+            scored = await within_deadline(adapters.score(engine, body.text), settings)
         except ValueError as error:
             raise APIError(422, f"adapt: {error}", param="adapt") from None
     else:
-        scored = await engine.score(body.text)
+        scored = await within_deadline(engine.score(body.text), settings)
     figures = scored.metrics()
     notes.update(prompt_tokens=figures["tokens"])
     return p.ScoreResponse(

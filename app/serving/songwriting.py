@@ -25,6 +25,7 @@ from ..registry import ModelRegistry
 from ..settings import Settings
 from lyricist.songwriting import tasks
 from lyricist.songwriting.lines import ConstraintError, line_steps, verse_steps
+from .deadline import within_deadline
 from .generation import sampling_params
 
 T = TypeVar("T")
@@ -34,11 +35,9 @@ async def run_job(engine: ModelEngine, steps: Callable[[], Steps[T]], settings: 
     """`steps()` on the engine's worker thread, a model call per turn: a 422 for constraints it could not
     meet, a 504 past the request timeout (the work stops before its next step)."""
     try:
-        return await asyncio.wait_for(engine.read(steps, "songwriting"), settings.request_timeout_s)
+        return await within_deadline(engine.read(steps, "songwriting"), settings)
     except ConstraintError as error:
         raise APIError(422, f"{error.field}: {error}", error.field, "constraint_unsatisfiable") from None
-    except TimeoutError:
-        raise APIError(504, "the request took longer than LYRICIST_REQUEST_TIMEOUT_S", code="timeout") from None
 
 
 def _count(engine: ModelEngine, prompt_tokens: int, completion_tokens: int = 0) -> None:
@@ -81,7 +80,7 @@ async def analyze(body: p.AnalyzeRequest, settings: Settings, registry: ModelReg
     limits.check(body, settings)
     engine = registry.get(body.model)
     notes.update(model=engine.name, prompt=body.text)
-    score = await engine.score(body.text)  # the whole text once, on the engine's worker
+    score = await within_deadline(engine.score(body.text), settings)  # the whole text once, on the engine's worker
     notes.update(prompt_tokens=len(score.token_ids) + 1)
     stanzas = await asyncio.to_thread(tasks.analyze, body.text, score, engine.tokenizer)  # the phonology, off the loop
     for line in (line for stanza in stanzas for line in stanza["lines"]):
