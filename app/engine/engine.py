@@ -197,7 +197,7 @@ class ModelEngine:
                     while self._waiting and len(self.batch) + self.reading.rows + len(joining) < self.max_batch_size:
                         joining.append(self._waiting.popleft())
                     self._series.queue_depth.set(self.queue_depth)
-                self.threads.use(reading=False, rows=len(self.batch))
+                self.threads.use()
                 for job in jobs:
                     if job.sliced:
                         self.reading.add_job(job)
@@ -211,10 +211,8 @@ class ModelEngine:
                     self._expire_waiting(finish)
                     self._join(self.reading.admit(joining, finish))
                     if self.reading:
-                        self.threads.use(reading=True, rows=len(self.batch))
                         self._join(self.reading.read_round(self.slice_tokens, finish))
                     if self.batch:
-                        self.threads.use(reading=False, rows=len(self.batch))
                         self._step(events)
                 except Exception:  # a bug must not kill the worker: end the batch, keep serving
                     log.exception("engine step failed; ending the running sequences")

@@ -9,9 +9,6 @@ import time
 
 import torch
 
-# A step of at most this many rows is a few clients' work: the event loop has little to do for them, so torch
-# gets every core (a lone stream at the machine's speed); a bigger batch leaves the event loop a core of its own.
-FEW_ROWS = 2
 # The event loop's share of one core (its CPU time over the last LOOP_WINDOW_S) above which the worker leaves it
 # that core whatever the step: a client hammering cheap requests (answers kept, health checks) keeps it busy, and
 # torch's spinning threads collapse when one of them shares a core with it (a 19,000-character score beside a
@@ -61,22 +58,20 @@ class ThreadPolicy:
             self._loop_cpu, self._loop_checked = cpu, now
         return self._loop_busy
 
-    def threads_for(self, reading: bool, rows: int) -> int:
-        """Torch threads for the next phase: LYRICIST_THREADS when set; else every core for a slice being read
-        (the batch waits for it anyway) and for a step of a few rows, and all cores but one while the event
-        loop is busy (LOOP_BUSY) and for a bigger batch, whose many clients keep the event loop busy (torch's
-        threads spin while they wait for each other, so one descheduled by the event loop stalls the rest)."""
+    def threads_for(self) -> int:
+        """Torch threads for the next phase: LYRICIST_THREADS when set; else every core, but all cores but one
+        while the event loop is busy (LOOP_BUSY: streams sending a token each, a flood of cheap requests), since
+        torch's threads spin while they wait for each other and one descheduled by the event loop stalls the
+        rest. Measured against the other rules tried in docs/serving.md ("Threads by the work at hand")."""
         if self.forced is not None:
             return self.forced
         if self.event_loop_busy():
             return max(1, self.cores - 1)
-        if reading or rows <= FEW_ROWS:
-            return self.cores
-        return max(1, self.cores - 1)
+        return self.cores
 
-    def use(self, reading: bool, rows: int) -> None:
+    def use(self) -> None:
         """Set the worker thread's own OpenMP team for the next phase (a per-thread setting)."""
-        count = self.threads_for(reading, rows)
+        count = self.threads_for()
         if count != self.now:
             torch.set_num_threads(count)
             self.now = count
