@@ -51,7 +51,7 @@ def main() -> None:
             def fused():
                 x = model.embedding(tokens)
                 for index, rnn in enumerate(model.rnns):
-                    x, _ = rnn(x, (state[index, 0:1], state[index, 1:2]))
+                    x, _ = rnn(x, (state.rnn[index, 0:1], state.rnn[index, 1:2]))
 
             fused_ms = per_call_ms(fused)
             written_ms = per_call_ms(lambda: model.features(tokens, state))

@@ -114,7 +114,7 @@ def gradient_statistics(model: LanguageModel, tokenizer: Tokenizer, text: str, s
             features = work.features(inputs, state.get())
             loss = F.cross_entropy(work.logits(features.dropped[0]), targets)
             grads = torch.autograd.grad(loss, params)
-        state.set(features.state.detach())
+        state.set(features.state.map(lambda t: t.detach()))
         for total, grad in zip(sums, grads):
             total.add_(grad.double().square())
         segments += 1
@@ -247,7 +247,7 @@ class DynamicEvaluator:
                 logits = adapted.logits(features.dropped[0])
                 loss = F.cross_entropy(logits, targets)
                 grads = torch.autograd.grad(loss, params)
-            state.set(features.state.detach())
+            state.set(features.state.map(lambda t: t.detach()))
             logprobs.append(-F.cross_entropy(logits.detach().double(), targets, reduction="none"))
             with torch.no_grad():
                 for param, grad, denominator, start in zip(params, grads, denominators, trained):

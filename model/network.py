@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .memory import Attention, CacheConfig, Recall, State, empty_memory, read_ring, remember
+
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
 DROPOUT_MODES = ("locked", "naive")
-STATE_BATCH_DIM = 2
 # A row's logits must not depend on the rows that share its batch, or a seeded request would change with the
 # traffic around it. A BLAS picks its kernel by the number of rows (MKL on AMD gives a lone row, as a GEMV, other
 # bits than the same row among 64), so `decode` calls it only on blocks of this many rows, the last one padded:
@@ -60,6 +61,13 @@ class DropoutConfig:
 
 
 @dataclass
+class AttentionConfig:
+    """Attention over the last layer's past outputs (model/memory.py); window 0: none."""
+
+    window: int = 0  # the outputs each position attends to, its own included
+
+
+@dataclass
 class ModelConfig:
     vocab_size: int = 4000  # in training, the ceiling for the tokenizer; the model gets its real size
     cell: str = "lstm"
@@ -68,11 +76,24 @@ class ModelConfig:
     hidden_size: int = 512
     tie_weights: bool = True
     dropout: DropoutConfig = field(default_factory=DropoutConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)  # set by tuning, not training (model/memory.py)
 
     def __post_init__(self):
         if isinstance(self.dropout, dict):
             self.dropout = from_dict(DropoutConfig, self.dropout, "dropout")
+        if isinstance(self.attention, dict):
+            self.attention = from_dict(AttentionConfig, self.attention, "attention")
+        if isinstance(self.cache, dict):
+            self.cache = from_dict(CacheConfig, self.cache, "cache")
         problems = []
+        for name, value in (("attention.window", self.attention.window), ("cache.window", self.cache.window)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 4096:
+                problems.append(f"{name} must be an integer from 0 (none) to 4096, got {value!r}")
+        if not isinstance(self.cache.theta, (int, float)) or not 0 <= self.cache.theta < 1e4:
+            problems.append(f"cache.theta must be a number from 0 to 10000, got {self.cache.theta!r}")
+        if not isinstance(self.cache.lam, (int, float)) or not 0 <= self.cache.lam < 1:
+            problems.append(f"cache.lam must be in [0, 1) (0 = off), got {self.cache.lam!r}")
         if self.cell not in CELLS:
             problems.append(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         for name in ("vocab_size", "layers", "embedding_size", "hidden_size"):
@@ -91,6 +112,18 @@ class ModelConfig:
     @property
     def state_parts(self) -> int:
         return 2 if self.cell == "lstm" else 1
+
+    @property
+    def cache_on(self) -> bool:
+        return self.cache.lam > 0 and self.cache.window > 0
+
+    @property
+    def memory_window(self) -> int:
+        """The ring of past outputs the state carries: as long as attention or the cache looks back, rounded up to
+        a multiple of 16 (vectorised work then treats every row of a batch alike: a row's bits do not depend on
+        its company)."""
+        window = max(self.attention.window, self.cache.window if self.cache_on else 0)
+        return -(-window // 16) * 16
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -115,9 +148,11 @@ def from_dict(cls, data: Any, where: str):
 
 
 class Features(NamedTuple):
-    hidden: Tensor  # the last layer's output, before output dropout (what TAR penalises)
+    hidden: Tensor  # the last layer's output (with attention's), before output dropout (what TAR penalises)
     dropped: Tensor  # the same after output dropout (what AR penalises and the decoder reads)
-    state: Tensor
+    state: State
+    recall: Recall | None = None  # what the continuous cache recalled at each position (inference, cache on)
+    keys: Tensor | None = None  # what the memory keeps of each position: the last layer's (normed) output
 
 
 class SequenceDropout(nn.Module):
@@ -164,6 +199,7 @@ class LanguageModel(nn.Module):
         self.decoder = nn.Linear(decoder_in, c.vocab_size)
         if c.tie_weights:
             self.decoder.weight = self.embedding.weight
+        self.attention = Attention(c.hidden_size, c.attention.window) if c.attention.window else None
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         nn.init.zeros_(self.decoder.bias)
 
@@ -175,29 +211,51 @@ class LanguageModel(nn.Module):
         """Token ids as a tensor on the model's device."""
         return torch.tensor(ids, device=self.device)
 
-    def initial_state(self, batch_size: int) -> Tensor:
+    def initial_state(self, batch_size: int) -> State:
         c = self.config
-        return self.embedding.weight.new_zeros(c.layers, c.state_parts, batch_size, c.hidden_size)
+        rnn = self.embedding.weight.new_zeros(c.layers, c.state_parts, batch_size, c.hidden_size)
+        if not c.memory_window:
+            return State(rnn)
+        return State(rnn, *empty_memory(batch_size, c.memory_window, c.hidden_size, rnn))
 
-    def forward(self, tokens: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """(batch, time) token ids -> (batch, time, vocab) logits and the next state."""
         features = self.features(tokens, state)
         return self.logits(features.dropped), features.state
 
-    def features(self, tokens: Tensor, state: Tensor | None = None,
-                 block_rows: int | None = STEP_BLOCK_ROWS) -> Features:
+    def features(self, tokens: Tensor, state: State | None = None,
+                 block_rows: int | None = STEP_BLOCK_ROWS, in_place: bool = False) -> Features:
         """`block_rows`: for a step (one piece per row), the rows of each product (`in_blocks`); None: all in one,
-        for a caller whose batches are its own (a search), where a row need not match its bits in other company."""
+        for a caller whose batches are its own (a search), where a row need not match its bits in other company.
+        `in_place`: the memory's ring may be written where it is (a caller that owns its state and drops the
+        old one: the engine's batch); otherwise the state passed in is never changed."""
         if state is None:
             state = self.initial_state(tokens.shape[0])
         x = self.input_dropout(self._embed(tokens))
-        next_state = []
+        next_rnn = []
         for index, rnn in enumerate(self.rnns):
-            x, layer_state = self._run_layer(rnn, x, state[index], block_rows)
-            next_state.append(layer_state)
+            x, layer_state = self._run_layer(rnn, x, state.rnn[index], block_rows)
+            next_rnn.append(layer_state)
             if index < len(self.rnns) - 1:
                 x = self.layer_dropout(x)
-        return Features(x, self.output_dropout(x), torch.stack(next_state))
+        next_state = State(torch.stack(next_rnn), state.memory, state.next_pieces, state.length)
+        recall, keys = None, self.memory_keys(x)
+        if state.memory is not None:
+            if self.training:  # the chunk at once; the memory keeps its normed outputs for the next one
+                attended = self.attention.chunk(x, state) if self.attention is not None else x
+                next_state = remember(next_state, keys, tokens)
+                x = attended
+            else:
+                cache = self.config.cache if self.config.cache_on else None
+                x, next_state, recall = read_ring(
+                    x, tokens, next_state, self.memory_keys, self.attention, cache,
+                    lambda fn, rows: in_blocks(fn, rows, block_rows), in_place)
+        return Features(x, self.output_dropout(x), next_state, recall, keys)
+
+    def memory_keys(self, outputs: Tensor) -> Tensor:
+        """What the memory keeps of the last recurrent layer's outputs: layer-normed when attention reads them,
+        as they are otherwise (the continuous cache alone)."""
+        return self.attention.norm(outputs) if self.attention is not None else outputs
 
     def logits(self, hidden: Tensor) -> Tensor:
         if self.projection is not None:
@@ -214,44 +272,54 @@ class LanguageModel(nn.Module):
 
     # -- inference: what everything outside training calls -----------------------------------------------------
 
-    def step(self, tokens: Tensor, state: Tensor | None = None, invariant: bool = True) -> tuple[Tensor, Tensor]:
-        """One piece per row: (rows,) ids -> the (rows, vocab) logits after it, and the state after it.
+    def step(self, tokens: Tensor, state: State | None = None, invariant: bool = True,
+             in_place: bool = False) -> tuple[Tensor, State]:
+        """One piece per row: (rows,) ids -> the (rows, vocab) logits after it, and the state after it. With the
+        continuous cache on, the "logits" are the mixture's log-probabilities.
 
         `invariant`: every product in fixed blocks of rows (STEP_BLOCK_ROWS, DECODE_BLOCK_ROWS), so a row's bits
         do not depend on the rows beside it (the engine: a seeded request's output must not change with the
         traffic); False: one product each, for a caller whose batches are its own (a search that makes the same
         rounds for the same question)."""
-        features = self.features(tokens.view(-1, 1), state, STEP_BLOCK_ROWS if invariant else None)
-        return self.decode(features.dropped[:, -1], DECODE_BLOCK_ROWS if invariant else None), features.state
+        features = self.features(tokens.view(-1, 1), state, STEP_BLOCK_ROWS if invariant else None, in_place)
+        logits = self.decode(features.dropped[:, -1], DECODE_BLOCK_ROWS if invariant else None)
+        if features.recall is not None:
+            logits = features.recall.mix(logits, self.config.cache)
+        return logits, features.state
 
-    def read(self, tokens: Tensor, state: Tensor | None = None, every_piece: bool = False,
-             block_rows: int | None = DECODE_BLOCK_ROWS) -> tuple[Tensor, Tensor]:
+    def read(self, tokens: Tensor, state: State | None = None, every_piece: bool = False,
+             block_rows: int | None = DECODE_BLOCK_ROWS) -> tuple[Tensor, State]:
         """A slice of one text in one call: (pieces,) ids -> the (1, vocab) logits after its last piece, or with
         `every_piece` the (pieces, vocab) logits after each, and the state after it. Any cut of a text into reads
         of at least MIN_CALL_PIECES pieces gives the bits of one read of it (`slice_end`)."""
         features = self.features(tokens.view(1, -1), state)
         outputs = features.dropped[0] if every_piece else features.dropped[:, -1]
-        return self.decode(outputs, block_rows), features.state
+        logits = self.decode(outputs, block_rows)
+        if features.recall is not None:
+            recall = features.recall if every_piece else Recall(features.recall.weights[:, -1:],
+                                                                 features.recall.pieces[:, -1:])
+            logits = recall.mix(logits, self.config.cache)
+        return logits, features.state
 
     @staticmethod
-    def select_rows(state: Tensor, rows: Tensor | list[int] | slice) -> Tensor:
+    def select_rows(state: State, rows: Tensor | list[int] | slice) -> State:
         """The state of some sequences of a batch, in the order given."""
-        return state[:, :, rows]
+        return state.rows(rows)
 
     @staticmethod
-    def stack_rows(states: list[Tensor]) -> Tensor:
+    def stack_rows(states: list[State]) -> State:
         """One batch state from the states of several sequences (or sub-batches), in order."""
-        return torch.cat(states, dim=STATE_BATCH_DIM)
+        return State.stack(states)
 
     @staticmethod
-    def repeat_rows(state: Tensor, count: int) -> Tensor:
+    def repeat_rows(state: State, count: int) -> State:
         """`count` copies of the state of one sequence, as a batch."""
-        return state.expand(-1, -1, count, -1).contiguous()
+        return state.rows([0] * count)
 
     @staticmethod
-    def count_rows(state: Tensor) -> int:
+    def count_rows(state: State) -> int:
         """How many sequences a batch state holds."""
-        return state.shape[STATE_BATCH_DIM]
+        return state.count
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # a tied matrix counts once

@@ -26,25 +26,30 @@ from collections import OrderedDict
 import torch
 from torch import Tensor
 
+from .memory import State
 from .network import MIN_CALL_PIECES, LanguageModel, slice_end
 
 CHUNK = 16  # the state is kept at multiples of CHUNK pieces
 SLICE = 256  # the most pieces one call reads
 CAPACITY = 2048  # states kept (8 KB each for a 2x512 LSTM)
-WHOLE_CAPACITY = 256  # whole prompts' outcomes kept (10 KB each for a 2x512 LSTM)
+WHOLE_CAPACITY = 256  # whole prompts' outcomes kept (24 KB each for a 2x512 LSTM of 4,000 pieces)
+MEMORY_BUDGET = 128 * 2**20  # bytes of states kept: a state with a memory (model/memory.py) is far larger
 _ID_BYTES = 8  # array("q")
 
 
 class PromptCache:
     def __init__(self, model: LanguageModel, capacity: int = CAPACITY):
         self.model = model
-        self._states = _Slots(capacity)  # state at a chunk boundary, by the ids before it
-        self._whole_states = _Slots(WHOLE_CAPACITY)  # state after a whole prompt, by its ids
-        self._whole_outputs = _Slots(WHOLE_CAPACITY)  # the model's output at its last piece
+        state_bytes = sum(t.numel() * t.element_size() for t in model.initial_state(1).tensors().values())
+        fits = max(16, MEMORY_BUDGET // (2 * state_bytes))  # half the budget for each kind of state kept
+        capacity, whole = min(capacity, fits), min(WHOLE_CAPACITY, fits)
+        self._states = _StateSlots(capacity)  # state at a chunk boundary, by the ids before it
+        self._whole_states = _StateSlots(whole)  # state after a whole prompt, by its ids
+        self._whole_logits = _Slots(whole)  # the logits after its last piece
         self.hits = 0  # prompts that found a cached prefix
         self.whole_hits = 0  # prompts read before, answered from the cache alone
 
-    def prefill(self, ids: list[int], slice_pieces: int = SLICE) -> tuple[Tensor, Tensor]:
+    def prefill(self, ids: list[int], slice_pieces: int = SLICE) -> tuple[Tensor, State]:
         """The (1, vocab) logits after reading `ids` (one sequence) and the state after it."""
         reading = self.reader(ids)
         while not reading.done:
@@ -70,15 +75,15 @@ class PromptReading:
         state = cache._whole_states.get(self.key)
         if state is not None:
             cache.whole_hits += 1
-            self.logits = cache.model.decode(cache._whole_outputs.get(self.key)[:, -1])
-            self.state = state.clone()  # a copy: a slot is reused once evicted
+            self.logits = cache._whole_logits.get(self.key).clone()
+            self.state = state.map(torch.clone)  # a copy: a slot is reused once evicted
             self.position = len(ids)
             return
         # The latest kept boundary that leaves at least a call's worth of pieces to read.
         for boundary in range((len(ids) - MIN_CALL_PIECES) // CHUNK * CHUNK, 0, -CHUNK):
             state = cache._states.get(self.key[: boundary * _ID_BYTES])
             if state is not None:
-                self.position, self.state = boundary, state.clone()
+                self.position, self.state = boundary, state.map(torch.clone)
                 cache.hits += 1
                 break
         # The last boundary before the end, where a prompt typed further will pick up.
@@ -104,13 +109,12 @@ class PromptReading:
             end = self._last_boundary
         end = slice_end(start, end, limit, CHUNK)
         model = self.cache.model
-        features = model.features(model.tokens([ids[start:end]]), self.state)
-        self.position, self.state = end, features.state
+        logits, self.state = model.read(model.tokens(ids[start:end]), self.state)
+        self.position = end
         if end == len(ids):
-            last = features.dropped[:, -1:]
             self.cache._whole_states.put(self.key, self.state)
-            self.cache._whole_outputs.put(self.key, last)
-            self.logits = model.decode(last[:, -1])
+            self.cache._whole_logits.put(self.key, logits)
+            self.logits = logits
         elif end % CHUNK == 0:
             self.cache._states.put(self.key[: end * _ID_BYTES], self.state)
         return end - start
@@ -148,3 +152,24 @@ class _Slots:
             self._slot_of[key] = slot
         self._slot_of.move_to_end(key)
         self._block[slot].copy_(value)
+
+
+class _StateSlots:
+    """_Slots for a model State: a block per tensor of it."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._fields: dict[str, _Slots] = {}
+
+    def __len__(self) -> int:
+        return len(next(iter(self._fields.values()))) if self._fields else 0
+
+    def get(self, key: bytes) -> State | None:
+        found = {name: slots.get(key) for name, slots in self._fields.items()}
+        if not found or any(t is None for t in found.values()):
+            return None
+        return State.from_tensors(found)
+
+    def put(self, key: bytes, state: State) -> None:
+        for name, tensor in state.tensors().items():
+            self._fields.setdefault(name, _Slots(self.capacity)).put(key, tensor)

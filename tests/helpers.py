@@ -19,6 +19,12 @@ def tiny_model(vocab_size: int = 50, cell: str = "lstm", seed: int = 0, **overri
     return LanguageModel(ModelConfig(**fields))
 
 
+def same_state(a, b) -> bool:
+    """Two model states hold the same bits (model.memory.State: every tensor of it)."""
+    ta, tb = a.tensors(), b.tensors()
+    return ta.keys() == tb.keys() and all(torch.equal(x, tb[name]) for name, x in ta.items())
+
+
 def free_port() -> int:
     import socket
 

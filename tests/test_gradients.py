@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lyricist.model.cli import main as lyricist_main
+from lyricist.model.memory import State
 from lyricist.training.inspect import JSON_FILE, PLOT_FILE, WARMUP, gradient_norms
 
 from .helpers import tiny_model
@@ -70,9 +71,9 @@ def test_the_per_step_gradients_are_those_of_the_whole_sequence(cell):
     for k in (0, 1, 5, max_k):
         end = WARMUP + max_k - k + 1  # the pieces read up to step T−k
         with torch.no_grad():
-            state = model.features(windows[:, :end]).state
+            state = model.features(windows[:, :end]).state.rnn
         state.requires_grad_(True)
-        last = model.features(windows[:, end : WARMUP + max_k + 1], state).state if k else state
+        last = model.features(windows[:, end : WARMUP + max_k + 1], State(state)).state.rnn if k else state
         loss = torch.nn.functional.cross_entropy(model.logits(last[-1, 0]), windows[:, -1], reduction="sum")
         (grad,) = torch.autograd.grad(loss, state)
         torch.testing.assert_close(norms[:, k].float(), grad[-1, 0].norm(dim=-1), rtol=1e-4, atol=1e-9)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lyricist.model import LanguageModel, ModelConfig
+from lyricist.model.memory import State
 from lyricist.model.network import CELLS, SequenceDropout, evaluating
 
 from .helpers import tiny_model, torch_threads
@@ -22,7 +23,7 @@ def test_shapes_and_state_layout(cell):
     model = tiny_model(V, cell, layers=3)
     logits, state = model(tokens(batch=4, time=7))
     assert logits.shape == (4, 7, V)
-    assert state.shape == (3, 2 if cell == "lstm" else 1, 4, 16)
+    assert state.rnn.shape == (3, 2 if cell == "lstm" else 1, 4, 16)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -35,7 +36,7 @@ def test_stepping_with_carried_state_equals_one_pass(cell):
         logits, state = model(x[:, t : t + 1], state)
         steps.append(logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), whole)
-    torch.testing.assert_close(state, whole_state)
+    torch.testing.assert_close(state.rnn, whole_state.rnn)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -44,7 +45,7 @@ def test_rows_split_from_a_batch_and_stacked_again_behave_as_in_the_batch(cell):
     x = tokens(batch=3, time=5)
     _, state = model(x)
     rows = [LanguageModel.select_rows(state, [i]) for i in range(3)]
-    torch.testing.assert_close(LanguageModel.stack_rows(rows), state)
+    torch.testing.assert_close(LanguageModel.stack_rows(rows).rnn, state.rnn)
 
     nxt = tokens(batch=3, time=4, seed=2)
     batched, _ = model(nxt, state)
@@ -288,13 +289,13 @@ def test_a_step_of_the_recurrent_layers_does_not_depend_on_the_batch_at_the_ship
     needed), not for torch's own kernel, which gives the rows of small batches other bits."""
     model = shipped_shape
     g = torch.Generator().manual_seed(3)
-    state, tokens = torch.randn(2, 2, 64, 512, generator=g), torch.randint(0, 4000, (64, 1), generator=g)
+    state, tokens = State(torch.randn(2, 2, 64, 512, generator=g)), torch.randint(0, 4000, (64, 1), generator=g)
     with torch.inference_mode(), torch_threads(threads):
         full = model.features(tokens, state)
         for rows in (1, 2, 3, 5, 8, 16, 33):
             for part in (slice(0, rows), slice(64 - rows, 64)):
                 alone = model.features(tokens[part], LanguageModel.select_rows(state, part))
-                assert torch.equal(alone.state, LanguageModel.select_rows(full.state, part)), (rows, part)
+                assert torch.equal(alone.state.rnn, LanguageModel.select_rows(full.state, part).rnn), (rows, part)
                 assert torch.equal(alone.dropped, full.dropped[part]), (rows, part)
 
 

@@ -54,6 +54,10 @@ def add_eval_command(subcommands: argparse._SubParsersAction) -> None:
     d.add_argument("--stats-text", metavar="FILE",
                    help="training text to measure the gradient statistics on (default: those in the checkpoint)")
     d.add_argument("--save-stats", action="store_true", help="store the statistics and settings in the checkpoint")
+    c = p.add_argument_group("the continuous cache (docs/memory.md): tuned on this text, which should be held out")
+    c.add_argument("--tune-cache", action="store_true", help="find the cache's window, theta and lambda on the text")
+    c.add_argument("--save-cache", action="store_true",
+                   help="store them in the checkpoint (left off when the cache does not help)")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's)")
     p.set_defaults(run=_run_eval)
 
@@ -114,6 +118,18 @@ def _run_eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     checkpoint = load_checkpoint(args.model)
     corpus = read_corpus(args.text)
+    if args.save_cache and not args.tune_cache:
+        raise ValueError("--save-cache goes with --tune-cache")
+    if args.tune_cache:
+        from lyricist.model.cache_tuning import describe, save_cache_settings, tune
+
+        best, figures = tune(checkpoint.model, checkpoint.tokenizer, corpus.text,
+                             log=lambda line: print(line, file=sys.stderr, flush=True))
+        print(describe(figures), file=sys.stderr)
+        if args.save_cache:
+            save_cache_settings(args.model, best, {**figures, "text": str(args.text)})
+        print(json.dumps({k: v for k, v in figures.items() if k != "tried"}, indent=2))
+        return 0
     if args.dynamic:
         stats_text = read_corpus(args.stats_text).text if args.stats_text else None
         metrics = evaluate_checkpoint(checkpoint, corpus.text, stats_text, args.save_stats,

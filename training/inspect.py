@@ -19,6 +19,7 @@ from torch import Tensor
 
 from lyricist.model import LanguageModel, Tokenizer, load_checkpoint
 from lyricist.model.checkpoint import checkpoint_exists, read_extra_file
+from lyricist.model.memory import State
 
 from .config import TrainConfig, load_config
 from .data import read_corpus
@@ -197,12 +198,12 @@ def gradient_norms(model: LanguageModel, windows: Tensor, max_k: int) -> Tensor:
     device = model.device
     windows = windows.to(device)
     with torch.no_grad():
-        state = model.features(windows[:, :WARMUP]).state
+        state = model.features(windows[:, :WARMUP]).state.rnn  # the recurrent state: what the study follows
     states = []
     with torch.enable_grad():
         state = state.detach().requires_grad_(False)
         for t in range(WARMUP, WARMUP + max_k + 1):
-            state = model.features(windows[:, t : t + 1], state).state
+            state = model.features(windows[:, t : t + 1], State(state)).state.rnn
             state.retain_grad()
             states.append(state)
         hidden = states[-1][-1, 0]  # (windows, H): the top layer's h after the last step, T

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lyricist.model import LanguageModel
+from lyricist.model.memory import State
 
 
 class Objective(nn.Module):
@@ -18,7 +19,7 @@ class Objective(nn.Module):
         super().__init__()
         self.model, self.ar, self.tar, self.bf16 = model, ar, tar, bf16
 
-    def forward(self, inputs: Tensor, targets: Tensor, state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, inputs: Tensor, targets: Tensor, state: State) -> tuple[Tensor, Tensor, State]:
         """(loss, its cross-entropy alone, the state after the chunk, detached)."""
         # bf16: the products run in bfloat16, the weights, their updates and the loss stay float32
         with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -31,4 +32,4 @@ class Objective(nn.Module):
             loss = loss + self.ar * dropped.pow(2).mean()
         if self.tar and hidden.shape[1] > 1:
             loss = loss + self.tar * (hidden[:, 1:] - hidden[:, :-1]).pow(2).mean()
-        return loss, cross_entropy.detach(), features.state.detach().float()
+        return loss, cross_entropy.detach(), features.state.detached()

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from lyricist.model import LanguageModel
+from lyricist.model.memory import State
 
 from .config import OptimSettings
 
@@ -26,7 +27,7 @@ def teacher_forcing_probability(o: OptimSettings, step: int) -> float:
     return min(1.0, max(o.ss_min, value))
 
 
-def mix_in_predictions(model: LanguageModel, inputs: Tensor, state: Tensor, teacher_forcing: float) -> Tensor:
+def mix_in_predictions(model: LanguageModel, inputs: Tensor, state: State, teacher_forcing: float) -> Tensor:
     """`inputs` with each piece after the first replaced, with probability 1 - teacher_forcing, by a sample
     of the model's prediction of it from the true pieces before it."""
     if teacher_forcing >= 1 or inputs.shape[1] < 2:

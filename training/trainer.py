@@ -21,6 +21,7 @@ from tqdm import tqdm
 from lyricist.model import Checkpoint, LanguageModel, Tokenizer, load_checkpoint, save_checkpoint
 from lyricist.model import dynamic_eval
 from lyricist.model.checkpoint import stored_tensors
+from lyricist.model.memory import State
 from lyricist.model.scoring import score_text
 
 from . import report
@@ -168,7 +169,7 @@ class Trainer:
         o, p = self.config.optim, self.progress
         inputs, targets, starts_epoch = self.stream.next_chunk()
         if starts_epoch:
-            self.state = torch.zeros_like(self.state)  # a new pass over the text: nothing to carry
+            self.state = self.model.initial_state(self.state.count)  # a new pass over the text: nothing to carry
         inputs, targets = inputs.to(self.device), targets.to(self.device)
         inputs = mix_in_predictions(self.model, inputs, self.state.to(self.device),
                                     teacher_forcing_probability(o, p.step))
@@ -249,12 +250,16 @@ class Trainer:
 
     def _save(self) -> None:
         p = self.progress
-        hidden = self.model.stack_rows(self.replicas.gather(self.state.cpu()))
+        # The carried state of every replica's rows; its recurrent part is "hidden", as runs have always saved it.
+        gathered = {name: self.replicas.gather(t.cpu()) for name, t in self.state.tensors().items()}
+        hidden = State.stack([State.from_tensors({name: parts[rank] for name, parts in gathered.items()})
+                              for rank in range(self.replicas.world_size)])
         rng = self.replicas.gather(torch.get_rng_state())
         if not self.replicas.is_main:
             self.replicas.barrier()
             return
-        tensors = {"hidden": hidden, "rng.data": self.stream.generator.get_state()}
+        tensors = {("hidden" if name == "rnn" else f"hidden.{name}"): t for name, t in hidden.tensors().items()}
+        tensors["rng.data"] = self.stream.generator.get_state()
         tensors.update({f"rng.torch.{rank}": state for rank, state in enumerate(rng)})
         optimizer_json, optimizer_tensors = split_optimizer_state(self.optimizer.state_dict())
         tensors.update(optimizer_tensors)
@@ -343,7 +348,9 @@ class Trainer:
         self.stream.restore(state["data"], tensors["rng.data"])
         rows = self.model.count_rows(self.state)
         rank = self.replicas.rank
-        self.state = self.model.select_rows(tensors["hidden"], slice(rank * rows, (rank + 1) * rows)).clone()
+        carried = State.from_tensors({"rnn": tensors["hidden"], **{name.removeprefix("hidden."): t for name, t in
+                                                                   tensors.items() if name.startswith("hidden.")}})
+        self.state = self.model.select_rows(carried, slice(rank * rows, (rank + 1) * rows)).map(torch.clone)
         torch.set_rng_state(tensors[f"rng.torch.{rank}"])
         self.log = saved["log"]
         best = {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from lyricist.model import LanguageModel, sample
+from lyricist.model.memory import State
 
 from .work import Sequence
 
@@ -16,7 +17,7 @@ class RunningBatch:
     def __init__(self, model: LanguageModel, vocab_size: int):
         self.model, self.vocab_size = model, vocab_size
         self.sequences: list[Sequence] = []
-        self.state: Tensor | None = None
+        self.state: State | None = None
         self.logits: Tensor | None = None  # each row's next-piece logits
         self.seen: Tensor | None = None  # (rows, vocab) bool: the pieces in each row's context (repetition penalty)
 
@@ -64,4 +65,4 @@ class RunningBatch:
 
     def advance(self, tokens: Tensor) -> None:
         """Every row reads its sampled piece: one batched model step."""
-        self.logits, self.state = self.model.step(tokens, self.state)
+        self.logits, self.state = self.model.step(tokens, self.state, in_place=True)  # the batch owns its state

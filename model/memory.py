@@ -1,0 +1,245 @@
+"""The song's memory: what the model keeps of the text it has read besides its recurrent state (docs/memory.md).
+
+An LSTM carries everything in a fixed-size state, and what a song sang twenty lines ago has faded from it by
+the time the refrain comes back. Two mechanisms read the past directly instead, both over a window of the last
+layer's recent outputs, kept per sequence in a ring buffer (`State.memory`):
+
+- **Attention** (`model.attention`, trained with the model; Merity 2019, "Single Headed Attention RNN"): one
+  head over the window, keys and values the layer-normed outputs with learned gates, no position embeddings,
+  its output added to the last layer's. A query attends to the last `window` outputs, itself included.
+- **The continuous cache** (`model.cache`, at inference only; Grave et al. 2017): the next-piece distribution
+  mixed with one over the pieces that followed outputs like the present one in the window,
+  p = (1 − λ) p_model + λ p_cache, p_cache(w) ∝ Σ_{i: x_{i+1} = w} exp(θ h_t · h_i). Its window, θ and λ are
+  tuned on a validation text and stored in the checkpoint; λ = 0 is off.
+
+Attention needs no order among the window's slots (no position embeddings), so the ring buffer is written in
+place of the oldest output, never shifted; each slot's position is known from the count of pieces read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NO_PIECE = -1  # a slot's next piece, while it is not known yet (the latest output, an empty slot)
+
+
+@dataclass(frozen=True)
+class State:
+    """A batch's state. `rnn`: (layers, parts, batch, hidden), h and c for an LSTM. With a memory: `memory`
+    (batch, window, hidden), the last layer's latest outputs in a ring buffer; `next_pieces` (batch, window),
+    the piece that followed each (NO_PIECE while unknown); `length` (batch,), the pieces read so far (slot of
+    position p: p % window)."""
+
+    rnn: Tensor
+    memory: Tensor | None = None
+    next_pieces: Tensor | None = None
+    length: Tensor | None = None
+
+    def map(self, fn: Callable[[Tensor], Tensor], floats_only: bool = False) -> State:
+        """Every tensor through `fn` (`floats_only`: the float ones; the piece ids and lengths as they are)."""
+        keep = (lambda t: t) if floats_only else fn
+        if self.memory is None:
+            return State(fn(self.rnn))
+        return State(fn(self.rnn), fn(self.memory), keep(self.next_pieces), keep(self.length))
+
+    def detached(self) -> State:
+        """No gradient history, floats in float32 (training carries the state from one chunk to the next)."""
+        return self.map(lambda t: t.detach()).map(lambda t: t.float(), floats_only=True)
+
+    def to(self, device: torch.device | str) -> State:
+        return self.map(lambda t: t.to(device))
+
+    def rows(self, rows: Tensor | list[int] | slice) -> State:
+        if self.memory is None:
+            return State(self.rnn[:, :, rows])
+        return State(self.rnn[:, :, rows], self.memory[rows], self.next_pieces[rows], self.length[rows])
+
+    @staticmethod
+    def stack(states: list[State]) -> State:
+        rnn = torch.cat([s.rnn for s in states], dim=2)
+        if states[0].memory is None:
+            return State(rnn)
+        return State(rnn, torch.cat([s.memory for s in states]), torch.cat([s.next_pieces for s in states]),
+                     torch.cat([s.length for s in states]))
+
+    @property
+    def count(self) -> int:
+        return self.rnn.shape[2]
+
+    def tensors(self) -> dict[str, Tensor]:
+        """Its tensors by name, to save with a checkpoint (training's carried state)."""
+        named = {"rnn": self.rnn, "memory": self.memory, "next_pieces": self.next_pieces, "length": self.length}
+        return {name: t for name, t in named.items() if t is not None}
+
+    @staticmethod
+    def from_tensors(tensors: dict[str, Tensor]) -> State:
+        return State(tensors["rnn"], tensors.get("memory"), tensors.get("next_pieces"), tensors.get("length"))
+
+
+def empty_memory(batch: int, window: int, hidden: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return (like.new_zeros(batch, window, hidden), torch.full((batch, window), NO_PIECE, device=like.device),
+            torch.zeros(batch, dtype=torch.long, device=like.device))
+
+
+def slot_positions(length: Tensor, window: int) -> Tensor:
+    """(batch, window): the position each slot of the ring holds (negative: the slot is empty), given the
+    pieces read so far. Slot s holds the latest position p < length with p % window == s."""
+    slots = torch.arange(window, device=length.device)
+    last = length.unsqueeze(1) - 1
+    return last - (last - slots) % window
+
+
+def remember(state: State, outputs: Tensor, pieces: Tensor) -> State:
+    """The memory after reading `pieces` (batch, time), whose last-layer outputs are `outputs` (batch, time,
+    hidden): each output written over the oldest slot, each slot's next piece filled in as it becomes known
+    (the first piece read is the one that followed the latest output before it)."""
+    memory, next_pieces, length = state.memory, state.next_pieces, state.length
+    batch, window = memory.shape[0], memory.shape[1]
+    time = outputs.shape[1]
+    rows = torch.arange(batch, device=memory.device)
+    next_pieces = next_pieces.clone()
+    previous = (length - 1) % window
+    had_one = length > 0
+    next_pieces[rows[had_one], previous[had_one]] = pieces[had_one, 0]
+    keep = min(time, window)  # a slice longer than the window leaves only its last `window` outputs
+    positions = length.unsqueeze(1) + torch.arange(time - keep, time, device=memory.device)  # (batch, keep)
+    slots = positions % window
+    following = torch.cat([pieces[:, 1:], pieces.new_full((batch, 1), NO_PIECE)], dim=1)[:, time - keep:]
+    memory = memory.clone()
+    memory[rows.unsqueeze(1), slots] = outputs[:, time - keep:].to(memory.dtype)
+    next_pieces[rows.unsqueeze(1), slots] = following
+    return State(state.rnn, memory, next_pieces, length + time)
+
+
+def window_mask(length: Tensor, ring: int, window: int, time: int) -> Tensor:
+    """For queries at the `time` positions after `length` pieces, over the keys of a ring of `ring` slots then the
+    chunk's own positions: the mask (batch, time, ring + time) of those within the query's window, the last
+    `window` positions up to its own; empty slots never."""
+    memory_positions = slot_positions(length, ring)
+    chunk_positions = length.unsqueeze(1) + torch.arange(time, device=length.device)
+    keys = torch.cat([memory_positions, chunk_positions], dim=1)
+    queries = chunk_positions.unsqueeze(2)
+    return (keys.unsqueeze(1) <= queries) & (keys.unsqueeze(1) > queries - window) & (keys.unsqueeze(1) >= 0)
+
+
+class Attention(nn.Module):
+    """One head over the window (SHA-RNN style): queries a linear map of the layer-normed output, keys and
+    values the layer-normed outputs (what the memory keeps) scaled by learned sigmoid gates; the result added
+    to the output. `chunk` attends a whole chunk at once (training); inference reads position by position over
+    the ring (`read_ring`), so a text gives the same bits however it is cut into reads and steps."""
+
+    def __init__(self, hidden: int, window: int):
+        super().__init__()
+        self.window = window
+        self.norm = nn.LayerNorm(hidden)
+        self.query = nn.Linear(hidden, hidden, bias=False)
+        self.key_gate = nn.Parameter(torch.zeros(hidden))
+        self.value_gate = nn.Parameter(torch.zeros(hidden))
+        self.scale = hidden ** -0.5
+        nn.init.normal_(self.query.weight, std=hidden ** -0.5)
+
+    def chunk(self, outputs: Tensor, state: State) -> Tensor:
+        """`outputs` (batch, time, hidden) of a chunk read after `state.length` pieces whose latest (normed)
+        outputs are in `state.memory`: each position's output plus what it attends to."""
+        time = outputs.shape[1]
+        mask = window_mask(state.length, state.memory.shape[1], self.window, time)
+        normed = torch.cat([state.memory.to(outputs.dtype), self.norm(outputs)], dim=1)
+        queries = self.query(normed[:, -time:])
+        keys = normed * torch.sigmoid(self.key_gate)
+        values = normed * torch.sigmoid(self.value_gate)
+        scores = torch.einsum("bth,bkh->btk", queries, keys) * self.scale
+        scores = scores.masked_fill(~mask, float("-inf"))
+        return outputs + torch.einsum("btk,bkh->bth", torch.softmax(scores, dim=-1), values)
+
+    def one(self, output: Tensor, normed: Tensor, ring: Tensor, valid: Tensor,
+            blocks: Callable[[Callable[[Tensor], Tensor], Tensor], Tensor]) -> Tensor:
+        """One position of each row: `output` (rows, hidden), its normed form, the ring (rows, window, hidden)
+        with it written in, `valid` (rows, window) the slots that hold an output."""
+        query = blocks(self.query, normed)
+        keys = ring * torch.sigmoid(self.key_gate)
+        values = ring * torch.sigmoid(self.value_gate)
+        scores = torch.einsum("rh,rwh->rw", query, keys) * self.scale
+        weights = torch.softmax(scores.masked_fill(~valid, float("-inf")), dim=-1)
+        return output + torch.einsum("rw,rwh->rh", weights, values)
+
+
+@dataclass
+class CacheConfig:
+    """The continuous cache's settings (tuned on a validation text; λ = 0: off)."""
+
+    window: int = 0  # past outputs looked back over (at most the memory's window)
+    theta: float = 0.0  # the flatness of the match: exp(θ h_t · h_i)
+    lam: float = 0.0  # the cache's share of the mixture
+
+
+class Recall:
+    """What the continuous cache saw at each position of a read: per row and position, the weight of each ring
+    slot (rows, time, window) and the piece that followed it (rows, time, window)."""
+
+    def __init__(self, weights: Tensor, pieces: Tensor):
+        self.weights, self.pieces = weights, pieces
+
+    def mix(self, logits: Tensor, config: CacheConfig) -> Tensor:
+        """log((1 − λ) softmax(logits) + λ p_cache) for logits (rows * time, vocab) in the reads' order; a
+        position with nothing to recall keeps its distribution."""
+        weights = self.weights.flatten(0, 1)
+        pieces = self.pieces.flatten(0, 1)
+        vocab = logits.shape[1]
+        # Rows as long as a multiple of 16 elements: vectorised elementwise work treats every row alike, so a row's
+        # bits do not depend on how many rows came with it (a cut of the text into reads changes nothing).
+        padded = F.pad(logits.float(), (0, -vocab % 16), value=float("-inf"))
+        logp = torch.log_softmax(padded, dim=-1)
+        recalled = weights.sum(dim=1, keepdim=True) > 0
+        cache = torch.zeros_like(logp).scatter_add_(1, pieces.clamp_min(0), weights)
+        lam = torch.where(recalled, torch.full_like(weights[:, :1], config.lam), torch.zeros_like(weights[:, :1]))
+        mixed = torch.logaddexp(logp + torch.log1p(-lam), torch.log(cache.clamp_min(1e-45)) + torch.log(lam))
+        return torch.where(recalled, mixed, logp)[:, :vocab]
+
+
+def read_ring(outputs: Tensor, pieces: Tensor, state: State, normalise: Callable[[Tensor], Tensor],
+              attention: Attention | None, cache: CacheConfig | None,
+              blocks: Callable[[Callable[[Tensor], Tensor], Tensor], Tensor],
+              in_place: bool = False) -> tuple[Tensor, State, Recall | None]:
+    """Inference over the ring, position by position: `outputs` (rows, time, hidden) of the last recurrent
+    layer for `pieces` (rows, time) read after `state`. Returns the outputs with attention added, the state
+    with the memory updated, and what the cache recalled at each position (None without a cache). Each
+    position's work has the same shape however the text is cut, so the bits do not depend on the cut;
+    `blocks` runs a row-wise product in fixed blocks of rows (the batch-invariant products)."""
+    ring, following, length = state.memory, state.next_pieces, state.length
+    if not in_place:
+        ring, following = ring.clone(), following.clone()
+    rows, time = outputs.shape[0], outputs.shape[1]
+    window = ring.shape[1]
+    index = torch.arange(rows, device=ring.device)
+    attended, weights, recalled = [], [], []
+    tracked = torch.is_grad_enabled()  # dynamic evaluation differentiates through the ring: write a new one
+    for t in range(time):
+        if tracked and t:
+            ring = ring.clone()
+        had_one = length > 0
+        previous = (length - 1) % window
+        following[index[had_one], previous[had_one]] = pieces[had_one, t]
+        slot = length % window
+        normed = normalise(outputs[:, t])
+        ring[index, slot] = normed.to(ring.dtype)
+        following[index, slot] = NO_PIECE
+        length = length + 1
+        positions = slot_positions(length, window)
+        if attention is not None:
+            within = (positions >= 0) & (positions > (length - 1 - attention.window).unsqueeze(1))
+            attended.append(attention.one(outputs[:, t], normed, ring, within, blocks))
+        if cache is not None:
+            known = (following >= 0) & (positions > (length - 1 - cache.window).unsqueeze(1))
+            scores = torch.einsum("rh,rwh->rw", normed.float(), ring.float()) * cache.theta
+            scores = scores.masked_fill(~known, float("-inf"))
+            weights.append(torch.where(known.any(dim=1, keepdim=True), torch.softmax(scores, dim=-1),
+                                       torch.zeros_like(scores)).nan_to_num(0.0))
+            recalled.append(following.clone())
+    new_outputs = torch.stack(attended, dim=1) if attention is not None else outputs
+    recall = Recall(torch.stack(weights, dim=1), torch.stack(recalled, dim=1)) if cache is not None else None
+    return new_outputs, State(state.rnn, ring, following, length), recall

@@ -1,0 +1,211 @@
+"""The song's memory (model/memory.py): attention over the last layer's past outputs and the continuous cache,
+in the model, the engine, the prompt cache, training and the checkpoint."""
+
+import asyncio
+import json
+
+import pytest
+import torch
+
+from lyricist.app.engine import GenerationRequest, ModelEngine
+from lyricist.model import LanguageModel, ModelConfig, SamplingParams, load_checkpoint, save_checkpoint
+from lyricist.model.cache_tuning import cache_probabilities, save_cache_settings, tune
+from lyricist.model.prompt_cache import PromptCache
+from lyricist.model.scoring import score_text
+
+from .helpers import same_state
+
+ATTENTION = {"attention": {"window": 12}}
+BOTH = {"attention": {"window": 12}, "cache": {"window": 20, "theta": 0.5, "lam": 0.2}}
+CACHE = {"cache": {"window": 16, "theta": 1.0, "lam": 0.3}}
+
+
+def model_with(settings: dict, vocab: int = 60, seed: int = 0) -> LanguageModel:
+    torch.manual_seed(seed)
+    return LanguageModel(ModelConfig(vocab_size=vocab, layers=2, embedding_size=12, hidden_size=16, **settings)).eval()
+
+
+def ids(n: int, seed: int = 0, vocab: int = 60) -> torch.Tensor:
+    return torch.randint(3, vocab, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("settings", [ATTENTION, BOTH, CACHE])
+def test_any_cut_into_reads_gives_the_bits_of_one_read(settings):
+    model = model_with(settings)
+    text = ids(70)
+    with torch.inference_mode():
+        whole, whole_state = model.read(text, every_piece=True)
+        for cuts in ([5, 30, 70], [2, 4, 9, 40, 68, 70], [35, 70]):
+            state, parts, start = None, [], 0
+            for end in cuts:
+                logits, state = model.read(text[start:end], state, every_piece=True)
+                parts.append(logits)
+                start = end
+            assert torch.equal(torch.cat(parts), whole) and same_state(state, whole_state), cuts
+
+
+@pytest.mark.parametrize("settings", [ATTENTION, BOTH])
+def test_training_reads_a_chunk_as_inference_reads_it(settings):
+    """The chunk at once (training) and position by position over the ring (inference) are the same
+    arithmetic, up to rounding; the cache is inference's alone, so it is left off here."""
+    model = model_with({**settings, "cache": {}})
+    text = ids(50, seed=3)
+    with torch.no_grad():
+        want, _ = model.read(text, every_piece=True)
+        model.train()
+        model.output_dropout.p = model.input_dropout.p = 0.0
+        state, parts = None, []
+        for start, end in ((0, 20), (20, 50)):
+            features = model.features(text[start:end].view(1, -1), state)
+            parts.append(model.logits(features.dropped[0]))
+            state = features.state
+    torch.testing.assert_close(torch.cat(parts), want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_window_is_the_last_outputs_whatever_came_before():
+    """Attention reads a window, not the whole past: two texts that differ only before the window give the
+    same logits after it (the recurrent state forgotten by setting it equal)."""
+    model = model_with(ATTENTION)
+    a, b = ids(40, seed=1), ids(40, seed=2)
+    tail = ids(12, seed=5)  # as long as the window: nothing of a or b is in it at the tail's last piece
+    with torch.inference_mode():
+        _, state_a = model.read(a)
+        _, state_b = model.read(b)
+        state_b = type(state_b)(state_a.rnn, state_b.memory, state_b.next_pieces, state_b.length)
+        logits_a, _ = model.read(tail, state_a)
+        logits_b, _ = model.read(tail, state_b)
+    assert torch.equal(logits_a, logits_b)
+
+
+def test_the_cache_recalls_what_followed_before():
+    """A text that repeats a phrase: with the cache on, the phrase's second time is far likelier."""
+    model = model_with({})
+    cached = model_with(CACHE)
+    cached.load_state_dict(model.state_dict())
+    phrase = ids(10, seed=9)
+    text = torch.cat([ids(6, seed=4), phrase, ids(4, seed=6), phrase])
+    with torch.inference_mode():
+        plain, _ = model.read(text, every_piece=True)
+        mixed, _ = cached.read(text, every_piece=True)
+    targets = text[1:]
+    def loss(logits, a, b):
+        return -torch.log_softmax(logits[a:b], -1)[torch.arange(b - a), targets[a:b]].sum()
+    second = slice(len(text) - 10, len(text) - 1)  # predicting the phrase's second time, after its first piece
+    assert loss(mixed, second.start, second.stop) < 0.85 * loss(plain, second.start, second.stop)
+    torch.testing.assert_close(mixed.exp().sum(-1), torch.ones(len(text), dtype=mixed.dtype))
+
+
+def test_a_state_with_memory_is_kept_and_found_by_the_prompt_cache():
+    model = model_with(BOTH)
+    prompt = ids(90, seed=7).tolist()
+    cold_logits, cold_state = PromptCache(model).prefill(prompt)
+    cache = PromptCache(model)
+    cache.prefill(prompt[:50])
+    warm_logits, warm_state = cache.prefill(prompt)
+    again_logits, again_state = cache.prefill(prompt)
+    assert cache.hits >= 1 and cache.whole_hits == 1
+    assert torch.equal(warm_logits, cold_logits) and same_state(warm_state, cold_state)
+    assert torch.equal(again_logits, cold_logits) and same_state(again_state, cold_state)
+
+
+@pytest.fixture(scope="module")
+def memory_checkpoint(tmp_path_factory, tokenizer):
+    torch.manual_seed(11)
+    model = LanguageModel(ModelConfig(vocab_size=tokenizer.vocab_size, layers=2, embedding_size=32, hidden_size=48,
+                                      **BOTH))
+    with torch.no_grad():
+        model.decoder.bias[tokenizer.eos_id] = -1e4
+    return save_checkpoint(tmp_path_factory.mktemp("memory") / "tiny-memory", model, tokenizer, {"corpus": "none"})
+
+
+@pytest.mark.parametrize("threads, slice_tokens, company", [(2, 256, True), (1, 7, True), (None, 16, False)])
+def test_seeded_results_with_memory_are_the_same_bits_whatever_the_threads_slices_or_company(
+        memory_checkpoint, shakespeare_text, threads, slice_tokens, company):
+    checkpoint = load_checkpoint(memory_checkpoint)
+    request = GenerationRequest(shakespeare_text[:900], 20, SamplingParams(temperature=0.9, top_k=40, seed=7),
+                                logprobs=2)
+    neighbours = [GenerationRequest(shakespeare_text[i:i + 40], 12, SamplingParams(seed=i)) for i in range(0, 400, 50)]
+
+    def tokens(threads, slice_tokens, company):
+        engine = ModelEngine(checkpoint, max_batch_size=16, threads=threads, slice_tokens=slice_tokens)
+        engine.start()
+
+        async def go():
+            others = [engine.submit(r) for r in neighbours] if company else []
+            scores = [asyncio.ensure_future(engine.score(shakespeare_text[:2000]))] if company else []
+            mine = await engine.submit(request).result()
+            await asyncio.gather(*(s.result() for s in others), *scores)
+            return [(t.id, t.logprob, t.top) for t in mine[0]], mine[1]
+
+        try:
+            return asyncio.run(go())
+        finally:
+            engine.stop()
+
+    reference = tokens(1, 256, False)
+    assert reference[1].completion_tokens == 20
+    assert tokens(threads, slice_tokens, company) == reference
+
+
+def test_the_tuned_cache_scores_as_the_tuner_said(tmp_path, tokenizer, shakespeare_text):
+    model = LanguageModel(ModelConfig(vocab_size=tokenizer.vocab_size, layers=1, embedding_size=16,
+                                      hidden_size=24)).eval()
+    text = shakespeare_text[:3000] * 2  # a text that repeats itself: the cache must help
+    best, figures = tune(model, tokenizer, text, windows=(64, 256), thetas=(0.5, 2.0), lambdas=(0.1, 0.3),
+                         log=lambda line: None)
+    assert best.lam > 0 and figures["nats_per_char_best"] < figures["nats_per_char_off"]
+    path = save_checkpoint(tmp_path / "tuned", model, tokenizer, {"corpus": "none"})
+    save_cache_settings(path, best, figures)
+    tuned = load_checkpoint(path)
+    assert tuned.model.config.cache == best
+    score = score_text(tuned.model, tuned.tokenizer, text).metrics()
+    assert score["nats_per_char"] == pytest.approx(figures["nats_per_char_best"], rel=1e-6)
+    assert json.loads((path / "cache_tuning.json").read_text())["best"] == {"window": best.window,
+                                                                              "theta": best.theta, "lam": best.lam}
+
+
+def test_the_tuner_counts_only_the_window_before_each_position(tokenizer):
+    keys = torch.eye(6)
+    pieces = torch.tensor([5, 1, 2, 1, 2, 1, 2])  # position t predicts pieces[t + 1]
+    found = cache_probabilities(keys, pieces, window=3, theta=0.0)  # theta 0: every slot weighs the same
+    # position 3 predicts 2; the window (0, 2] holds positions 1 and 2, followed by 1 and 2: half of it is 2
+    assert found[0] == 0 and found[3] == pytest.approx(0.5)
+
+
+def test_an_interrupted_memory_run_resumes_with_the_losses_of_one_that_never_stopped(tmp_path, corpus):
+    """The memory is carried from chunk to chunk like the recurrent state, saved with it, and restored."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lyricist.model.checkpoint import MANIFEST_FILE
+
+    from .test_training import train_losses
+
+    def train(out, *more):
+        args = ["train", "--corpus", str(corpus), "--out", str(out), "--set", "model.vocab_size=400",
+                "--set", "model.hidden_size=24", "--set", "model.embedding_size=16", "--set", "optim.batch_size=4",
+                "--set", "optim.bptt=12", "--set", "run.samples_in_card=0", "--set", "run.threads=1",
+                "--set", "model.attention.window=16", "--set", "run.dynamic_stats_chars=0",
+                "--set", "optim.max_steps=30", "--set", "run.checkpoint_every_minutes=0.0001", *more]
+        return subprocess.Popen([sys.executable, "-m", "lyricist.model.cli", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    whole = train(tmp_path / "whole")
+    assert whole.wait(timeout=300) == 0
+    out = tmp_path / "interrupted"
+    process = train(out)
+    deadline = time.monotonic() + 120
+    while not (out / MANIFEST_FILE).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    stopped_at = load_checkpoint(out).training["steps"]
+    assert 0 < stopped_at < 30, "the interruption should land mid-run"
+    resumed = train(out, "--resume")
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr
+    assert train_losses(out) == train_losses(tmp_path / "whole")
+    assert load_checkpoint(out).model.config.attention.window == 16
