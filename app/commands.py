@@ -42,7 +42,7 @@ def add_lines_command(subcommands: argparse._SubParsersAction) -> None:
 
 def _run_lines(args: argparse.Namespace) -> None:
     from lyricist.songwriting.lines import ConstraintError, generate_lines
-    from lyricist.songwriting.tasks import lexicon, word_is_known
+    from lyricist.songwriting.tasks import end_words, lexicon, word_is_known
 
     body = {"prompt": args.prompt, "n": args.n, "syllables": args.syllables, "rhymes_with": args.rhymes_with,
             "rhyme": args.rhyme, "temperature": args.temperature, "seed": args.seed}
@@ -55,7 +55,7 @@ def _run_lines(args: argparse.Namespace) -> None:
     try:
         result = generate_lines(checkpoint.model, checkpoint.tokenizer, lexicon(), request.prompt, n=request.n,
                                 syllables=request.syllables, rhymes_with=request.rhymes_with, rhyme=request.rhyme,
-                                params=params)
+                                params=params, end_words=end_words(checkpoint))
     except ConstraintError as error:
         raise ValueError(f"--{error.field.replace('_', '-')}: {error}") from None
     known = None if request.rhymes_with is None else word_is_known(request.rhymes_with)

@@ -318,6 +318,59 @@ class VerseResponse(BaseModel):
     usage: GenerateUsage
 
 
+# -- /v1/embeddings (OpenAI) and /v1/neighbours ----------------------------------------
+
+MAX_EMBEDDING_INPUTS = 64
+MAX_NEIGHBOURS = 100
+
+
+class EmbeddingsRequest(Request):
+    input: Annotated[Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)],
+                     ServerLimit.PROMPT_CHARS,
+                     explained(f"must be a string or a list of 1 to {MAX_EMBEDDING_INPUTS} strings")]
+    encoding_format: Literal["float", "base64"] = "float"  # base64: the float32 values, little-endian
+    dimensions: Integer | None = Field(None, ge=1)  # OpenAI's; only the model's own size is served
+    user: str | None = None  # OpenAI's; accepted and not used
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingsUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingsUsage
+
+
+class NeighboursRequest(Request):
+    word: RhymeWord
+    n: Integer = Field(10, ge=1, le=MAX_NEIGHBOURS)
+
+
+class Neighbour(BaseModel):
+    word: str
+    similarity: float
+
+
+class NeighboursResponse(BaseModel):
+    model: str
+    word: str
+    neighbours: list[Neighbour]
+
+
 # -- /v1/completions (OpenAI) --------------------------------------------------------
 
 class StreamOptions(BaseModel):

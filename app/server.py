@@ -13,12 +13,12 @@ from .metrics import Metrics
 from .middleware import install_middleware
 from .openapi import fit_openapi
 from .registry import ModelRegistry
-from .routes import completions, generate, health, models, predict, score, songwriting
+from .routes import completions, generate, health, models, predict, score, songwriting, embeddings
 from .serving.adapt import Adapters
 from .serving.predict import KeptPredictions
 from .settings import Settings
 
-V1_FAMILIES = (models, predict, generate, score, completions, songwriting)
+V1_FAMILIES = (models, predict, generate, score, completions, songwriting, embeddings)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

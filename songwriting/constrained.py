@@ -45,8 +45,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
-
 from lyricist.model.network import LanguageModel, evaluating
 from lyricist.model.prediction import entropy, next_piece_probs
 from lyricist.model.prompt_cache import SLICE, PromptCache
@@ -54,6 +52,7 @@ from lyricist.model.steps import Steps, run_to_end
 from lyricist.model.tokenizer import Tokenizer
 from lyricist.model.units import LINE_BREAKS, classify, is_whole, is_word_char
 from lyricist.model.vocabulary import vocabulary_of
+from torch import Tensor
 
 TOLERANCE = 3e-5  # a node less probable than this times the set's estimated mass is bounded, not followed
 FALLBACK_SCALE = 1e-2  # the scale of that estimate before any word of the set is in sight

@@ -49,20 +49,28 @@ constraint that could not be met, never with an endless search.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
-
 from lyricist.model.network import LanguageModel, evaluating
 from lyricist.model.prompt_cache import SLICE, PromptCache
+from lyricist.model.sampling import (
+    SamplingParams,
+    filter_logits,
+    gumbel,
+    inverse_cdf,
+    make_generator,
+    penalise,
+    random_seed,
+)
 from lyricist.model.steps import Steps, run_to_end
-from lyricist.model.sampling import (SamplingParams, filter_logits, gumbel, inverse_cdf, make_generator, penalise,
-                                     random_seed)
 from lyricist.model.tokenizer import Tokenizer
 from lyricist.model.units import is_word_char
+from torch import Tensor
 
 from .lexicon import MAX_SYLLABLES, Lexicon, counts_of, lowest
 
@@ -74,6 +82,12 @@ RHYME_KINDS = ("perfect", "near")
 CHOICES = ("fluent", "sample")  # how the returned lines are picked among those found (Search.select)
 
 MAX_RUN = 3  # pieces without word characters in a row, at most
+# Words a song line does not end on (articles, possessive determiners, conjunctions, the prepositions that need
+# what follows them): a line ending "...and the" is unfinished. Allowed when the rhyme asked for is one of them.
+FUNCTION_WORDS = frozenset(
+    "a an the and or but nor if than as of to with from at by into onto upon unto my your our their its thy "
+    "whose every o' wi' an' i' th' o wi th".split())
+OPENING_WORDS = 3  # candidates differ in their first three words where enough distinct lines were found
 CONT, BREAK, NEWLINE, BAD = 0, 1, 2, 3
 NONE = 99  # "no word": a syllable minimum larger than any budget
 
@@ -95,10 +109,24 @@ class EndRule:
     accept: Callable[[str], bool] | None = None  # a further test, for "has enough rhymes left"
     target: str | None = None  # the word it must rhyme with, if any (for the report)
     kind: str = "perfect"
+    vocabulary: frozenset[str] | None = None  # words a line may end on: the model's training words; None: any
 
     def ok(self, word: str) -> bool:
         return ((self.allowed is None or word in self.allowed) and word not in self.excluded
+                and (self.vocabulary is None or word in self.vocabulary)
                 and (self.accept is None or self.accept(word)))
+
+    def worth_ending(self, vocabulary: frozenset[str] | None) -> EndRule:
+        """This rule, ending only on words a song would end on: no bare function word (unless the rhyme asked
+        for is one), and only words the model read as words in its training text (`vocabulary`), not a
+        fragment it can spell ("a-", "wy")."""
+        keep = vocabulary if vocabulary is not None else self.vocabulary
+        asked = self.target is not None and self.target in FUNCTION_WORDS
+        excluded = self.excluded if asked else self.excluded | FUNCTION_WORDS
+        allowed = self.allowed
+        if allowed is not None and keep is not None:
+            allowed = {w: m for w, m in allowed.items() if w in keep}
+        return dataclasses.replace(self, allowed=allowed, excluded=excluded, vocabulary=keep)
 
 
 @dataclass
@@ -409,13 +437,16 @@ def line_steps(
     max_rows: int = MAX_ROWS,
     choose: str = "fluent",
     prompts: PromptCache | None = None,
+    end_words: frozenset[str] | None = None,
 ) -> Steps[LinesResult]:
     """Up to `n` distinct next lines after `prompt` that meet `syllables` (an int or [min, max]; None: 1 to 24)
     and rhyme with `rhymes_with` (`rhyme`: "perfect" or "near"). Raises ConstraintError when none can be found.
 
-    `end_rule` replaces the rhyme constraint by an explicit rule (verses use it). A prompt that does not end
-    in a line break gets one: the line is the next line. One model call per step (model.steps): the engine
-    interleaves them with other work.
+    `end_rule` replaces the rhyme constraint by an explicit rule (verses use it). `end_words`: the words a
+    line may end on (the model's training words; EndRule.worth_ending). The `n` lines differ in their first
+    three words where enough distinct lines were found. A prompt that does not end in a line break gets one:
+    the line is the next line. One model call per step (model.steps): the engine interleaves them with other
+    work.
     """
     low, high = syllable_range(syllables)
     if rhyme not in RHYME_KINDS:
@@ -427,6 +458,7 @@ def line_steps(
         if rhymes_with is not None:
             end_rule = EndRule(allowed=lexicon.rhyme_masks(rhymes_with, rhyme), target=rhymes_with.lower(),
                                kind=rhyme)
+    end_rule = end_rule.worth_ending(end_words)
     _check_feasible(lexicon, end_rule, low, high)
     seed = random_seed() if params.seed is None else params.seed
     generator = make_generator(seed)
@@ -438,7 +470,7 @@ def line_steps(
         while search.rows < max_rows and rounds < ROUNDS:
             rounds += 1
             yield from search.run_round(particles, max_rows)
-            if len(search.finished) >= max(n, 2) or (rounds >= 2 and search.finished):
+            if search.openings() >= max(n, 2) or (rounds >= 2 and search.openings() >= n):
                 break
         if not search.finished:
             raise ConstraintError(_hardest(end_rule), f"no line meeting {_describe(low, high, end_rule)} was "
@@ -618,11 +650,21 @@ class _Search:
             keys = weights - torch.log(-torch.log(u))  # Gumbel top-n: a sample without replacement
         else:
             keys = torch.tensor([self.finished[t][1].logprob / (len(t) + 1) for t in texts], dtype=torch.float64)
-        chosen = [texts[i] for i in keys.argsort(descending=True, stable=True)[:n].tolist()]
+        ranked = [texts[i] for i in keys.argsort(descending=True, stable=True).tolist()]
+        chosen, openings = [], set()
+        for text in ranked:  # the best line of each opening first; then, if too few, the best of the rest
+            if len(chosen) < n and opening(text) not in openings:
+                chosen.append(text)
+                openings.add(opening(text))
+        chosen += [text for text in ranked if text not in chosen][: n - len(chosen)]
         lines = []
         for text in chosen:
             lines.append((yield from self._line(text)))
         return sorted(lines, key=lambda line: line.nats_per_char)
+
+    def openings(self) -> int:
+        """How many different openings (first words) the finished lines have."""
+        return len({opening(text) for text in self.finished})
 
     def _line(self, text: str) -> Steps[Line]:
         weight, p = self.finished[text]
@@ -635,6 +677,14 @@ class _Search:
         end = p.last_word.lower()
         rhymes = rule.end.target is not None and end in (rule.end.allowed or ())
         return Line(text, count, p.last_word, rhymes, logprob, -logprob / (len(text) + 1), len(ids), weight)
+
+
+def opening(text: str) -> tuple[str, ...]:
+    """A line's first OPENING_WORDS words, lower-case: two candidates that share them read as one line."""
+    return tuple(word.lower() for word in _WORDS.findall(text)[:OPENING_WORDS])
+
+
+_WORDS = re.compile(r"(?:[^\W_]|['\u2019])+")
 
 
 def _copy(p: _Particle) -> _Particle:
@@ -683,6 +733,7 @@ def verse_steps(
     particles: int = PARTICLES,
     max_rows: int = 4 * MAX_ROWS,
     prompts: PromptCache | None = None,
+    end_words: frozenset[str] | None = None,
 ) -> Steps[Verse]:
     """A stanza to `scheme` (e.g. "ABAB"; X = free): lines with one letter rhyme with each other (`rhyme`
     kind), lines with different letters do not, no end word twice; `syllables` one for every line or a list
@@ -705,8 +756,9 @@ def verse_steps(
     attempts = 0
     while True:
         attempts += 1
-        result, failure = yield from _verse_attempt(model, tokenizer, lexicon, prompt, scheme, per_line, rhyme, params, sub,
-                                         particles, max_rows - rows, prompts, common, banned)
+        result, failure = yield from _verse_attempt(model, tokenizer, lexicon, prompt, scheme, per_line, rhyme,
+                                                    params, sub, particles, max_rows - rows, prompts, common, banned,
+                                                    end_words)
         rows += result[2]
         if failure is None:
             lines, prompt_tokens, _ = result
@@ -719,7 +771,7 @@ def verse_steps(
 
 
 def _verse_attempt(model, tokenizer, lexicon, prompt, scheme, per_line, rhyme, params, generator, particles,
-                   max_rows, prompts, common, banned):
+                   max_rows, prompts, common, banned, end_words):
     ends: dict[str, str] = {}  # letter -> its first end word (lower-case)
     used: set[str] = set()
     lines: list[tuple[Line, str]] = []
@@ -751,7 +803,7 @@ def _verse_attempt(model, tokenizer, lexicon, prompt, scheme, per_line, rhyme, p
             result = yield from line_steps(model, tokenizer, lexicon, context, n=1, syllables=per_line[index],
                                     params=sub_params, end_rule=rule, particles=particles,
                                     max_rows=max(0, min(MAX_ROWS, max_rows - rows)),
-                                    prompts=prompts)
+                                    prompts=prompts, end_words=end_words)
         except ConstraintError as error:
             first = scheme.index(letter)
             give_up = ends.get(letter) if letter != "X" and first < index else None

@@ -37,8 +37,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from .dictionary import (VOWELS, is_vowel, load_dictionary, rhyme_part, rhyme_part_of_line, stress_pattern,
-                         syllable_count)
+from .dictionary import (
+    VOWELS,
+    is_vowel,
+    load_dictionary,
+    rhyme_part,
+    rhyme_part_of_line,
+    stress_pattern,
+    syllable_count,
+)
 from .estimator import ESTIMATOR_PATH, Estimator
 from .spelling import IRREGULAR, IRREGULAR_BY_GLOSS, clean, edge_variants, orthographic_variants
 

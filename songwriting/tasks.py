@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from lyricist.model.checkpoint import Checkpoint
 from lyricist.model.network import LanguageModel
 from lyricist.model.prompt_cache import PromptCache
 from lyricist.model.scoring import Score
-from lyricist.model.tokenizer import Tokenizer
-
 from lyricist.model.steps import Steps
+from lyricist.model.tokenizer import Tokenizer
+from lyricist.model.words import read_words
 
 from .constrained import ConstrainedPrediction, constrained_steps, surface_forms
 from .lexicon import Lexicon, counts_of, default_lexicon
@@ -61,6 +62,24 @@ def prepare(tokenizer: Tokenizer) -> Lexicon:
         common_words(tokenizer, lex)
         tables(tokenizer)
     return lex
+
+
+_END_WORDS: dict[tuple, frozenset[str]] = {}
+
+
+def end_words(checkpoint: Checkpoint) -> frozenset[str]:
+    """The words a line may end on: the dictionary words the model read as words in its training text (its
+    checkpoint's `words.json`, model/words.py); for a checkpoint without them, those its tokenizer writes in
+    at most two pieces (words its training text used often)."""
+    from .lines import common_words
+
+    key = (str(checkpoint.path), id(checkpoint.tokenizer))
+    found = _END_WORDS.get(key)
+    if found is None:
+        lex, words = lexicon(), read_words(checkpoint.path)
+        found = frozenset(w for w in words if w in lex.masks) if words else common_words(checkpoint.tokenizer, lex)
+        _END_WORDS[key] = found
+    return found
 
 
 def word_is_known(word: str) -> bool:

@@ -1,6 +1,7 @@
 """The real server: `lyricist serve` in a subprocess, over HTTP, with the official openai client."""
 
 import json
+import math
 import re
 import signal
 import subprocess
@@ -138,3 +139,17 @@ def test_a_broken_checkpoint_fails_in_one_line(tmp_path):
                             text=True, timeout=60)
     assert result.returncode == 1 and "Traceback" not in result.stderr and "missing" in result.stderr
 
+
+
+def test_openai_client_embeddings(client):
+    """The client asks for base64 by default and decodes it; with either, the vectors are the model's own."""
+    texts = ["ROMEO: I love thee", "ROMEO: I adore thee", "KING: Bring me my horse"]
+    packed = client.embeddings.create(model="tiny-lstm", input=texts)
+    plain = client.embeddings.create(model="tiny-lstm", input=texts, encoding_format="float")
+    assert [d.index for d in packed.data] == [0, 1, 2] and packed.model == "tiny-lstm"
+    for a, b in zip(packed.data, plain.data):
+        assert len(a.embedding) == 48 and a.embedding == pytest.approx(b.embedding, abs=1e-7)
+        assert math.fsum(x * x for x in a.embedding) == pytest.approx(1.0, abs=1e-5)
+    assert packed.usage.prompt_tokens > 0
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="tiny-lstm", input=texts, dimensions=7)

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 
 import safetensors.torch
@@ -22,6 +23,7 @@ from lyricist.model import Checkpoint, LanguageModel, Tokenizer, load_checkpoint
 from lyricist.model import dynamic_eval
 from lyricist.model.checkpoint import stored_tensors
 from lyricist.model.memory import State
+from lyricist.model.words import WORDS_FILE, count_words, read_words, words_bytes
 from lyricist.model.scoring import score_text
 
 from . import report
@@ -72,6 +74,10 @@ class Trainer:
             epoch_ids = lambda epoch: self.tokenizer.encode(renamer.renamed(epoch), add_bos=True)  # noqa: E731
         self.stream = BatchStream(epoch_ids, o.batch_size, o.bptt, o.variable_bptt, config.seed, shard)
         self.chars_per_token = len(corpus.train_text) / len(train_ids)
+        words = Counter(count_words(corpus.train_text))
+        if base is not None:  # a fine-tune has read its base's text too
+            words.update(read_words(base.path) or {})
+        self.words = words_bytes(dict(words.most_common()), {"text": corpus.name})
 
         model_config = dataclasses.replace(config.model, vocab_size=self.tokenizer.vocab_size)
         self.model = resume_from["model"] if resume_from else LanguageModel(model_config)
@@ -295,6 +301,7 @@ class Trainer:
             extra[dynamic_eval.STATS_FILE] = self._dynamic_statistics(model)
         if self.plot_png:
             extra[PLOT_FILE] = self.plot_png
+        extra[WORDS_FILE] = self.words
         save_checkpoint(self.out, model.cpu(), self.tokenizer, facts, extra)
         self.model.to(self.device)
         self.replicas.barrier()

@@ -5,10 +5,9 @@ selecting rows (the model's row methods)."""
 from __future__ import annotations
 
 import torch
-from torch import Tensor
-
 from lyricist.model import LanguageModel, sample
 from lyricist.model.memory import State
+from torch import Tensor
 
 from .work import Sequence
 

@@ -24,7 +24,6 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-
 from lyricist.model import Checkpoint
 from lyricist.model.prediction import Prediction, predict
 from lyricist.model.prompt_cache import SLICE, PromptCache

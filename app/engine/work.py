@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-
 from lyricist.model.prompt_cache import PromptReading
 
 from .events import GenerationRequest

@@ -98,10 +98,12 @@ async def lines(body: p.LinesRequest, settings: Settings, registry: ModelRegistr
     engine = registry.get(body.model)
     notes.update(model=engine.name, prompt=body.prompt)
     lexicon = await asyncio.to_thread(tasks.prepare, engine.tokenizer)
+    ends = await asyncio.to_thread(tasks.end_words, engine.checkpoint)
     known = None if body.rhymes_with is None else await asyncio.to_thread(tasks.word_is_known, body.rhymes_with)
     result = await run_job(engine, lambda: line_steps(
         engine.model, engine.tokenizer, lexicon, body.prompt, n=body.n, syllables=body.syllables,
-        rhymes_with=body.rhymes_with, rhyme=body.rhyme, params=params, prompts=engine.prompts), settings)
+        rhymes_with=body.rhymes_with, rhyme=body.rhyme, params=params, prompts=engine.prompts, end_words=ends),
+        settings)
     _count(engine, result.prompt_tokens, result.completion_tokens)
     notes.update(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
     return p.LinesResponse(
@@ -124,9 +126,10 @@ async def verse(body: p.VerseRequest, settings: Settings, registry: ModelRegistr
     engine = registry.get(body.model)
     notes.update(model=engine.name, prompt=body.prompt)
     lexicon = await asyncio.to_thread(tasks.prepare, engine.tokenizer)
+    ends = await asyncio.to_thread(tasks.end_words, engine.checkpoint)
     result = await run_job(engine, lambda: verse_steps(
         engine.model, engine.tokenizer, lexicon, body.prompt, body.scheme, body.syllables, rhyme=body.rhyme,
-        params=params, prompts=engine.prompts), settings)
+        params=params, prompts=engine.prompts, end_words=ends), settings)
     _count(engine, result.prompt_tokens, result.completion_tokens)
     notes.update(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
     return p.VerseResponse(

@@ -1,0 +1,86 @@
+"""/v1/embeddings and /v1/neighbours over the app: the vectors as docs/api.md defines them."""
+
+import base64
+import struct
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from lyricist.app.server import create_app
+from lyricist.app.settings import Settings
+from lyricist.model import load_checkpoint, save_checkpoint
+from lyricist.model.words import count_words, save_words, read_words
+
+from .helpers import tiny_model
+
+
+@pytest.fixture(scope="module")
+def worded_checkpoint(tmp_path_factory, tokenizer, shakespeare_text):
+    model = tiny_model(tokenizer.vocab_size, embedding_size=32, hidden_size=48, seed=3)
+    path = save_checkpoint(tmp_path_factory.mktemp("words") / "tiny-words", model, tokenizer, {"corpus": "none"})
+    save_words(path, shakespeare_text[:200_000], {"text": "tinyshakespeare"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(worded_checkpoint):
+    with TestClient(create_app(Settings(models=(str(worded_checkpoint),)))) as client:
+        yield client
+
+
+def test_a_text_vector_is_the_mean_output_scaled_to_length_one(client, worded_checkpoint):
+    answer = client.post("/v1/embeddings", json={"input": "ROMEO: good night"}).json()
+    vector = torch.tensor(answer["data"][0]["embedding"])
+    checkpoint = load_checkpoint(worded_checkpoint)
+    ids = checkpoint.tokenizer.encode("ROMEO: good night", add_bos=True)
+    with torch.inference_mode():
+        outputs = checkpoint.model.features(torch.tensor([ids])).hidden[0, 1:]
+    want = torch.nn.functional.normalize(outputs.mean(dim=0), dim=0)
+    torch.testing.assert_close(vector, want, rtol=1e-5, atol=1e-6)
+    assert answer["usage"] == {"prompt_tokens": len(ids) - 1, "total_tokens": len(ids) - 1}
+
+
+def test_base64_carries_the_same_floats(client):
+    body = {"input": ["a", "", "KING: away"]}
+    floats = client.post("/v1/embeddings", json=body).json()["data"]
+    packed = client.post("/v1/embeddings", json={**body, "encoding_format": "base64"}).json()["data"]
+    for f, b in zip(floats, packed):
+        raw = base64.b64decode(b["embedding"])
+        assert list(struct.unpack(f"<{len(raw) // 4}f", raw)) == pytest.approx(f["embedding"], abs=1e-7)
+
+
+@pytest.mark.parametrize("body, field", [({"input": []}, "input"), ({"input": ["x"] * 65}, "input"),
+                                         ({"input": "x", "encoding_format": "hex"}, "encoding_format"),
+                                         ({"input": "x", "dimensions": 3}, "dimensions")])
+def test_bad_embedding_requests_are_400_naming_the_field(client, body, field):
+    response = client.post("/v1/embeddings", json=body)
+    assert response.status_code == 400 and response.json()["error"]["param"] == field
+
+
+def test_neighbours_are_the_nearest_training_words_without_the_word_itself(client, worded_checkpoint):
+    answer = client.post("/v1/neighbours", json={"word": "Night", "n": 5}).json()
+    found = [n["word"] for n in answer["neighbours"]]
+    words = read_words(worded_checkpoint)
+    assert len(found) == 5 and "night" not in found and all(w in words for w in found)
+    similarities = [n["similarity"] for n in answer["neighbours"]]
+    assert similarities == sorted(similarities, reverse=True) and all(-1 <= s <= 1 for s in similarities)
+    # checked against the definition: the mean of the word's piece embeddings, by cosine
+    checkpoint = load_checkpoint(worded_checkpoint)
+
+    def vector(word):
+        rows = checkpoint.model.embedding.weight.detach()[checkpoint.tokenizer.encode(" " + word)]
+        return torch.nn.functional.normalize(rows.mean(dim=0), dim=0)
+
+    assert similarities[0] == pytest.approx(float(vector("night") @ vector(found[0])), abs=1e-5)
+
+
+def test_training_words_are_the_texts_words_seen_twice():
+    assert count_words("The night, the NIGHT! Lovin' lovin' day 12 12") == {"the": 2, "night": 2, "lovin'": 2}
+
+
+@pytest.mark.parametrize("body, field", [({"word": "two words"}, "word"), ({"word": "x", "n": 0}, "n"),
+                                         ({"word": "x", "n": 101}, "n"), ({"word": "123"}, "word")])
+def test_bad_neighbour_requests_are_400_naming_the_field(client, body, field):
+    response = client.post("/v1/neighbours", json=body)
+    assert response.status_code == 400 and response.json()["error"]["param"] == field
