@@ -458,8 +458,9 @@ def line_steps(
         if rhymes_with is not None:
             end_rule = EndRule(allowed=lexicon.rhyme_masks(rhymes_with, rhyme), target=rhymes_with.lower(),
                                kind=rhyme)
+    _check_feasible(lexicon, end_rule, low, high)  # the dictionary's verdict first: it names the constraint
     end_rule = end_rule.worth_ending(end_words)
-    _check_feasible(lexicon, end_rule, low, high)
+    _check_feasible(lexicon, end_rule, low, high, "that the model read as an end word in its training text")
     seed = random_seed() if params.seed is None else params.seed
     generator = make_generator(seed)
     rule = _LineRule(piece_table(tokenizer, lexicon), low, high, end_rule)
@@ -493,16 +494,18 @@ def syllable_range(syllables: int | Sequence[int] | None) -> tuple[int, int]:
     return low, high
 
 
-def _check_feasible(lexicon: Lexicon, end: EndRule, low: int, high: int) -> None:
+def _check_feasible(lexicon: Lexicon, end: EndRule, low: int, high: int, among: str = "") -> None:
+    """Refuse at once what no line can meet. `among`: what the words are further held to, for the message."""
     if end.allowed is None:
         return
     allowed = [w for w in end.allowed if w not in end.excluded]
     what = f"rhymes with {end.target!r} ({end.kind})" if end.target else "may end this line"
+    words = f"no word {among}" if among else "no word in the dictionary"
     if not allowed:
-        raise ConstraintError("rhymes_with", f"no word in the dictionary {what}" +
-                              (" that is not used already" if end.allowed else ""))
+        raise ConstraintError("rhymes_with", f"{words} {what}" +
+                              (" that is not used already" if end.allowed and not among else ""))
     if not any(lowest(end.allowed[w]) <= high for w in allowed):
-        raise ConstraintError("syllables", f"no word that {what} has at most {high} syllables")
+        raise ConstraintError("syllables", f"{words} that {what} has at most {high} syllables")
 
 
 def _hardest(end: EndRule) -> str:

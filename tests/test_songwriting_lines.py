@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lyricist.songwriting.lexicon import Lexicon, default_lexicon
-from lyricist.songwriting.lines import ConstraintError, generate_lines, generate_verse
+from lyricist.songwriting.lines import ConstraintError, EndRule, generate_lines, generate_verse
 from lyricist.model import SamplingParams, load_checkpoint
 
 from .cmudict_reading import cmudict
@@ -246,3 +246,24 @@ def test_shipped_model_lines_meet_syllables_and_rhyme():
         end = WORD.findall(line.text)[-1].lower()
         assert end != "night"
         assert {p for _, p in entries[end]} & {p for _, p in entries["night"]}, line.text
+
+
+def test_lines_end_on_words_a_song_ends_on_and_open_differently(tokenizer, lines_model, lexicon):
+    from lyricist.songwriting.lines import FUNCTION_WORDS, opening
+
+    trained = frozenset(w for w in WORDS if w not in {"sight", "white", "dove"})  # as if never read in training
+    for seed in (1, 2, 3):
+        result = generate_lines(lines_model, tokenizer, lexicon, "KING:\nO my lord\n", n=4, syllables=[3, 7],
+                                params=SamplingParams(temperature=1.0, seed=seed), end_words=trained)
+        for line in result.lines:
+            end = line.end_word.lower()
+            assert end in trained and end not in FUNCTION_WORDS, line.text
+        openings = [opening(line.text) for line in result.lines]
+        assert len(set(openings)) == len(openings), openings
+    # a function word may end the line only when the rhyme asked for is one
+    assert not EndRule(target="night").worth_ending(None).ok("of") and not EndRule().worth_ending(None).ok("the")
+    assert EndRule(target="with").worth_ending(None).ok("of")
+    # nothing trained rhymes: the 422 says so, naming the constraint
+    with pytest.raises(ConstraintError, match="training text"):
+        generate_lines(lines_model, tokenizer, lexicon, "", syllables=[1, 6], rhymes_with="night",
+                       params=SamplingParams(seed=4), end_words=frozenset({"love", "day"}))
