@@ -240,7 +240,8 @@ def main() -> None:
         text = SHAKESPEARE.read_text(encoding="utf-8")[100_000:100_000 + args.score_chars]
         prompts = fifty_piece_prompts(tokenizer, args.predict_count)
 
-        server, base = start_server(model_dir, args.threads, beside=tuple(args.beside), LYRICIST_MAX_QUEUE="1024")
+        server, base = start_server(model_dir, args.threads, beside=tuple(args.beside), LYRICIST_MAX_QUEUE="1024",
+                                    LYRICIST_MAX_NEW_TOKENS="100000")
         rows: dict[str, list[float]] = {}
 
         def note(name: str, value: float) -> None:

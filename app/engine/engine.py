@@ -42,6 +42,12 @@ from .work import Job, Sequence
 
 log = logging.getLogger("lyricist.engine")
 
+# A reading round's pieces while sequences are running: a 256-piece slice of a scored text takes ~40 ms on two
+# cores, and a stream waits for the round before each token; 64 pieces (a scored slice decodes in blocks of 64)
+# keep a small generation beside a 20,000-character score within a second (bench/hostile.py); the slicing
+# changes no result (model.network).
+SLICE_BESIDE_STREAMS = 64
+
 
 class ModelEngine:
     def __init__(self, checkpoint: Checkpoint, name: str | None = None, max_batch_size: int = 64,
@@ -210,7 +216,9 @@ class ModelEngine:
                     self._expire_waiting(finish)
                     self._join(self.reading.admit(joining, finish))
                     if self.reading:
-                        self._join(self.reading.read_round(self.slice_tokens, finish))
+                        # Beside running streams, shorter slices: a stream's next token waits for one of them.
+                        budget = min(self.slice_tokens, SLICE_BESIDE_STREAMS) if self.batch else self.slice_tokens
+                        self._join(self.reading.read_round(budget, finish))
                     if self.batch:
                         self._step(events)
                 except Exception:  # a bug must not kill the worker: end the batch, keep serving
