@@ -384,7 +384,7 @@ def _advance(p: _Particle, piece: int, table: PieceTable, rule: _LineRule) -> No
     else:  # the word in progress, if any, ends here
         if p.word is not None:
             low = p.word.lower()
-            p.end_totals = rule.end_totals(low, p.totals)
+            p.end_totals = rule.end_totals(low, p.totals) if well_cased(p.word) else 0
             p.totals = rule.add(p.totals, rule.lexicon.masks[low])
             p.primary += rule.lexicon.primary.get(low, lowest(rule.lexicon.masks[low]))
             p.can_end = bool(p.end_totals)
@@ -410,7 +410,8 @@ def _mask(p: _Particle, rule: _LineRule) -> Tensor:
         if p.run >= MAX_RUN:  # nor runs on in punctuation (". . . . ." puts off the rhyme for ever)
             mask = mask & ~rule.table.is_break_empty
         return mask
-    return rule.inside(p.word.lower(), p.totals)
+    mask = rule.inside(p.word.lower(), p.totals)
+    return mask if well_cased(p.word) else mask & ~rule.table.is_newline  # "theY" may not end the line
 
 
 # -- one line ------------------------------------------------------------------------------------
@@ -680,6 +681,11 @@ class _Search:
         end = p.last_word.lower()
         rhymes = rule.end.target is not None and end in (rule.end.allowed or ())
         return Line(text, count, p.last_word, rhymes, logprob, -logprob / (len(text) + 1), len(ids), weight)
+
+
+def well_cased(word: str) -> bool:
+    """Written as a word is: lower-case, capitalised or in capitals ("theY" is a spelling the model made up)."""
+    return word in (word.lower(), word.capitalize(), word.upper())
 
 
 def opening(text: str) -> tuple[str, ...]:
