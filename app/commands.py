@@ -31,6 +31,8 @@ def add_lines_command(subcommands: argparse._SubParsersAction) -> None:
     c.add_argument("--prompt", required=True, help="the lyrics so far (a line break is added if missing)")
     c.add_argument("--syllables", type=_syllable_spec, default=None, metavar="N|MIN-MAX",
                    help=f"syllables of the line, 1-{p.MAX_LINE_SYLLABLES}, or a range")
+    c.add_argument("--stress", default=None, metavar="PATTERN",
+                   help="the line's stresses, a digit a syllable (1 stressed, 0 not): 01010101 is iambic tetrameter")
     c.add_argument("--rhymes-with", default=None, metavar="WORD", help="the line ends in a rhyme with WORD")
     c.add_argument("--rhyme", choices=("perfect", "near"), default="perfect", help="kind of rhyme (default perfect)")
     c.add_argument("-n", type=int, default=3, metavar="N", help=f"how many lines, 1-{p.MAX_LINES} (default 3)")
@@ -44,7 +46,8 @@ def _run_lines(args: argparse.Namespace) -> None:
     from lyricist.songwriting.lines import ConstraintError, generate_lines
     from lyricist.songwriting.tasks import end_words, lexicon, word_is_known
 
-    body = {"prompt": args.prompt, "n": args.n, "syllables": args.syllables, "rhymes_with": args.rhymes_with,
+    body = {"prompt": args.prompt, "n": args.n, "syllables": args.syllables, "stress": args.stress,
+            "rhymes_with": args.rhymes_with,
             "rhyme": args.rhyme, "temperature": args.temperature, "seed": args.seed}
     try:
         request = p.LinesRequest.model_validate(body)
@@ -55,7 +58,7 @@ def _run_lines(args: argparse.Namespace) -> None:
     try:
         result = generate_lines(checkpoint.model, checkpoint.tokenizer, lexicon(), request.prompt, n=request.n,
                                 syllables=request.syllables, rhymes_with=request.rhymes_with, rhyme=request.rhyme,
-                                params=params, end_words=end_words(checkpoint))
+                                params=params, end_words=end_words(checkpoint), stress=request.stress)
     except ConstraintError as error:
         raise ValueError(f"--{error.field.replace('_', '-')}: {error}") from None
     known = None if request.rhymes_with is None else word_is_known(request.rhymes_with)

@@ -262,8 +262,14 @@ class AnalyzedLine(BaseModel):
     nats_per_char: float | None  # None for a line with no characters
 
 
+class Meter(BaseModel):
+    name: str  # "iambic tetrameter"
+    fit: float  # the share of the stanza's syllables that agree with it (docs/api.md, "Meter")
+
+
 class Stanza(BaseModel):
     scheme: str
+    meter: Meter | None  # the common meter that fits the stanza best, or null for none
     lines: list[AnalyzedLine]
 
 
@@ -272,10 +278,19 @@ class AnalyzeResponse(BaseModel):
     stanzas: list[Stanza]
 
 
+# A line's meter (docs/api.md, "Meter"): a digit a syllable, 1 stressed, 0 unstressed.
+STRESS_RULE = f"must be 1 to {MAX_LINE_SYLLABLES} digits 0 or 1, one a syllable (1 stressed, 0 unstressed)"
+LineStress = Annotated[str, Field(min_length=1, max_length=MAX_LINE_SYLLABLES, pattern="^[01]+$")]
+Stress = Annotated[LineStress, explained(STRESS_RULE)]
+VerseStress = Annotated[LineStress | Annotated[list[LineStress], Field(min_length=1, max_length=MAX_SCHEME)],
+                        explained(f"{STRESS_RULE}, or a list of such patterns with one per line of the scheme")]
+
+
 class LinesRequest(Request, SamplingFields):
     prompt: PromptText
     n: Integer = Field(3, ge=1, le=MAX_LINES)
     syllables: LineSyllables | None = None
+    stress: Stress | None = None
     rhymes_with: RhymeWord | None = None
     rhyme: RhymeKind = "perfect"
     temperature: float = Field(0.8, ge=0, le=MAX_TEMPERATURE)
@@ -285,6 +300,7 @@ class VerseRequest(Request, SamplingFields):
     prompt: PromptText
     scheme: Scheme
     syllables: VerseSyllables | None = None
+    stress: VerseStress | None = None
     rhyme: RhymeKind = "perfect"
     temperature: float = Field(0.8, ge=0, le=MAX_TEMPERATURE)
 
@@ -329,7 +345,7 @@ class EmbeddingsRequest(Request):
                      ServerLimit.PROMPT_CHARS,
                      explained(f"must be a string or a list of 1 to {MAX_EMBEDDING_INPUTS} strings")]
     encoding_format: Literal["float", "base64"] = "float"  # base64: the float32 values, little-endian
-    dimensions: Integer | None = Field(None, ge=1)  # OpenAI's; only the model's own size is served
+    dimensions: Annotated[int, Field(ge=1), WHOLE] | None = None  # OpenAI's; only the model's own size is served
     user: str | None = None  # OpenAI's; accepted and not used
 
     @property

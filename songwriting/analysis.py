@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from string import ascii_uppercase
 from typing import Any
 
+from .meter import best_meter, scansion
 from .phonology import Phonology, RhymeKind
 from .spelling import clean
 
@@ -58,7 +59,7 @@ def words_of(line: str) -> list[str]:
 def analyze_line(line: str, phonology: Phonology) -> dict[str, Any]:
     """One line's counts: each word's first pronunciation (the dictionary's most usual; the sung one for a
     folded spelling) gives its syllables and stress."""
-    syllables, stress, unknown = 0, [], []
+    syllables, stress, unknown, scans = 0, [], [], []
     end_word, end_part = None, ""
     for token in words_of(line):
         token = _SYMBOLS.get(token, token)
@@ -76,11 +77,12 @@ def analyze_line(line: str, phonology: Phonology) -> dict[str, Any]:
         first = reading.pronunciations[0]
         syllables += first.syllables
         stress.append(first.stress)
+        scans.append(scansion(first.phones))
         if not reading.known and key not in unknown:
             unknown.append(key)
         end_word, end_part = key, first.rhyme_part
     return {"text": line, "syllables": syllables, "stress": "".join(stress), "end_word": end_word,
-            "rhyme_part": end_part, "rhyme": "-", "unknown_words": unknown}
+            "rhyme_part": end_part, "rhyme": "-", "unknown_words": unknown, "scansion": "".join(scans)}
 
 
 def assign_scheme(end_words: Sequence[str | None], phonology: Phonology, rhyme: RhymeKind = "perfect") -> list[str]:
@@ -122,7 +124,8 @@ def analyze_text(text: str, phonology: Phonology | None = None, *, rhyme: RhymeK
         lines = [analyze_line(text[a:b], phonology) for a, b in stanza]
         for line, letter in zip(lines, assign_scheme([ln["end_word"] for ln in lines], phonology, rhyme)):
             line["rhyme"] = letter
-        stanzas.append({"scheme": "".join(ln["rhyme"] for ln in lines), "lines": lines})
+        meter = best_meter([line.pop("scansion") for line in lines])
+        stanzas.append({"scheme": "".join(ln["rhyme"] for ln in lines), "meter": meter, "lines": lines})
     if scorer is not None:
         flat = [span for stanza in spans for span in stanza]
         values = list(scorer(text, flat))
@@ -139,7 +142,9 @@ def format_table(stanzas: Sequence[dict[str, Any]]) -> str:
     out = []
     has_nats = any("nats_per_char" in ln for st in stanzas for ln in st["lines"])
     for n, stanza in enumerate(stanzas, 1):
-        out.append(f"stanza {n}  scheme {stanza['scheme']}")
+        meter = stanza.get("meter")
+        meter_text = f"  meter {meter['name']} (fit {meter['fit']:.2f})" if meter else "  meter none"
+        out.append(f"stanza {n}  scheme {stanza['scheme']}{meter_text}")
         header = f"  {'syl':>3}  {'stress':<14} {'rhyme':<5} {'end word':<14} {'rhyme part':<12}"
         out.append(header + ("  nats/char" if has_nats else "") + "  line")
         for ln in stanza["lines"]:

@@ -24,6 +24,7 @@ from functools import lru_cache
 
 from lyricist.model.units import is_word_char
 
+from .meter import scansion
 from .phonology import Phonology, near_rhyme_parts
 
 MAX_SYLLABLES = 24  # a line's ceiling (docs/api.md); a bit per count fits an int easily
@@ -58,7 +59,8 @@ class Lexicon:
 
     def __init__(self, syllables: Mapping[str, Sequence[int]], rhyme_set: RhymeSet,
                  pronounce: Callable[[str], Sequence[tuple[int, str]]] | None = None,
-                 near_parts: Callable[[str, str], bool] | None = None):
+                 near_parts: Callable[[str, str], bool] | None = None,
+                 scansions: Callable[[str], Sequence[str]] | None = None):
         # Only entries that are one word unit (docs/api.md: letters, digits, apostrophes): "a.m." is three units.
         self.masks: dict[str, int] = {}
         self.primary: dict[str, int] = {}  # the count of its first pronunciation (the dictionary's own order)
@@ -78,7 +80,21 @@ class Lexicon:
         self._rhymes: dict[tuple[str, str], frozenset[str]] = {}
         self._pronounce = pronounce
         self._near_parts = near_parts
+        self._scansions = scansions
+        self._scans: dict[str, tuple[str, ...]] = {}
         self._rhyme_masks: dict[tuple[str, str], dict[str, int]] = {}
+
+    def scansions(self, word: str) -> tuple[str, ...]:
+        """The scansions of a dictionary word's pronunciations (songwriting/meter.py: "1", "0" or "x" a
+        syllable); without a source of them, every count of the word with each syllable free."""
+        found = self._scans.get(word)
+        if found is None:
+            if self._scansions is not None:
+                found = tuple(dict.fromkeys(self._scansions(word)))
+            else:
+                found = tuple("x" * count for count in counts_of(self.masks.get(word, 0)))
+            self._scans[word] = found
+        return found
 
     def __contains__(self, word: str) -> bool:
         return word.lower() in self.masks
@@ -133,7 +149,10 @@ class Lexicon:
             prons = phonology.dictionary_pronunciations(word) or phonology.pronunciations(word)
             return [(p.syllables, p.rhyme_part) for p in prons]
 
-        return cls(phonology.dictionary_syllables(), rhyme_set, pronounce, near_rhyme_parts)
+        def scansions(word: str) -> list[str]:
+            return [scansion(p.phones) for p in phonology.dictionary_pronunciations(word)]
+
+        return cls(phonology.dictionary_syllables(), rhyme_set, pronounce, near_rhyme_parts, scansions)
 
 
 @lru_cache(maxsize=4)

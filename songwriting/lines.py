@@ -73,6 +73,7 @@ from lyricist.model.units import is_word_char
 from torch import Tensor
 
 from .lexicon import MAX_SYLLABLES, Lexicon, counts_of, lowest
+from .meter import fits
 
 PARTICLES = 32
 ROUNDS = 4  # rounds of `PARTICLES` when fewer than `n` distinct lines have finished
@@ -259,11 +260,14 @@ def piece_table(tokenizer: Tokenizer, lexicon: Lexicon) -> PieceTable:
 
 
 class _LineRule:
-    """One line's constraints turned into next-piece masks, cached by the particle's state."""
+    """One line's constraints turned into next-piece masks, cached by the particle's state. With a `stress`
+    pattern, a word moves the line's syllable totals only by the pronunciations whose scansion fits the
+    pattern where the word falls (songwriting/meter.py); the look-ahead inside a word counts syllables only."""
 
-    def __init__(self, table: PieceTable, low: int, high: int, end: EndRule):
+    def __init__(self, table: PieceTable, low: int, high: int, end: EndRule, stress: str | None = None):
         self.table, self.lexicon, self.end = table, table.lexicon, end
         self.low, self.high = low, high
+        self.stress = stress
         self.cap = (1 << (high + 1)) - 1
         self.range = self.cap & ~((1 << low) - 1)
         if end.allowed is not None:
@@ -286,7 +290,18 @@ class _LineRule:
         self._boundary: dict[tuple[int, bool], Tensor] = {}
         self._inside: dict[tuple[str, int], Tensor] = {}
 
-    def add(self, totals: int, word_mask: int) -> int:
+    def add(self, totals: int, word_mask: int, word: str | None = None) -> int:
+        """The totals after a word of these syllable counts (with a stress pattern: of `word`'s pronunciations
+        that fit the pattern where the word falls)."""
+        if self.stress is not None and word is not None:
+            out = 0
+            for scan in self.lexicon.scansions(word):
+                if not (word_mask >> len(scan)) & 1:
+                    continue
+                for start in counts_of(totals):
+                    if fits(scan, self.stress[start:start + len(scan)]):
+                        out |= 1 << (start + len(scan))
+            return out & self.cap
         out = 0
         for s in counts_of(word_mask):
             out |= totals << s
@@ -302,7 +317,7 @@ class _LineRule:
         if word not in self.lexicon.masks or not self.end.ok(word):
             return 0
         mask = self.end.allowed[word] if self.end.allowed is not None else self.lexicon.masks[word]
-        return self.add(before, mask) & self.range
+        return self.add(before, mask, word) & self.range
 
     def boundary(self, totals: int, can_end: bool) -> Tensor:
         """At a word boundary: pieces that start a word that can still fit, punctuation if the line can go
@@ -334,7 +349,7 @@ class _LineRule:
                 mask[ids] = self._fits(totals, least, em)
             word_mask = self.lexicon.masks.get(word, 0)
             if word_mask:
-                after = self.add(totals, word_mask)
+                after = self.add(totals, word_mask, word)
                 if after:
                     mask |= self.boundary(after, bool(self.end_totals(word, totals))) & ~t.is_cont
             found = self._inside[key] = mask
@@ -385,7 +400,7 @@ def _advance(p: _Particle, piece: int, table: PieceTable, rule: _LineRule) -> No
         if p.word is not None:
             low = p.word.lower()
             p.end_totals = rule.end_totals(low, p.totals) if well_cased(p.word) else 0
-            p.totals = rule.add(p.totals, rule.lexicon.masks[low])
+            p.totals = rule.add(p.totals, rule.lexicon.masks[low], low)
             p.primary += rule.lexicon.primary.get(low, lowest(rule.lexicon.masks[low]))
             p.can_end = bool(p.end_totals)
             p.last_word = p.word
@@ -439,17 +454,23 @@ def line_steps(
     choose: str = "fluent",
     prompts: PromptCache | None = None,
     end_words: frozenset[str] | None = None,
+    stress: str | None = None,
 ) -> Steps[LinesResult]:
     """Up to `n` distinct next lines after `prompt` that meet `syllables` (an int or [min, max]; None: 1 to 24)
     and rhyme with `rhymes_with` (`rhyme`: "perfect" or "near"). Raises ConstraintError when none can be found.
 
     `end_rule` replaces the rhyme constraint by an explicit rule (verses use it). `end_words`: the words a
     line may end on (the model's training words; EndRule.worth_ending). The `n` lines differ in their first
-    three words where enough distinct lines were found. A prompt that does not end in a line break gets one:
+    three words where enough distinct lines were found. `stress` ("0101...", a digit a syllable) is met by
+    construction as the syllable count is (songwriting/meter.py has the rule). A prompt that does not end in
+    a line break gets one:
     the line is the next line. One model call per step (model.steps): the engine interleaves them with other
     work.
     """
     low, high = syllable_range(syllables)
+    if stress is not None:
+        check_stress(stress, syllables)
+        low = high = len(stress)
     if rhyme not in RHYME_KINDS:
         raise ValueError(f"rhyme must be one of {', '.join(RHYME_KINDS)}, got {rhyme!r}")
     if choose not in CHOICES:
@@ -464,7 +485,7 @@ def line_steps(
     _check_feasible(lexicon, end_rule, low, high, "that the model read as an end word in its training text")
     seed = random_seed() if params.seed is None else params.seed
     generator = make_generator(seed)
-    rule = _LineRule(piece_table(tokenizer, lexicon), low, high, end_rule)
+    rule = _LineRule(piece_table(tokenizer, lexicon), low, high, end_rule, stress)
     with evaluating(model):
         search = _Search(model, tokenizer, rule, params, generator, prompts, prompt)
         yield from search.read_prompt()
@@ -479,6 +500,16 @@ def line_steps(
                                                       f"found within the work budget ({search.rows} model rows)")
         lines = yield from search.select(n, generator, choose)
     return LinesResult(lines, seed, search.prompt_tokens, sum(line.pieces for line in lines), search.rows, rounds)
+
+
+def check_stress(stress: str, syllables: int | Sequence[int] | None = None) -> None:
+    """A stress pattern: 1 to 24 digits 0 or 1, as many as `syllables` when that is given too."""
+    if not isinstance(stress, str) or not 1 <= len(stress) <= MAX_SYLLABLES or set(stress) - {"0", "1"}:
+        raise ValueError(f"stress must be 1 to {MAX_SYLLABLES} digits 0 or 1 (a digit a syllable), got {stress!r}")
+    if syllables is not None:
+        low, high = syllable_range(syllables)
+        if not low <= len(stress) <= high:
+            raise ValueError(f"syllables ({syllables!r}) must allow the stress pattern's {len(stress)} syllables")
 
 
 def syllable_range(syllables: int | Sequence[int] | None) -> tuple[int, int]:
@@ -743,6 +774,7 @@ def verse_steps(
     max_rows: int = 4 * MAX_ROWS,
     prompts: PromptCache | None = None,
     end_words: frozenset[str] | None = None,
+    stress: str | Sequence[str] | None = None,
 ) -> Steps[Verse]:
     """A stanza to `scheme` (e.g. "ABAB"; X = free): lines with one letter rhyme with each other (`rhyme`
     kind), lines with different letters do not, no end word twice; `syllables` one for every line or a list
@@ -757,6 +789,13 @@ def verse_steps(
                              f"({len(scheme)}), got {len(per_line)} entries")
     for value in per_line:
         syllable_range(value)
+    stresses = [stress] * len(scheme) if stress is None or isinstance(stress, str) else list(stress)
+    if len(stresses) != len(scheme):
+        raise ValueError(f"stress must be one pattern or a list with one per line of the scheme ({len(scheme)}), "
+                         f"got {len(stresses)}")
+    for pattern, count in zip(stresses, per_line):
+        if pattern is not None:
+            check_stress(pattern, count)
     seed = random_seed() if params.seed is None else params.seed
     sub = make_generator(seed)
     common = common_words(tokenizer, lexicon)
@@ -767,7 +806,7 @@ def verse_steps(
         attempts += 1
         result, failure = yield from _verse_attempt(model, tokenizer, lexicon, prompt, scheme, per_line, rhyme,
                                                     params, sub, particles, max_rows - rows, prompts, common, banned,
-                                                    end_words)
+                                                    end_words, stresses)
         rows += result[2]
         if failure is None:
             lines, prompt_tokens, _ = result
@@ -780,7 +819,7 @@ def verse_steps(
 
 
 def _verse_attempt(model, tokenizer, lexicon, prompt, scheme, per_line, rhyme, params, generator, particles,
-                   max_rows, prompts, common, banned, end_words):
+                   max_rows, prompts, common, banned, end_words, stresses):
     ends: dict[str, str] = {}  # letter -> its first end word (lower-case)
     used: set[str] = set()
     lines: list[tuple[Line, str]] = []
@@ -812,7 +851,7 @@ def _verse_attempt(model, tokenizer, lexicon, prompt, scheme, per_line, rhyme, p
             result = yield from line_steps(model, tokenizer, lexicon, context, n=1, syllables=per_line[index],
                                     params=sub_params, end_rule=rule, particles=particles,
                                     max_rows=max(0, min(MAX_ROWS, max_rows - rows)),
-                                    prompts=prompts, end_words=end_words)
+                                    prompts=prompts, end_words=end_words, stress=stresses[index])
         except ConstraintError as error:
             first = scheme.index(letter)
             give_up = ends.get(letter) if letter != "X" and first < index else None

@@ -2,7 +2,7 @@
 checked against the file itself, not against the code under test (songwriting/dictionary.py): per word, for
 each pronunciation, its syllables (vowels: phones with a stress digit), its stress (1 for a vowel marked 1 or 2,
 0 for one marked 0) and its rhyme part (from the last vowel marked 1 or 2, else the last vowel, to the end,
-digits dropped; none for a pronunciation with no vowel)."""
+digits dropped; none for a pronunciation with no vowel), and its vowels' stress digits as written."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class Sounding(NamedTuple):
     syllables: int
     rhyme: str
     stress: str
+    digits: str  # "102": the stress digits of its vowels, as the file has them
 
 
 @lru_cache(maxsize=1)
@@ -34,7 +35,8 @@ def cmudict() -> dict[str, list[Sounding]]:
         start = (stressed or vowels or [None])[-1]
         rhyme = "" if start is None else " ".join(phone.rstrip("012") for phone in phones[start:])
         stress = "".join("0" if phones[i][-1] == "0" else "1" for i in vowels)
-        entries.setdefault(re.sub(r"\(\d+\)$", "", head).lower(), []).append(Sounding(len(vowels), rhyme, stress))
+        entries.setdefault(re.sub(r"\(\d+\)$", "", head).lower(), []).append(Sounding(len(vowels), rhyme, stress,
+                                                                             "".join(phones[i][-1] for i in vowels)))
     return entries
 
 
@@ -53,3 +55,22 @@ def rhymes(a: str, b: str) -> bool:
     a, b = a.lower(), b.lower()
     parts = [{s.rhyme for s in cmudict().get(w, []) if s.rhyme} for w in (a, b)]
     return a != b and bool(parts[0] & parts[1])
+
+
+def meets_stress(text: str, pattern: str) -> bool:
+    """The meter rule of docs/api.md, read from the file: some choice of one pronunciation per word puts every
+    vowel marked 1 on a 1 of the pattern and every vowel marked 0 on a 0 (a 2 goes anywhere, and so does the
+    one vowel of a one-syllable word), with exactly as many syllables as the pattern has digits."""
+    ends = {0}
+    for word in WORD.findall(text):
+        soundings = cmudict().get(word.lower(), [])
+        assert soundings, f"{word!r} of {text!r} is not in the dictionary"
+        after = set()
+        for end in ends:
+            for sounding in soundings:
+                part = pattern[end:end + sounding.syllables]
+                if len(part) == sounding.syllables and (sounding.syllables == 1 or all(
+                        d == "2" or d == p for d, p in zip(sounding.digits, part))):
+                    after.add(end + sounding.syllables)
+        ends = after
+    return len(pattern) in ends

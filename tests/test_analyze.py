@@ -110,6 +110,7 @@ def test_cli_table_and_json(tmp_path, capsys):
     assert main(["analyze", str(song)]) == 0
     table = capsys.readouterr().out
     assert "scheme AABB" in table and "Twinkle, twinkle, little star," in table and "AA R" in table
+    assert "meter trochaic tetrameter (fit 1.00)" in table
     assert main(["analyze", "--json", str(song)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["model"] is None
@@ -130,3 +131,37 @@ def test_cli_reads_standard_input_and_near(monkeypatch, capsys):
 def test_cli_missing_file(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "nope.txt")]) == 1
     assert "nope.txt" in capsys.readouterr().err
+
+
+FROST = """Whose woods these are I think I know.
+His house is in the village though;
+He will not see me stopping here
+To watch his woods fill up with snow.
+"""
+
+MOORE = """'Twas the night before Christmas, when all through the house
+Not a creature was stirring, not even a mouse;
+"""
+
+
+def test_meter_names_the_foot_and_the_feet(ph):
+    (frost,) = analyze_text(FROST, ph)
+    assert frost["meter"] == {"name": "iambic tetrameter", "fit": 1.0}
+    (twinkle,) = analyze_text(TWINKLE, ph)  # seven syllables a line: trochees with the last one cut
+    assert twinkle["meter"]["name"] == "trochaic tetrameter" and 0.75 <= twinkle["meter"]["fit"] <= 1
+    (moore,) = analyze_text(MOORE, ph)
+    assert moore["meter"]["name"] == "anapestic tetrameter"
+    # one-syllable words fit every foot: nothing to tell them apart, so no meter
+    assert analyze_text("I go to the sea\nand see the red sun\n", ph)[0]["meter"] is None
+    # stresses that follow no foot
+    assert analyze_text("Nevertheless the elephant remembered\nConversations amazing beautiful\n", ph)[0]["meter"] is None
+
+
+def test_the_meter_rule():
+    from lyricist.songwriting.meter import fits, line_fits, scansion
+
+    assert scansion(["B", "AH0", "N", "AE1", "N", "AH0"]) == "010"  # banana
+    assert scansion(["K", "AE1", "T"]) == "x"  # a monosyllable goes anywhere
+    assert scansion(["AE1", "N", "T", "IY0", "L", "OW2", "P"]) == "10x"  # a secondary stress too
+    assert fits("010", "010") and not fits("010", "100") and not fits("010", "01")
+    assert line_fits([["x"], ["010", "10"]], "010") and not line_fits([["x"], ["01"]], "010")

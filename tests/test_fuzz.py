@@ -26,15 +26,16 @@ DOCUMENT = create_app(Settings.from_env(LIMITS, models=("tiny-lstm",))).openapi(
 # Accepting a schema-valid one: schemathesis's default statuses, plus the songwriting 422 ("no dictionary word or
 # line meets these constraints": which words rhyme is no schema's to say). Rules the document cannot state answer
 # 400 to schema-valid bodies: /v1/verse's `syllables` list must have the scheme's length, a `syllables` range of
-# /v1/lines and /v1/verse is [min, max] with min <= max, and /v1/predict's `rhymes_with` / `syllables` need
-# `unit: "word"`.
+# /v1/lines and /v1/verse is [min, max] with min <= max, a `stress` pattern's length must fit `syllables`,
+# /v1/predict's `rhymes_with` / `syllables` need `unit: "word"`, and /v1/embeddings' `dimensions` must be the
+# model's own.
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
 CONFIG = schemathesis.Config.from_dict({
     "checks": {"negative_data_rejection": {"expected-statuses": [400, 413]},
                "positive_data_acceptance": {"expected-statuses": ACCEPTED}},
     "operations": [{"include-path": path,
                     "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "400"]}}}
-                   for path in ("/v1/verse", "/v1/lines", "/v1/predict")]})
+                   for path in ("/v1/verse", "/v1/lines", "/v1/predict", "/v1/embeddings")]})
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
 
 

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from lyricist.app.server import create_app
 from lyricist.app.settings import Settings
 
-from .cmudict_reading import WORD, cmudict as read_cmudict
+from .cmudict_reading import WORD, cmudict as read_cmudict, meets_stress
 from .helpers import ROOT
 
 
@@ -201,6 +201,16 @@ def test_verse_keeps_its_scheme(client, cmudict):
     assert again["text"] == body["text"]
 
 
+def test_lines_and_verses_keep_a_stress_pattern(client):
+    body = client.post("/v1/lines", json={"prompt": "KING:\n", "n": 2, "stress": "0101", "seed": 4}).json()
+    for line in body["lines"]:
+        assert line["syllables"] == 4 and meets_stress(line["text"], "0101"), line["text"]
+    patterns = ["010101", "0101"]
+    verse = client.post("/v1/verse", json={"prompt": "", "scheme": "AA", "stress": patterns, "seed": 2}).json()
+    for line, pattern in zip(verse["lines"], patterns):
+        assert line["syllables"] == len(pattern) and meets_stress(line["text"], pattern), (line["text"], pattern)
+
+
 def test_free_lines_in_a_verse(client, cmudict):
     body = client.post("/v1/verse", json={"prompt": "", "scheme": "AXA", "syllables": 5, "seed": 1}).json()
     a1, x, a2 = (end_word(line["text"]).lower() for line in body["lines"])
@@ -219,6 +229,8 @@ def test_analyze_counts_and_finds_the_scheme(client):
     body = client.post("/v1/analyze", json={"text": text}).json()
     assert set(body) == {"model", "stanzas"} and body["model"] == "tiny-lstm"
     first, second = body["stanzas"]
+    assert first["meter"]["name"] == "trochaic tetrameter" and 0.75 <= first["meter"]["fit"] <= 1
+    assert second["meter"] is None  # too few stressed syllables to tell
     assert first["scheme"] == "AABB" and second["scheme"] == "AA"
     star = first["lines"][0]
     assert set(star) == {"text", "syllables", "stress", "end_word", "rhyme_part", "rhyme", "unknown_words",
@@ -274,6 +286,14 @@ BAD = [
     ("/v1/verse", {"scheme": "ABAB", "syllables": [8, 6, 8]}, "syllables"),
     ("/v1/verse", {"scheme": "AB", "syllables": [8, 25]}, "syllables"),
     ("/v1/verse", {"scheme": "AB", "syllables": 0}, "syllables"),
+    ("/v1/lines", {"stress": ""}, "stress"),
+    ("/v1/lines", {"stress": "0120"}, "stress"),
+    ("/v1/lines", {"stress": "0" * 25}, "stress"),
+    ("/v1/lines", {"stress": "0101", "syllables": 6}, "stress"),
+    ("/v1/lines", {"stress": ["0101"]}, "stress"),
+    ("/v1/verse", {"stress": ["0101"]}, "stress"),
+    ("/v1/verse", {"stress": ["0101", "01x1"]}, "stress"),
+    ("/v1/verse", {"stress": ["0101", "010"], "syllables": [4, 4]}, "stress"),
     ("/v1/analyze", {"text": 5}, "text"),
 ]
 
@@ -333,6 +353,12 @@ def test_lines_and_predict_commands(served_checkpoint, capsys, cmudict):
     assert len(out.out.splitlines()) == 3 and "constraint mass" in out.err
     assert main(["lines", "--model", str(served_checkpoint), "--prompt", "O", "--rhymes-with", "12"]) == 1
     assert "--rhymes-with" in capsys.readouterr().err
+    assert main(["lines", "--model", str(served_checkpoint), "--prompt", "O", "--stress", "10101", "-n", "1",
+                 "--seed", "2"]) == 0
+    (text,) = [line.split("  (")[0] for line in capsys.readouterr().out.splitlines()]
+    assert meets_stress(text, "10101"), text
+    assert main(["lines", "--model", str(served_checkpoint), "--prompt", "O", "--stress", "1x1"]) == 1
+    assert "--stress" in capsys.readouterr().err
     assert main(["predict", "--model", str(served_checkpoint), "--prompt", "O", "--rhymes-with", "orange"]) == 1
     assert "orange" in capsys.readouterr().err
 

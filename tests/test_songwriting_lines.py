@@ -11,7 +11,7 @@ from lyricist.songwriting.lexicon import Lexicon, default_lexicon
 from lyricist.songwriting.lines import ConstraintError, EndRule, generate_lines, generate_verse
 from lyricist.model import SamplingParams, load_checkpoint
 
-from .cmudict_reading import cmudict
+from .cmudict_reading import cmudict, meets_stress
 from .helpers import ROOT, tiny_model
 
 WORD = re.compile(r"(?:[^\W_]|['\u2019])+")
@@ -267,3 +267,27 @@ def test_lines_end_on_words_a_song_ends_on_and_open_differently(tokenizer, lines
     with pytest.raises(ConstraintError, match="training text"):
         generate_lines(lines_model, tokenizer, lexicon, "", syllables=[1, 6], rhymes_with="night",
                        params=SamplingParams(seed=4), end_words=frozenset({"love", "day"}))
+
+
+def test_shipped_model_lines_and_verses_meet_a_stress_pattern():
+    """Stress met by construction, checked by the tests' own reading of the dictionary (the rule of docs/api.md)."""
+    checkpoint = load_checkpoint(ROOT / "checkpoints" / "songs-lstm")
+    lexicon = default_lexicon()
+    prompt = "I left my home at break of day,\nTo wander where the rivers flow,\n"
+    result = generate_lines(checkpoint.model, checkpoint.tokenizer, lexicon, prompt, n=2, stress="01010101",
+                            params=SamplingParams(temperature=0.8, seed=3))
+    assert result.lines
+    for line in result.lines:
+        assert line.syllables == 8 and meets_stress(line.text, "01010101"), line.text
+    patterns = ["01010101", "010101"]  # one a line
+    verse = generate_verse(checkpoint.model, checkpoint.tokenizer, lexicon, prompt, "AA", stress=patterns,
+                           params=SamplingParams(temperature=0.8, seed=1))
+    for (line, _), pattern in zip(verse.lines, patterns):
+        assert line.syllables == len(pattern) and meets_stress(line.text, pattern), (line.text, pattern)
+
+
+@pytest.mark.parametrize(("stress", "syllables"), [("", None), ("0120", None), ("0" * 25, None), ("0101", 6),
+                                                    ("0101", [5, 8])])
+def test_bad_stress(tokenizer, lines_model, lexicon, stress, syllables):
+    with pytest.raises(ValueError, match="stress|syllables"):
+        generate_lines(lines_model, tokenizer, lexicon, "", stress=stress, syllables=syllables)

@@ -91,9 +91,29 @@ async def analyze(body: p.AnalyzeRequest, settings: Settings, registry: ModelReg
 
 # -- /v1/lines and /v1/verse ---------------------------------------------------------------------
 
+def check_stress(body: p.LinesRequest | p.VerseRequest) -> None:
+    """A stress pattern has as many digits as the line has syllables (the list one per line of the scheme)."""
+    if body.stress is None:
+        return
+    patterns = body.stress if isinstance(body.stress, list) else None
+    if patterns is not None and len(patterns) != len(body.scheme):
+        raise APIError(400, f"stress: the list must have one pattern per line of the scheme ({len(body.scheme)} for "
+                            f"{body.scheme!r}), got {len(patterns)}", "stress", "invalid_value")
+    counts = body.syllables if isinstance(body.syllables, list) and isinstance(body, p.VerseRequest) else None
+    for index, pattern in enumerate(patterns or [body.stress]):
+        syllables = counts[index] if counts is not None else body.syllables
+        if syllables is None:
+            continue
+        low, high = (syllables, syllables) if isinstance(syllables, int) else syllables
+        if not low <= len(pattern) <= high:
+            raise APIError(400, f"stress: {pattern!r} has {len(pattern)} syllables, but syllables is {syllables}",
+                           "stress", "invalid_value")
+
+
 async def lines(body: p.LinesRequest, settings: Settings, registry: ModelRegistry,
                 notes: dict[str, Any]) -> p.LinesResponse:
     limits.check(body, settings)
+    check_stress(body)
     params = sampling_params(body)
     engine = registry.get(body.model)
     notes.update(model=engine.name, prompt=body.prompt)
@@ -102,8 +122,8 @@ async def lines(body: p.LinesRequest, settings: Settings, registry: ModelRegistr
     known = None if body.rhymes_with is None else await asyncio.to_thread(tasks.word_is_known, body.rhymes_with)
     result = await run_job(engine, lambda: line_steps(
         engine.model, engine.tokenizer, lexicon, body.prompt, n=body.n, syllables=body.syllables,
-        rhymes_with=body.rhymes_with, rhyme=body.rhyme, params=params, prompts=engine.prompts, end_words=ends),
-        settings)
+        rhymes_with=body.rhymes_with, rhyme=body.rhyme, params=params, prompts=engine.prompts, end_words=ends,
+        stress=body.stress), settings)
     _count(engine, result.prompt_tokens, result.completion_tokens)
     notes.update(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
     return p.LinesResponse(
@@ -122,6 +142,7 @@ async def verse(body: p.VerseRequest, settings: Settings, registry: ModelRegistr
                 notes: dict[str, Any]) -> p.VerseResponse:
     limits.check(body, settings)
     check_verse(body)
+    check_stress(body)
     params = sampling_params(body)
     engine = registry.get(body.model)
     notes.update(model=engine.name, prompt=body.prompt)
@@ -129,7 +150,7 @@ async def verse(body: p.VerseRequest, settings: Settings, registry: ModelRegistr
     ends = await asyncio.to_thread(tasks.end_words, engine.checkpoint)
     result = await run_job(engine, lambda: verse_steps(
         engine.model, engine.tokenizer, lexicon, body.prompt, body.scheme, body.syllables, rhyme=body.rhyme,
-        params=params, prompts=engine.prompts, end_words=ends), settings)
+        params=params, prompts=engine.prompts, end_words=ends, stress=body.stress), settings)
     _count(engine, result.prompt_tokens, result.completion_tokens)
     notes.update(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
     return p.VerseResponse(
