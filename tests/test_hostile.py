@@ -34,7 +34,8 @@ OTHER_ORIGIN = "http://evil.example"
 POST_BODIES = {"/v1/predict": {"prompt": "a"}, "/v1/generate": {"prompt": "a", "max_new_tokens": 2},
                "/v1/score": {"text": "a"}, "/v1/completions": {"prompt": "a", "max_tokens": 2},
                "/v1/analyze": {"text": "a"}, "/v1/lines": {"prompt": "a"},
-               "/v1/verse": {"prompt": "a", "scheme": "X"}}  # X: a line free of rhymes
+               "/v1/verse": {"prompt": "a", "scheme": "X"},  # X: a line free of rhymes
+               "/v1/embeddings": {"input": "a"}, "/v1/neighbours": {"word": "the"}}
 
 
 @pytest.fixture(scope="module")

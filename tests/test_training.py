@@ -241,7 +241,7 @@ def test_bf16_runs_the_products_in_bfloat16_and_keeps_everything_stored_in_float
     full, full_losses, full_dtypes = first_steps("fp32")
     half, half_losses, half_dtypes = first_steps("bf16")
     assert full_dtypes == {torch.float32} and half_dtypes == {torch.bfloat16}
-    assert all(p.dtype == torch.float32 for p in half.model.parameters()) and half.state.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in half.model.parameters()) and half.state.rnn.dtype == torch.float32
     # The same seed and data: the same course, to bfloat16's rounding.
     assert half_losses != full_losses and half_losses == pytest.approx(full_losses, rel=0.01)
     assert half_losses[-1] < half_losses[0]
