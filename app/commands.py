@@ -1,12 +1,13 @@
 """The songwriting requests on the command line: `lyricist lines`, `lyricist predict` (with `--rhymes-with` /
-`--syllables`) and `lyricist analyze`. They run the same code as `/v1/lines`, `/v1/predict` and `/v1/analyze`
-(lyricist.songwriting), in this process, and hold every option to the API's own rule for its field (protocol.py).
+`--syllables`), `lyricist alternatives` and `lyricist analyze`. They run the same code as the endpoints of those
+names (lyricist.songwriting), in this process, and hold every option to the API's own rule for its field (protocol.py).
 `lyricist predict` without constraints prints what it always did (model.prediction)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 from pydantic import ValidationError
@@ -167,3 +168,73 @@ def _run_analyze(args: argparse.Namespace) -> None:
         print(json.dumps({"model": model, "stanzas": stanzas}, ensure_ascii=False, indent=2))
     else:
         sys.stdout.write(format_table(stanzas) if stanzas else "no lyrics (no non-blank line)\n")
+
+
+def add_alternatives_command(subcommands: argparse._SubParsersAction) -> None:
+    c = subcommands.add_parser(
+        "alternatives", help="other words for a part of a line, ranked with the text on both sides",
+        description="Candidates for a part of one line (a word, a phrase, or an empty part to insert at), proposed "
+                    "by the model reading the text before it and ranked with the text after it too (to the end of "
+                    "the stanza), as /v1/alternatives.")
+    c.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory")
+    c.add_argument("--text", required=True, help="the lyrics")
+    c.add_argument("--part", default=None, metavar="WORDS",
+                   help="the words to replace, found as whole words in --text (the first occurrence)")
+    c.add_argument("--start", type=int, default=None, metavar="N", help="or the part's offsets: its first character")
+    c.add_argument("--end", type=int, default=None, metavar="N", help="and the one after its last (default --start)")
+    c.add_argument("--syllables", type=int, default=None, metavar="N", help="syllables of the replacement")
+    c.add_argument("--stress", default=None, metavar="PATTERN", help="its stresses, a digit a syllable (1 stressed)")
+    c.add_argument("--rhymes-with", default=None, metavar="WORD", help="its last word rhymes with WORD")
+    c.add_argument("--rhyme", choices=("perfect", "near"), default="perfect", help="kind of rhyme (default perfect)")
+    c.add_argument("--max-words", type=int, default=None, metavar="N",
+                   help=f"words in a replacement, 1-{p.MAX_REPLACEMENT_WORDS} (default: the part's own count)")
+    c.add_argument("-n", type=int, default=10, metavar="N", help=f"how many, 1-{p.MAX_ALTERNATIVES} (default 10)")
+    c.add_argument("--json", action="store_true", help="print /v1/alternatives' response body instead")
+    c.set_defaults(run=_run_alternatives)
+
+
+def _part_offsets(args: argparse.Namespace) -> tuple[int, int]:
+    if args.part is not None:
+        found = re.search(rf"(?<![\w']){re.escape(args.part)}(?![\w'])", args.text)
+        if found is None:
+            raise ValueError(f"--part: {args.part!r} is not in --text as whole words")
+        return found.start(), found.end()
+    if args.start is None:
+        raise ValueError("--part or --start: say which part of --text to replace")
+    return args.start, args.start if args.end is None else args.end
+
+
+def _run_alternatives(args: argparse.Namespace) -> None:
+    from lyricist.songwriting.alternatives import PartError, generate_alternatives
+    from lyricist.songwriting.lines import ConstraintError
+    from lyricist.songwriting.phonology import Phonology
+    from lyricist.songwriting.tasks import end_words, lexicon
+
+    start, end = _part_offsets(args)
+    body = {"text": args.text, "start": start, "end": end, "n": args.n, "syllables": args.syllables,
+            "stress": args.stress, "rhymes_with": args.rhymes_with, "rhyme": args.rhyme, "max_words": args.max_words}
+    try:
+        request = p.AlternativesRequest.model_validate(body)
+    except ValidationError as error:
+        raise ValueError(_option_error(error)) from None
+    checkpoint = load_checkpoint(args.model)
+    try:
+        result = generate_alternatives(
+            checkpoint.model, checkpoint.tokenizer, lexicon(), Phonology.load(), request.text, request.start,
+            request.end, end_words(checkpoint), n=request.n, syllables=request.syllables, stress=request.stress,
+            rhymes_with=request.rhymes_with, rhyme=request.rhyme, max_words=request.max_words)
+    except (ConstraintError, PartError) as error:
+        part = args.part is not None and error.field in ("start", "end")
+        option = "--part" if part else f"--{error.field.replace('_', '-')}"
+        raise ValueError(f"{option}: {error}") from None
+    if args.json:
+        print(json.dumps({"model": checkpoint.name, "original": {**result.original.as_dict(), "rank": result.rank},
+                          "alternatives": [a.as_dict() for a in result.alternatives],
+                          "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": 0}},
+                         ensure_ascii=False, indent=2))
+        return
+    width = max((len(a.text) for a in result.alternatives), default=0)
+    for alternative in result.alternatives:
+        mark = "  (the original)" if alternative is result.original else ""
+        print(f"{alternative.prob:7.2%}  {alternative.text:<{width}}  {alternative.syllables} syllables, stress "
+              f"{alternative.stress}{mark}")

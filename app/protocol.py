@@ -334,6 +334,43 @@ class VerseResponse(BaseModel):
     usage: GenerateUsage
 
 
+# -- /v1/alternatives -------------------------------------------------------------------
+
+MAX_ALTERNATIVES = 32
+MAX_REPLACEMENT_WORDS = 4
+
+
+class AlternativesRequest(Request):
+    text: PromptText
+    start: Integer = Field(ge=0)  # offsets of the part to replace, in characters; the part may be empty
+    end: Integer = Field(ge=0)
+    n: Integer = Field(10, ge=1, le=MAX_ALTERNATIVES)
+    syllables: Annotated[int, Field(ge=1, le=MAX_LINE_SYLLABLES), WHOLE] | None = None
+    stress: Stress | None = None
+    rhymes_with: RhymeWord | None = None
+    rhyme: RhymeKind = "perfect"
+    max_words: Annotated[int, Field(ge=1, le=MAX_REPLACEMENT_WORDS), WHOLE] | None = None  # default: the part's
+
+
+class Replacement(BaseModel):
+    text: str
+    prob: float  # its share among the candidates returned and the original, given both sides
+    syllables: int | None  # None for an original with a word the dictionary lacks
+    stress: str | None
+    logprob: float  # of the text from its start to the end of the part's stanza, with this in place
+
+
+class OriginalPart(Replacement):
+    rank: int  # its place among every candidate ranked and itself, from 1
+
+
+class AlternativesResponse(BaseModel):
+    model: str
+    original: OriginalPart
+    alternatives: list[Replacement]
+    usage: GenerateUsage
+
+
 # -- /v1/embeddings (OpenAI) and /v1/neighbours ----------------------------------------
 
 MAX_EMBEDDING_INPUTS = 64

@@ -301,6 +301,16 @@ class LanguageModel(nn.Module):
             logits = recall.mix(logits, self.config.cache)
         return logits, features.state
 
+    def read_rows(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
+        """Several texts side by side, one row each: (rows, time) ids -> the (rows, time, vocab) logits after
+        each piece and the state after the last. For a caller whose batch is its own (the alternatives of a
+        part of a line, read with what follows them): its products are not cut into fixed blocks."""
+        features = self.features(tokens, state, None)
+        logits = self.decode(features.dropped.flatten(0, 1), None)
+        if features.recall is not None:
+            logits = features.recall.mix(logits, self.config.cache)
+        return logits.view(*tokens.shape, -1), features.state
+
     @staticmethod
     def select_rows(state: State, rows: Tensor | list[int] | slice) -> State:
         """The state of some sequences of a batch, in the order given."""

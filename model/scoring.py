@@ -15,6 +15,12 @@ and `decode`'s rows do not depend on their neighbours, so no figure depends on
 the slice size. `read_score` is the same reading one slice per step (the
 engine interleaves the slices of a long text with other work); `score_text`
 runs it to its end.
+
+`read_prefix` and `read_continuations` score several texts that share their
+beginning (the alternatives for a part of a line): the shared pieces once,
+then every text's own pieces side by side, a batch of rows a few positions at
+a time. A text's figure is then the sum of both, as a score of it alone would
+give up to the rounding of a batched product.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .memory import State
 from .network import LanguageModel, evaluating, slice_end
 from .steps import run_to_end
 from .tokenizer import Tokenizer
@@ -99,3 +106,69 @@ def read_score(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_toke
         yield end - start
         start = end
     return Score(ids[1:], logprobs.cpu(), len(text), count_units(text))
+
+
+CONTINUATION_POSITIONS = 16  # positions of every row per call of read_continuations: its turns are short
+
+
+def read_prefix(model: LanguageModel, ids: list[int], after: tuple[torch.Tensor, State] | None = None,
+                slice_tokens: int | None = None) -> Generator[int, None, tuple[float, torch.Tensor, State]]:
+    """The log probability of `ids`, the (1, vocab) logits after the last and the state after it; one slice per
+    step, as `read_score` reads. From the start of a text (`after` None) `ids[0]` is the start marker, read but
+    not predicted; `after`: the (logits, state) where an earlier read stopped, `ids` its continuation."""
+    limit = slice_tokens or SLICE_TOKENS
+    stream = torch.tensor(ids, device=model.device)
+    total, logits, state = 0.0, None, None
+    if after is not None:
+        logits, state = after
+        total = float(torch.log_softmax(logits.double(), -1)[0, ids[0]])
+    start = 0
+    while start < len(ids):
+        end = slice_end(start, len(ids), limit)
+        with torch.inference_mode(), evaluating(model):
+            every, state = model.read(stream[start:end], state, every_piece=True, block_rows=SCORE_BLOCK_ROWS)
+            targets = stream[start + 1 : end + 1]
+            if len(targets):
+                total -= float(F.cross_entropy(every[: len(targets)].double(), targets, reduction="sum"))
+            logits = every[-1:]
+        yield end - start
+        start = end
+    return total, logits, state
+
+
+def read_continuations(model: LanguageModel, logits: torch.Tensor, state: State, rows: list[list[int]]
+                       ) -> Generator[int, None, list[float]]:
+    """Each row's log probability: its pieces read after `state` (`logits` the (1, vocab) logits there). The
+    rows run side by side, CONTINUATION_POSITIONS positions a call, a row leaving the batch once read; each
+    step yields the pieces it read."""
+    if any(not row for row in rows):
+        raise ValueError("every continuation has at least one piece")
+    device = model.device
+    first = torch.log_softmax(logits.double(), -1)[0]
+    totals = [float(first[row[0]]) for row in rows]
+    longest = max(len(row) for row in rows)
+    padded = torch.zeros(len(rows), longest, dtype=torch.long)
+    for i, row in enumerate(rows):
+        padded[i, : len(row)] = torch.tensor(row)
+    lengths = torch.tensor([len(row) for row in rows])
+    active = torch.arange(len(rows))
+    batch = model.repeat_rows(state, len(rows))
+    position = 0  # the pieces before it are read; each row's piece at `position` is predicted, not yet read
+    with torch.inference_mode(), evaluating(model):
+        while True:
+            keep = lengths[active] > position + 1  # rows with a piece left to predict after this one
+            if not bool(keep.any()):
+                break
+            if not bool(keep.all()):
+                active, batch = active[keep], model.select_rows(batch, keep.nonzero()[:, 0].to(device))
+            end = min(position + CONTINUATION_POSITIONS, int(lengths[active].max()) - 1)
+            inputs = padded[active, position:end].to(device)
+            targets = padded[active, position + 1 : end + 1]
+            step_logits, batch = model.read_rows(inputs, batch)
+            logp = torch.log_softmax(step_logits.double(), -1).cpu().gather(-1, targets.unsqueeze(-1))[..., 0]
+            valid = torch.arange(position + 1, end + 1).unsqueeze(0) < lengths[active].unsqueeze(1)
+            for row, value in zip(active.tolist(), (logp * valid).sum(-1).tolist()):
+                totals[row] += value
+            yield int(valid.sum())
+            position = end
+    return totals

@@ -24,7 +24,7 @@ from functools import lru_cache
 
 from lyricist.model.units import is_word_char
 
-from .meter import scansion
+from .meter import fits, scansion
 from .phonology import Phonology, near_rhyme_parts
 
 MAX_SYLLABLES = 24  # a line's ceiling (docs/api.md); a bit per count fits an int easily
@@ -46,6 +46,22 @@ def lowest(mask: int) -> int:
 
 def counts_of(mask: int) -> list[int]:
     return [s for s in range(mask.bit_length()) if mask >> s & 1]
+
+
+def add_word(totals: int, counts: int, scans: Iterable[str] = (), stress: str | None = None) -> int:
+    """The syllable totals (bit t: t syllables so far) after a word of these counts; with a `stress` pattern,
+    only by the word's scansions of those counts that fit the pattern where they fall (meter.py)."""
+    out = 0
+    if stress is None:
+        for count in counts_of(counts):
+            out |= totals << count
+        return out
+    for scan in scans:
+        if (counts >> len(scan)) & 1:
+            for start in counts_of(totals):
+                if fits(scan, stress[start:start + len(scan)]):
+                    out |= 1 << (start + len(scan))
+    return out
 
 
 class Lexicon:

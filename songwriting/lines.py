@@ -72,8 +72,7 @@ from lyricist.model.tokenizer import Tokenizer
 from lyricist.model.units import is_word_char
 from torch import Tensor
 
-from .lexicon import MAX_SYLLABLES, Lexicon, counts_of, lowest
-from .meter import fits
+from .lexicon import MAX_SYLLABLES, Lexicon, add_word, counts_of, lowest
 
 PARTICLES = 32
 ROUNDS = 4  # rounds of `PARTICLES` when fewer than `n` distinct lines have finished
@@ -290,22 +289,11 @@ class _LineRule:
         self._boundary: dict[tuple[int, bool], Tensor] = {}
         self._inside: dict[tuple[str, int], Tensor] = {}
 
-    def add(self, totals: int, word_mask: int, word: str | None = None) -> int:
-        """The totals after a word of these syllable counts (with a stress pattern: of `word`'s pronunciations
-        that fit the pattern where the word falls)."""
-        if self.stress is not None and word is not None:
-            out = 0
-            for scan in self.lexicon.scansions(word):
-                if not (word_mask >> len(scan)) & 1:
-                    continue
-                for start in counts_of(totals):
-                    if fits(scan, self.stress[start:start + len(scan)]):
-                        out |= 1 << (start + len(scan))
-            return out & self.cap
-        out = 0
-        for s in counts_of(word_mask):
-            out |= totals << s
-        return out & self.cap
+    def add(self, totals: int, word_mask: int, word: str) -> int:
+        """The totals after `word` of these syllable counts (with a stress pattern: of its pronunciations that
+        fit the pattern where the word falls)."""
+        scans = self.lexicon.scansions(word) if self.stress is not None else ()
+        return add_word(totals, word_mask, scans, self.stress) & self.cap
 
     def end_shifts(self, totals: int) -> int:
         """Syllable counts s for which an end word of s syllables lands the total in range."""

@@ -68,18 +68,26 @@ _END_WORDS: dict[tuple, frozenset[str]] = {}
 
 
 def end_words(checkpoint: Checkpoint) -> frozenset[str]:
-    """The words a line may end on: the dictionary words the model read as words in its training text (its
-    checkpoint's `words.json`, model/words.py); for a checkpoint without them, those its tokenizer writes in
-    at most two pieces (words its training text used often)."""
+    """The words a line may end on and a part of a line may be replaced by: the dictionary words the model read
+    as words in its training text (its checkpoint's `words.json`, model/words.py; no fragment of one letter);
+    for a checkpoint without them, those its tokenizer writes in at most two pieces (words its training text
+    used often)."""
     from .lines import common_words
 
     key = (str(checkpoint.path), id(checkpoint.tokenizer))
     found = _END_WORDS.get(key)
     if found is None:
         lex, words = lexicon(), read_words(checkpoint.path)
-        found = frozenset(w for w in words if w in lex.masks) if words else common_words(checkpoint.tokenizer, lex)
+        found = frozenset(w for w in words if w in lex.masks and _whole(w)) if words else common_words(
+            checkpoint.tokenizer, lex)
         _END_WORDS[key] = found
     return found
+
+
+def _whole(word: str) -> bool:
+    """Not a fragment: a word of one letter is a, I or O, and a clipped one keeps two letters ('em, not 's)."""
+    letters = sum(c.isalpha() for c in word)
+    return letters >= 2 or word in ("a", "i", "o")
 
 
 def word_is_known(word: str) -> bool:

@@ -27,15 +27,15 @@ DOCUMENT = create_app(Settings.from_env(LIMITS, models=("tiny-lstm",))).openapi(
 # line meets these constraints": which words rhyme is no schema's to say). Rules the document cannot state answer
 # 400 to schema-valid bodies: /v1/verse's `syllables` list must have the scheme's length, a `syllables` range of
 # /v1/lines and /v1/verse is [min, max] with min <= max, a `stress` pattern's length must fit `syllables`,
-# /v1/predict's `rhymes_with` / `syllables` need `unit: "word"`, and /v1/embeddings' `dimensions` must be the
-# model's own.
+# /v1/predict's `rhymes_with` / `syllables` need `unit: "word"`, /v1/embeddings' `dimensions` must be the
+# model's own, and /v1/alternatives' offsets must mark a part of one line within the text.
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
 CONFIG = schemathesis.Config.from_dict({
     "checks": {"negative_data_rejection": {"expected-statuses": [400, 413]},
                "positive_data_acceptance": {"expected-statuses": ACCEPTED}},
     "operations": [{"include-path": path,
                     "checks": {"positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "400"]}}}
-                   for path in ("/v1/verse", "/v1/lines", "/v1/predict", "/v1/embeddings")]})
+                   for path in ("/v1/verse", "/v1/lines", "/v1/predict", "/v1/embeddings", "/v1/alternatives")]})
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
 
 

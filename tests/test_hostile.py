@@ -35,7 +35,8 @@ POST_BODIES = {"/v1/predict": {"prompt": "a"}, "/v1/generate": {"prompt": "a", "
                "/v1/score": {"text": "a"}, "/v1/completions": {"prompt": "a", "max_tokens": 2},
                "/v1/analyze": {"text": "a"}, "/v1/lines": {"prompt": "a"},
                "/v1/verse": {"prompt": "a", "scheme": "X"},  # X: a line free of rhymes
-               "/v1/embeddings": {"input": "a"}, "/v1/neighbours": {"word": "the"}}
+               "/v1/embeddings": {"input": "a"}, "/v1/neighbours": {"word": "the"},
+               "/v1/alternatives": {"text": "a day", "start": 0, "end": 1, "max_words": 1}}
 
 
 @pytest.fixture(scope="module")

@@ -72,3 +72,25 @@ def test_a_texts_pieces_as_tokens_join_to_it_with_no_replacement_characters(toke
     assert "".join(t.text for t in tokens) == text and len(tokens) == len(scored.logprobs)
     assert [list(t.data) for t in tokens][-4:] == [[0xF0], [0x9F], [0x8E], [0xB8]]
     assert [t.text for t in tokens][-4:] == ["", "", "", "🎸"]
+
+
+@pytest.mark.parametrize("memory", [{}, {"attention": {"window": 12}},
+                                    {"attention": {"window": 12}, "cache": {"window": 20, "theta": 0.5, "lam": 0.2}}])
+def test_texts_sharing_a_beginning_are_scored_as_each_alone(tokenizer, memory):
+    """read_prefix reads the shared beginning once and read_continuations every text's own pieces side by side
+    (the alternatives for a part of a line): each total is the text's own score, with or without the memory."""
+    from lyricist.model.network import LanguageModel, ModelConfig
+    from lyricist.model.steps import run_to_end
+
+    torch.manual_seed(3)
+    model = LanguageModel(ModelConfig(vocab_size=tokenizer.vocab_size, layers=2, embedding_size=12, hidden_size=16,
+                                      **memory)).eval()
+    before = "KING:\nWhat say you, friends?\n"
+    endings = ["Speak!", "We say the king is wise, and he shall have our voices.", "No", "Aye, aye, my lord.\n"]
+    head = tokenizer.encode(before, add_bos=True)
+    prefix_logprob, logits, state = run_to_end(scoring.read_prefix(model, head, slice_tokens=5))
+    totals = run_to_end(scoring.read_continuations(model, logits, state, [tokenizer.encode(e) for e in endings]))
+    for ending, total in zip(endings, totals):
+        assert tokenizer.encode(before) + tokenizer.encode(ending) == tokenizer.encode(before + ending)
+        alone = score_text(model, tokenizer, before + ending)
+        assert prefix_logprob + total == pytest.approx(float(alone.logprobs.double().sum()), abs=1e-4), ending

@@ -1,4 +1,4 @@
-"""POST /v1/analyze, /v1/lines and /v1/verse (the songwriting constraints of /v1/predict are in predict.py)."""
+"""POST /v1/analyze, /v1/lines, /v1/verse and /v1/alternatives (the songwriting constraints of /v1/predict are in predict.py)."""
 
 from __future__ import annotations
 
@@ -30,3 +30,10 @@ async def lines(body: p.LinesRequest, settings: SettingsDep, registry: RegistryD
 async def verse(body: p.VerseRequest, settings: SettingsDep, registry: RegistryDep,
                 notes: NotesDep) -> p.VerseResponse:
     return await songwriting.verse(body, settings, registry, notes)
+
+
+@router.post("/alternatives", response_model=p.AlternativesResponse,
+             responses=declared_errors(400, 404, 413, 422, 429, 504))
+async def alternatives(body: p.AlternativesRequest, settings: SettingsDep, registry: RegistryDep,
+                       notes: NotesDep) -> p.AlternativesResponse:
+    return await songwriting.alternatives(body, settings, registry, notes)

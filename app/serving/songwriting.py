@@ -1,4 +1,5 @@
-"""The songwriting endpoints: /v1/analyze, /v1/lines, /v1/verse, and /v1/predict under constraints.
+"""The songwriting endpoints: /v1/analyze, /v1/lines, /v1/verse, /v1/alternatives, and /v1/predict under
+constraints.
 
 Each body is checked first (configured limits, then values: 413 and 400 before an unknown
 model's 404). The dictionary is loaded off the event loop; the model work runs on the model's
@@ -24,7 +25,9 @@ from ..errors import APIError
 from ..registry import ModelRegistry
 from ..settings import Settings
 from lyricist.songwriting import tasks
+from lyricist.songwriting.alternatives import PartError, alternative_steps, part_of_line
 from lyricist.songwriting.lines import ConstraintError, line_steps, verse_steps
+from lyricist.songwriting.phonology import Phonology
 from .deadline import within_deadline
 from .generation import sampling_params
 
@@ -157,3 +160,37 @@ async def verse(body: p.VerseRequest, settings: Settings, registry: ModelRegistr
         model=engine.name, seed=result.seed, text=result.text,
         lines=[p.VerseLine(**line.as_dict(), rhyme=letter) for line, letter in result.lines],
         usage=p.GenerateUsage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens))
+
+
+# -- /v1/alternatives ---------------------------------------------------------------------
+
+def check_part(body: p.AlternativesRequest) -> None:
+    """The part is a span of one line between words, and a stress pattern has `syllables` digits."""
+    try:
+        part_of_line(body.text, body.start, body.end)
+    except PartError as error:
+        raise APIError(400, f"{error.field}: {error}", error.field, "invalid_value") from None
+    if body.stress is not None and body.syllables is not None and len(body.stress) != body.syllables:
+        raise APIError(400, f"stress: {body.stress!r} has {len(body.stress)} syllables, but syllables is "
+                            f"{body.syllables}", "stress", "invalid_value")
+
+
+async def alternatives(body: p.AlternativesRequest, settings: Settings, registry: ModelRegistry,
+                       notes: dict[str, Any]) -> p.AlternativesResponse:
+    limits.check(body, settings)
+    check_part(body)
+    engine = registry.get(body.model)
+    notes.update(model=engine.name, prompt=body.text)
+    lexicon = await asyncio.to_thread(tasks.prepare, engine.tokenizer)
+    vocabulary = await asyncio.to_thread(tasks.end_words, engine.checkpoint)
+    phonology = await asyncio.to_thread(Phonology.load)
+    result = await run_job(engine, lambda: alternative_steps(
+        engine.model, engine.tokenizer, lexicon, phonology, body.text, body.start, body.end, vocabulary, n=body.n,
+        syllables=body.syllables, stress=body.stress, rhymes_with=body.rhymes_with, rhyme=body.rhyme,
+        max_words=body.max_words, prompts=engine.prompts), settings)
+    _count(engine, result.prompt_tokens)
+    notes.update(prompt_tokens=result.prompt_tokens)
+    return p.AlternativesResponse(
+        model=engine.name, original=p.OriginalPart(**result.original.as_dict(), rank=result.rank),
+        alternatives=[p.Replacement(**a.as_dict()) for a in result.alternatives],
+        usage=p.GenerateUsage(prompt_tokens=result.prompt_tokens, completion_tokens=0))

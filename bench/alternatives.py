@@ -1,0 +1,125 @@
+"""Does `/v1/alternatives` find a word taken out of a real line? Against `/v1/predict` reading the left only (issue 28).
+
+    python bench/alternatives.py [--model checkpoints/songs-lstm] [--text data/songs/valid.txt] [--cases 200]
+                                 [--seed 0] [--threads 2]
+
+Each case: a song of the text (songs are separated by two blank lines), a lyric line of it, and a word of that
+line the dictionary knows (letters and apostrophes, a known pronunciation), all drawn at random with `--seed`.
+The word is taken out with the space after it (before it, at the end of a line), and the text given is the
+song up to the end of that stanza, at most 2,000 characters before the gap. Then:
+
+- alternatives: the service's computation in process (songwriting.alternatives, the same call the endpoint
+  makes), an insert at the gap with the word's syllable count (its first pronunciation), n = 10;
+- predict: `/v1/predict`'s under the same constraint (songwriting.tasks.predict_words), the text before the gap,
+  top 10.
+
+A hit: the word is among the 10, case aside. Prints both hit rates, their ratio, and the latency of the
+alternatives (in process: the service adds its queue and JSON). Run on an otherwise idle machine for timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SEPARATOR = "\n\n\n"
+LEFT_CHARS = 2000
+WORD = re.compile(r"[A-Za-z']+")
+
+
+def draw_cases(text: str, count: int, seed: int, phonology) -> list[tuple[str, int, str, int]]:
+    """(text with the gap, offset of the gap, the word, its syllables) for `count` random cases."""
+    songs = [song for song in text.split(SEPARATOR) if song.strip()]
+    rng = random.Random(seed)
+    cases = []
+    while len(cases) < count:
+        song = rng.choice(songs)
+        lines = [(m.start(), m.group()) for m in re.finditer(r"[^\n]+", song)]
+        lines = [(at, line) for at, line in lines if not line.startswith("SONG:") and WORD.search(line)]
+        if not lines:
+            continue
+        at, line = rng.choice(lines)
+        # a word with an apostrophe at its edge ('tis, lovin') would leave the apostrophe fused to a neighbour
+        words = [m for m in WORD.finditer(line) if m.group().strip("'") == m.group() and m.group().isascii()]
+        if not words:
+            continue
+        match = rng.choice(words)
+        word = match.group()
+        prons = phonology.dictionary_pronunciations(word)
+        if not prons:
+            continue
+        start = at + match.start()
+        end = start + len(word)
+        if end < len(song) and song[end] == " ":
+            end += 1
+        elif start > 0 and song[start - 1] == " ":
+            start -= 1
+        stanza_end = song.find("\n\n", end)
+        stanza_end = len(song) if stanza_end < 0 else stanza_end
+        left_from = max(0, start - LEFT_CHARS)
+        gapped = song[left_from:start] + song[end:stanza_end]
+        cases.append((gapped, start - left_from, word, prons[0].syllables))
+    return cases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=str(ROOT / "checkpoints" / "songs-lstm"))
+    parser.add_argument("--text", default=str(ROOT / "data" / "songs" / "valid.txt"))
+    parser.add_argument("--cases", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from lyricist.model import load_checkpoint
+    from lyricist.model.prompt_cache import PromptCache
+    from lyricist.model.steps import run_to_end
+    from lyricist.songwriting import tasks
+    from lyricist.songwriting.alternatives import generate_alternatives
+    from lyricist.songwriting.phonology import Phonology
+
+    checkpoint = load_checkpoint(args.model)
+    model, tokenizer = checkpoint.model.eval(), checkpoint.tokenizer
+    lexicon, phonology = tasks.prepare(tokenizer), Phonology.load()
+    vocabulary = tasks.end_words(checkpoint)
+    cases = draw_cases(Path(args.text).read_text(encoding="utf-8"), args.cases, args.seed, phonology)
+    prompts = PromptCache(model)
+    hits = {"alternatives": 0, "predict": 0}
+    seconds = []
+    for number, (text, gap, word, syllables) in enumerate(cases, 1):
+        began = time.perf_counter()
+        result = generate_alternatives(model, tokenizer, lexicon, phonology, text, gap, gap, vocabulary, n=10,
+                                       syllables=syllables, prompts=prompts)
+        seconds.append(time.perf_counter() - began)
+        hits["alternatives"] += word.lower() in {a.text.lower() for a in result.alternatives}
+        left = text[:gap].rstrip(" ")
+        predicted = run_to_end(tasks.predict_words(model, tokenizer, left, 10, 1.0, None, "perfect", syllables,
+                                                   prompts=prompts))
+        hits["predict"] += word.lower() in {w.lower() for w, _ in predicted.prediction.distribution}
+        if number % 20 == 0:
+            print(f"  {number} cases: alternatives {hits['alternatives'] / number:.1%}, predict "
+                  f"{hits['predict'] / number:.1%}", file=sys.stderr)
+    n = len(cases)
+    a, p = hits["alternatives"] / n, hits["predict"] / n
+    print(f"cases: {n} (seed {args.seed}) from {args.text}, model {checkpoint.name}")
+    print(f"in the top 10, /v1/alternatives (insert, its syllables): {a:.1%}")
+    print(f"in the top 10, /v1/predict (left only, its syllables):    {p:.1%}")
+    print(f"ratio: {a / p:.2f}x" if p else "ratio: -")
+    ordered = sorted(seconds)
+    print(f"alternatives latency: p50 {statistics.median(ordered):.2f} s, p90 {ordered[int(0.9 * (n - 1))]:.2f} s "
+          f"({args.threads} threads, in process)")
+    print("reproduce: python " + " ".join(shlex.quote(a) for a in ["bench/alternatives.py", *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    main()

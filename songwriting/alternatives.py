@@ -1,0 +1,397 @@
+"""Other words for a part of one line, read with both sides (`/v1/alternatives`, `lyricist alternatives`).
+
+A songwriter revises: "a better word than *cold* here". The part is a span of one line (a word, a phrase,
+or an empty span to insert at). Two passes:
+
+1. **Proposals, from the left.** The model reads the text before the part and proposes replacements of 1 to
+   `max_words` words, each word the exact next-word distribution over the words allowed
+   (constrained.py): the model's training words the dictionary knows (`words.json`), narrowed by
+   `syllables`, `stress` (meter.py) and `rhymes_with` (its last word). A longer replacement grows word by
+   word from the `BEAM` likeliest partial ones. The `POOL` likeliest complete ones go on.
+2. **Ranking, with the right.** Each proposal is put in place and the text is scored up to the end of the
+   part's stanza (at most `RIGHT_CHARS` characters after the part): the lines before the part's line and
+   the pieces every version shares are read once (model.scoring `read_prefix`), then every version's own
+   pieces side by side (`read_continuations`). `logprob` is the log probability of the text from its
+   start to there with the candidate in place, as `/v1/score` would give it; `prob` is its share among the
+   candidates returned and the original.
+
+Words are joined with one space; a space is added before a candidate that follows a word character and
+after one that a word character follows, so that no candidate fuses with its neighbours. Case variants of a
+word ("cold", "Cold") are one candidate: the one the model finds likelier in place.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from lyricist.model.network import LanguageModel
+from lyricist.model.prompt_cache import PromptCache
+from lyricist.model.scoring import read_continuations, read_prefix
+from lyricist.model.steps import Steps, run_to_end
+from lyricist.model.tokenizer import Tokenizer
+from lyricist.model.units import is_word_char
+
+from .constrained import constrained_steps, surface_forms
+from .lexicon import MAX_SYLLABLES, Lexicon, add_word, lowest
+from .lines import ConstraintError, check_stress
+from .meter import scansion
+from .phonology import Phonology
+
+MAX_WORDS = 4  # the longest replacement
+MAX_N = 32  # candidates a request may ask for
+POOL = 160  # proposals read with the rest of their line
+RANKED = 31  # the best of them by that, read with the whole right side (with the original: 32 rows)
+SONG_WORDS = 40  # the text's own words added to them
+NEAR_CHARS = 60  # the most of the rest of the line read in the first pass
+BEAM = 4  # partial replacements extended by a word
+NEXT_WORDS = 8  # words each partial replacement is extended by
+RIGHT_CHARS = 400  # the most right-hand text read with each candidate
+PROPOSAL_ROWS = 1024  # model rows one next-word search may spend
+PROPOSAL_TOLERANCE = 1e-3  # a proposal search follows pieces down to this share of the words' mass (constrained.py)
+_WORD = re.compile(r"(?:[^\W_]|['\u2019])+")
+_STANZA_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
+
+
+@dataclass
+class Alternative:
+    text: str
+    logprob: float  # of the text up to the right side's end, with this in place
+    prob: float = 0.0  # its share among the candidates returned and the original
+    syllables: int | None = None  # None: a word the dictionary lacks (the original only)
+    stress: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"text": self.text, "prob": self.prob, "syllables": self.syllables, "stress": self.stress,
+                "logprob": self.logprob}
+
+
+@dataclass
+class AlternativesResult:
+    original: Alternative
+    rank: int  # the original's place among every candidate ranked and itself, from 1
+    alternatives: list[Alternative]  # best first; the original among them when it ranks in (and is not empty)
+    prompt_tokens: int  # pieces read once (the start marker, the text before the part's line, shared pieces)
+    rows: int  # model rows spent proposing
+
+
+def part_of_line(text: str, start: int, end: int) -> None:
+    """Raises ValueError (naming `start` or `end`) unless text[start:end] is a part of one line that begins
+    and ends at word boundaries."""
+    if not 0 <= start <= len(text):
+        raise PartError("start", f"start must be an offset from 0 to {len(text)} (the text's length), got {start}")
+    if not 0 <= end <= len(text):
+        raise PartError("end", f"end must be an offset from 0 to {len(text)} (the text's length), got {end}")
+    if end < start:
+        raise PartError("end", f"end ({end}) must not be before start ({start})")
+    if "\n" in text[start:end]:
+        raise PartError("end", "the part must lie within one line: text[start:end] crosses a line break")
+    for name, at in (("start", start), ("end", end)):
+        if 0 < at < len(text) and is_word_char(text[at - 1]) and is_word_char(text[at]):
+            raise PartError(name, f"{name} ({at}) falls inside the word {_word_at(text, at)!r}: a part begins "
+                                    f"and ends between words")
+
+
+class PartError(ValueError):
+    """A bad part or value, naming its field."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field = field_name
+
+
+def _word_at(text: str, at: int) -> str:
+    left, right = at, at
+    while left > 0 and is_word_char(text[left - 1]):
+        left -= 1
+    while right < len(text) and is_word_char(text[right]):
+        right += 1
+    return text[left:right]
+
+
+def default_max_words(part: str) -> int:
+    return min(MAX_WORDS, max(1, len(_WORD.findall(part))))
+
+
+def generate_alternatives(*args, **kwargs) -> AlternativesResult:
+    """`alternative_steps` run to its end (the command line, the tests)."""
+    return run_to_end(alternative_steps(*args, **kwargs))
+
+
+@torch.inference_mode()
+def alternative_steps(
+    model: LanguageModel,
+    tokenizer: Tokenizer,
+    lexicon: Lexicon,
+    phonology: Phonology,
+    text: str,
+    start: int,
+    end: int,
+    vocabulary: frozenset[str],
+    n: int = 10,
+    syllables: int | None = None,
+    stress: str | None = None,
+    rhymes_with: str | None = None,
+    rhyme: str = "perfect",
+    max_words: int | None = None,
+    prompts: PromptCache | None = None,
+) -> Steps[AlternativesResult]:
+    """Up to `n` replacements for text[start:end], best first (module docstring). `vocabulary`: the lower-case
+    words a candidate may use (the model's training words the dictionary knows). Raises ValueError for a bad
+    part or value, ConstraintError when no word meets the constraints. One model call per step."""
+    part_of_line(text, start, end)
+    if not 1 <= n <= MAX_N:
+        raise PartError("n", f"n must be from 1 to {MAX_N}, got {n}")
+    if stress is not None:
+        check_stress(stress, syllables)
+        syllables = len(stress)
+    if syllables is not None and not 1 <= syllables <= MAX_SYLLABLES:
+        raise PartError("syllables", f"syllables must be from 1 to {MAX_SYLLABLES}, got {syllables}")
+    max_words = default_max_words(text[start:end]) if max_words is None else max_words
+    if not 1 <= max_words <= MAX_WORDS:
+        raise PartError("max_words", f"max_words must be from 1 to {MAX_WORDS}, got {max_words}")
+    rule = _PhraseRule(lexicon, vocabulary, syllables, stress, rhymes_with, rhyme)
+    if max_words == 1 and not rule.next_words(1, last_word=True):
+        wanted = [f"stress {stress!r}" if stress is not None else f"{syllables} syllables" if syllables else "",
+                  f"a rhyme with {rhymes_with!r}" if rhymes_with is not None else ""]
+        field = "stress" if stress is not None else "syllables" if syllables is not None else "rhymes_with"
+        raise ConstraintError(field, f"no word the model read in training has {' and '.join(w for w in wanted if w)}"
+                                     f" (with max_words 1)")
+    prompts = prompts or PromptCache(model)
+    left, original = text[:start], text[start:end]
+    proposals, rows = yield from _propose(model, tokenizer, rule, left, max_words, prompts)
+    doubled = _neighbours(text, start, end)
+    versions = [original] + [words for words, _ in proposals if words != original
+                             and not _doubles(words, doubled)][:POOL]
+    versions += [words for words in _song_words(text, start, end, rule, versions) if not _doubles(words, doubled)]
+
+    line_start = text.rfind("\n", 0, start) + 1
+    stanza = _STANZA_BREAK.search(text, end)
+    right = text[end:stanza.start() if stanza else len(text)][:RIGHT_CHARS]
+    line_end = right.find("\n")
+    near = right[: min(NEAR_CHARS, len(right) if line_end < 0 else line_end + 1)]
+    before = tokenizer.encode(text[:line_start], add_bos=True)
+    prefix_logprob, *after = yield from read_prefix(model, before)
+    # First every proposal with the rest of its line, then the best of them with the whole right side.
+    near_logprobs = yield from _read_versions(model, tokenizer, text[line_start:start], left, versions, near, after)
+    kept = [0] + sorted(range(1, len(versions)), key=lambda i: -near_logprobs[i])[:RANKED]
+    versions = [versions[i] for i in kept]
+    logprobs = yield from _read_versions(model, tokenizer, text[line_start:start], left, versions, right, after)
+    scored = [Alternative(words, prefix_logprob + value) for words, value in zip(versions, logprobs)]
+
+    first = scored[0]
+    ranked = sorted(scored, key=lambda a: -a.logprob)  # stable: the original first among equals
+    rank = ranked.index(first) + 1
+    shown = ranked[:n] if original else [a for a in ranked if a is not first][:n]
+    weighed = shown if first in shown else [*shown, first]
+    shares = torch.softmax(torch.tensor([a.logprob for a in weighed], dtype=torch.float64), 0).tolist()
+    for alternative, share in zip(weighed, shares):
+        alternative.prob = share
+        alternative.syllables, alternative.stress = rule.sounds(alternative.text, phonology)
+    return AlternativesResult(first, rank, shown, len(before), rows)
+
+
+def _neighbours(text: str, start: int, end: int) -> tuple[str | None, str | None]:
+    """The words just before and just after the part, lower-case (None at a line's edge)."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    before = _WORD.findall(text[line_start:start])
+    after = _WORD.findall(text[end:len(text) if line_end < 0 else line_end])
+    return (before[-1].lower() if before else None), (after[0].lower() if after else None)
+
+
+def _doubles(words: str, neighbours: tuple[str | None, str | None]) -> bool:
+    """A replacement that repeats the word beside it ("little little star", "with thine thine"): the cache
+    makes such echoes likely, and a songwriter asking for another word does not want the last one again."""
+    found = _WORD.findall(words.lower())
+    return bool(found) and (found[0] == neighbours[0] or found[-1] == neighbours[1])
+
+
+def _song_words(text: str, start: int, end: int, rule: _PhraseRule, proposed: list[str]) -> list[str]:
+    """The words of the text around the part that could replace it, not proposed yet: songs repeat their own
+    words ("her cake and wine" ... "Eat well of my cake"), which the model reading the left alone may not
+    offer. As written in the text (its first use), up to SONG_WORDS of them, the nearest first."""
+    seen = {words.lower() for words in proposed}
+    found: dict[str, str] = {}
+    matches = sorted(_WORD.finditer(text), key=lambda m: min(abs(m.start() - start), abs(m.start() - end)))
+    for match in matches:
+        word, low = match.group(), match.group().lower()
+        if low in seen or low in found or start <= match.start() < end:
+            continue
+        if low in rule.lexicon.masks and low in rule.vocabulary and rule.complete(rule.add(1, low), low):
+            found[low] = word
+            if len(found) == SONG_WORDS:
+                break
+    return list(found.values())
+
+
+def _read_versions(model, tokenizer, line_left: str, left: str, versions: list[str], right: str,
+                   after: list) -> Steps[list[float]]:
+    """The log probability of each version of the line from its start to the end of `right`, read after the
+    lines before it (`after`: the logits and state there): the pieces all versions share once, then each
+    version's own side by side."""
+    bodies = [tokenizer.encode(line_left + _in_place(left, words, right) + right) for words in versions]
+    values = [0.0] * len(bodies)  # a version with no pieces (nothing there, nothing after): nothing to read
+    read = [i for i, body in enumerate(bodies) if body]
+    if not read:
+        return values
+    shared = _shared_length([bodies[i] for i in read])
+    shared_logprob, logits, state = 0.0, *after
+    if shared:
+        shared_logprob, logits, state = yield from read_prefix(model, bodies[read[0]][:shared], (logits, state))
+    found = yield from read_continuations(model, logits, state, [bodies[i][shared:] for i in read])
+    for i, value in zip(read, found):
+        values[i] = shared_logprob + value
+    return values
+
+
+def _in_place(left: str, words: str, right: str) -> str:
+    """`words` as they stand between `left` and `right`: a space where a word character would touch it."""
+    if not words:
+        return ""
+    before = " " if left and is_word_char(left[-1]) else ""
+    after = " " if right and is_word_char(right[0]) else ""
+    return before + words + after
+
+
+def _shared_length(bodies: Sequence[Sequence[int]]) -> int:
+    """Pieces every version begins with, leaving each at least one of its own."""
+    limit = min(len(body) for body in bodies) - 1
+    shared = 0
+    while shared < limit and all(body[shared] == bodies[0][shared] for body in bodies):
+        shared += 1
+    return shared
+
+
+class _PhraseRule:
+    """Which words may come next in a replacement, and when it is complete: syllables (bit masks of the totals
+    so far, as the line search keeps them), the stress pattern, the rhyme of its last word."""
+
+    def __init__(self, lexicon: Lexicon, vocabulary: frozenset[str], syllables: int | None, stress: str | None,
+                 rhymes_with: str | None, rhyme: str):
+        self.lexicon, self.stress, self.syllables = lexicon, stress, syllables
+        self.high = syllables if syllables is not None else MAX_SYLLABLES
+        self.cap = (1 << (self.high + 1)) - 1
+        self.vocabulary = vocabulary
+        self.words = sorted(w for w in vocabulary if w in lexicon.masks and lexicon.masks[w] & self.cap)
+        self.rhyming: frozenset[str] | None = None
+        if rhymes_with is not None:
+            rhyming = lexicon.rhymes(rhymes_with, rhyme)
+            if not rhyming:
+                raise ConstraintError("rhymes_with", f"no word in the dictionary rhymes with {rhymes_with!r} ({rhyme})")
+            self.rhyming = frozenset(w for w in rhyming if w in vocabulary)
+            if not self.rhyming:
+                raise ConstraintError("rhymes_with", f"no word the model read in training rhymes with "
+                                                     f"{rhymes_with!r} ({rhyme})")
+
+    def add(self, totals: int, word: str) -> int:
+        scans = self.lexicon.scansions(word) if self.stress is not None else ()
+        return add_word(totals, self.lexicon.masks[word], scans, self.stress) & self.cap
+
+    def complete(self, totals: int, last: str) -> bool:
+        if self.rhyming is not None and last not in self.rhyming:
+            return False
+        return bool(totals >> self.syllables & 1) if self.syllables is not None else bool(totals)
+
+    def can_grow(self, totals: int) -> bool:
+        return bool(totals) and lowest(totals) < self.high
+
+    def next_words(self, totals: int, last_word: bool) -> list[str]:
+        """The words that keep a replacement feasible after `totals`; `last_word`: it must also complete it."""
+        found = []
+        for word in self.words:
+            after = self.add(totals, word)
+            if not after:
+                continue
+            if last_word and not self.complete(after, word):
+                continue
+            found.append(word)
+        return found
+
+    def sounds(self, text: str, phonology: Phonology) -> tuple[int | None, str | None]:
+        """The syllables and stress ("1" stressed, "0" not, a digit a syllable) of a replacement, with the
+        first pronunciation of each word that meets the constraints (the dictionary's first, for the
+        original); None for a text with a word the dictionary lacks."""
+        words = _WORD.findall(text)
+        options = []
+        for word in words:
+            prons = phonology.pronunciations(word)
+            if not prons or not all(p.known for p in prons):
+                return None, None
+            options.append(prons)
+        choices: list[tuple[int, str, int]] = [(0, "", 1)]  # (syllables, stress, totals) per way of reading
+        for word, prons in zip(words, options):
+            grown = []
+            for count, pattern, totals in choices:
+                for pron in prons:
+                    after = totals
+                    if self.stress is not None or self.syllables is not None:
+                        after = add_word(totals, 1 << pron.syllables, (scansion(pron.phones),), self.stress) & self.cap
+                        if not after:
+                            continue
+                    grown.append((count + pron.syllables, pattern + pron.stress, after))
+            choices = grown or [(count + prons[0].syllables, pattern + prons[0].stress, 0)
+                                for count, pattern, _ in choices]
+        fitting = [c for c in choices if self.syllables is None or c[0] == self.syllables]
+        count, pattern, _ = (fitting or choices)[0]
+        return count, pattern
+
+
+@dataclass
+class _Partial:
+    words: str  # joined by single spaces
+    last: str  # its last word, lower-case
+    totals: int
+    logprob: float  # under the model reading the left side only
+
+
+def _propose(model, tokenizer, rule: _PhraseRule, left: str, max_words: int,
+             prompts: PromptCache) -> Steps[tuple[list[tuple[str, float]], int]]:
+    """Complete replacements, likeliest first by the left side alone, and the model rows spent."""
+    # The model proposes the next word after the left side without its trailing spaces: the word search counts
+    # the spaces before a word itself, and a text that ends in a bare space reads to the model as a word cut off.
+    base = left.rstrip(" \t")
+    joiner = " " if base and not base.endswith("\n") else ""
+    partials = [_Partial("", "", 1, 0.0)]
+    complete: dict[str, tuple[str, float]] = {}  # lower-case text -> (text, logprob), the likelier case kept
+    rows = 0
+    for depth in range(1, max_words + 1):
+        grown = []
+        for partial in partials:
+            words = rule.next_words(partial.totals, last_word=depth == max_words)
+            if not words:
+                continue
+            prompt = base + (joiner + partial.words if partial.words else "")
+            prediction = yield from constrained_steps(model, tokenizer, prompt, surface_forms(words), top_k=None,
+                                                      tolerance=PROPOSAL_TOLERANCE, max_rows=PROPOSAL_ROWS,
+                                                      prompts=prompts)
+            rows += prediction.rows
+            best: dict[str, tuple[str, float]] = {}
+            for word, prob in prediction.probs.items():
+                low = word.lower()
+                if prob > 0 and (low not in best or prob > best[low][1]):
+                    best[low] = (word, prob)
+            ranked = sorted(best.values(), key=lambda item: -item[1])
+            for word, prob in ranked[: max(NEXT_WORDS, POOL if depth == 1 else 0)]:
+                low = word.lower()
+                totals = rule.add(partial.totals, low)
+                text = f"{partial.words} {word}" if partial.words else word
+                logprob = partial.logprob + math.log(prob)
+                if rule.complete(totals, low):
+                    key = text.lower()
+                    if key not in complete or logprob > complete[key][1]:
+                        complete[key] = (text, logprob)
+                if depth < max_words and rule.can_grow(totals):
+                    grown.append(_Partial(text, low, totals, logprob))
+        partials = sorted(grown, key=lambda p: -p.logprob)[:BEAM]
+        if not partials:
+            break
+    if not complete:
+        field = "rhymes_with" if rule.rhyming is not None else ("stress" if rule.stress else "syllables")
+        raise ConstraintError(field, "no replacement the model proposes meets the constraints")
+    return sorted(complete.values(), key=lambda item: -item[1]), rows
+

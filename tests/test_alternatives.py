@@ -1,0 +1,186 @@
+"""/v1/alternatives over the real app, and `lyricist alternatives`: other words for a part of a line, read with
+both sides. The answers are checked against what they claim: each `logprob` is the text's log probability with
+the candidate in place as /v1/score gives it, the `prob`s are the softmax of those over what is shown and the
+original, the rank counts the better candidates, and every constraint holds by this suite's own reading of
+CMUdict (tests/cmudict_reading.py). Most tests use the tiny random-weight checkpoint (its words are nonsense, but
+every rule must hold whatever the model likes); one uses the shipped songs model."""
+
+import math
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lyricist.app.server import create_app
+from lyricist.app.settings import Settings
+
+from .cmudict_reading import WORD, meets_stress, rhymes, syllable_sums
+from .helpers import ROOT
+
+STANZA = "The wind blew cold across the moor,\nMy true love waited by the door"
+COLD = (STANZA.index("cold"), STANZA.index("cold") + len("cold"))
+
+
+@pytest.fixture(scope="module")
+def client(served_checkpoint):
+    with TestClient(create_app(Settings(models=(str(served_checkpoint),), max_prompt_chars=2000))) as client:
+        yield client
+
+
+def alternatives(client, **body) -> dict:
+    response = client.post("/v1/alternatives", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def in_place(text: str, start: int, end: int, words: str) -> str:
+    """The text with `words` for text[start:end], a space where a word would touch a neighbour (docs/api.md)."""
+    left, right = text[:start], text[end:]
+    if words and left and (left[-1].isalnum() or left[-1] == "'"):
+        words = " " + words
+    if words and right and (right[0].isalnum() or right[0] == "'"):
+        words += " "
+    return left + words + right
+
+
+def score_logprob(client, text: str) -> float:
+    response = client.post("/v1/score", json={"text": text})
+    assert response.status_code == 200, response.text
+    return -response.json()["nll"]
+
+
+def test_each_logprob_is_the_whole_stanza_scored_with_the_candidate_in_place(client):
+    body = alternatives(client, text=STANZA, start=COLD[0], end=COLD[1], n=6)
+    assert body["model"] == "tiny-lstm" and body["original"]["text"] == "cold"
+    shown = body["alternatives"]
+    assert 1 <= len(shown) <= 6 and len({a["text"].lower() for a in shown}) == len(shown)  # case variants merged
+    for candidate in [*shown, body["original"]]:
+        expected = score_logprob(client, in_place(STANZA, *COLD, candidate["text"]))
+        assert candidate["logprob"] == pytest.approx(expected, abs=1e-3), candidate
+    logprobs = [a["logprob"] for a in shown]
+    assert logprobs == sorted(logprobs, reverse=True)
+
+
+def test_probs_are_shares_of_the_shown_and_the_original_and_the_rank_counts_the_better(client):
+    for n in (1, 4, 32):
+        body = alternatives(client, text=STANZA, start=COLD[0], end=COLD[1], n=n)
+        original, shown = body["original"], body["alternatives"]
+        weighed = shown if any(a["text"] == original["text"] for a in shown) else [*shown, original]
+        assert sum(a["prob"] for a in weighed) == pytest.approx(1.0, abs=1e-6)
+        total = sum(math.exp(a["logprob"] - original["logprob"]) for a in weighed)
+        for candidate in weighed:
+            assert candidate["prob"] == pytest.approx(math.exp(candidate["logprob"] - original["logprob"]) / total,
+                                                      rel=1e-6)
+        better = [a for a in shown if a["logprob"] > original["logprob"]]
+        if original["rank"] <= len(shown):
+            assert shown[original["rank"] - 1]["text"] == original["text"] and len(better) == original["rank"] - 1
+        else:
+            assert len(better) == len(shown) and original["text"] not in [a["text"] for a in shown]
+
+
+def test_no_candidate_echoes_the_word_beside_the_part(client):
+    second_love = "O my love, my love is gone".rindex("love")
+    for text, (start, end) in ((STANZA, COLD), ("O my love, my love is gone", (second_love, second_love + 4))):
+        before, after = WORD.findall(text[:start])[-1].lower(), WORD.findall(text[end:])[0].lower()
+        for max_words in (1, 2):
+            for candidate in alternatives(client, text=text, start=start, end=end, n=32,
+                                          max_words=max_words)["alternatives"]:
+                words = WORD.findall(candidate["text"].lower())
+                assert words[0] != before and words[-1] != after, candidate
+
+
+def test_every_candidate_meets_the_constraints_by_the_dictionary_itself(client):
+    cases = [({"syllables": 2}, lambda t: 2 in syllable_sums(t)),
+             ({"stress": "10"}, lambda t: meets_stress(t, "10")),
+             ({"stress": "01", "max_words": 2}, lambda t: meets_stress(t, "01")),
+             ({"rhymes_with": "moor", "syllables": 1}, lambda t: rhymes(WORD.findall(t)[-1], "moor")
+              and 1 in syllable_sums(t)),
+             ({"max_words": 1}, lambda t: len(WORD.findall(t)) == 1)]
+    for constraints, holds in cases:
+        body = alternatives(client, text=STANZA, start=COLD[0], end=COLD[1], n=8, **constraints)
+        assert body["alternatives"], constraints
+        for candidate in body["alternatives"]:
+            if candidate["text"] != "cold":
+                assert holds(candidate["text"]), (constraints, candidate)
+                assert 1 <= len(WORD.findall(candidate["text"])) <= constraints.get("max_words", 1)
+            if "stress" in constraints:
+                assert candidate["stress"] is not None and len(candidate["stress"]) == len(constraints["stress"])
+
+
+def test_an_empty_part_inserts_and_a_phrase_is_replaced(client):
+    at = STANZA.index("love")  # before "love": "My true [...] love"
+    inserted = alternatives(client, text=STANZA, start=at, end=at, n=5, syllables=1)
+    assert inserted["original"]["text"] == "" and inserted["original"]["syllables"] == 0
+    assert all(a["text"] for a in inserted["alternatives"])
+    for candidate in inserted["alternatives"][:2]:
+        expected = score_logprob(client, in_place(STANZA, at, at, candidate["text"]))
+        assert candidate["logprob"] == pytest.approx(expected, abs=1e-3)
+    empty = alternatives(client, text="", start=0, end=0, n=3)  # a first word for an empty page
+    assert empty["original"] == {**empty["original"], "text": "", "logprob": 0.0} and len(empty["alternatives"]) == 3
+    phrase = (STANZA.index("across the moor"), STANZA.index("across the moor") + len("across the moor"))
+    body = alternatives(client, text=STANZA, start=phrase[0], end=phrase[1], n=5)
+    assert all(1 <= len(WORD.findall(a["text"])) <= 3 for a in body["alternatives"])  # max_words: the part's 3
+
+
+def test_only_the_stanza_of_the_part_is_read_after_it(client):
+    """The lines after a stanza break change nothing (the text past the part's stanza is not scored)."""
+    one = alternatives(client, text=STANZA, start=COLD[0], end=COLD[1], n=5)
+    more = alternatives(client, text=STANZA + "\n\nAnother verse begins\nAnd ends", start=COLD[0], end=COLD[1], n=5)
+    assert one == more
+
+
+BAD = [({"start": 999}, "start", "0 to"), ({"start": -1}, "start", "greater than or equal to 0"),
+       ({"end": 999}, "end", "0 to"), ({"start": 14, "end": 10}, "end", "before start"),
+       ({"start": 14, "end": 40}, "end", "line break"), ({"start": 15, "end": 18}, "start", "inside the word"),
+       ({"end": 17}, "end", "inside the word"), ({"n": 0}, "n", "greater than or equal to 1"),
+       ({"n": 33}, "n", "32"), ({"max_words": 5}, "max_words", "4"),
+       ({"stress": "101", "syllables": 2}, "stress", "syllables"), ({"stress": "1x"}, "stress", "digits"),
+       ({"syllables": 0}, "syllables", "1"), ({"rhyme": "slant"}, "rhyme", "perfect"),
+       ({"rhymes_with": "12"}, "rhymes_with", None), ({"maxwords": 2}, "maxwords", "max_words")]
+
+
+@pytest.mark.parametrize("change, field, words", BAD)
+def test_bad_bodies_name_their_field(client, change, field, words):
+    body = {"text": STANZA, "start": COLD[0], "end": COLD[1], **change}
+    response = client.post("/v1/alternatives", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == field and error["type"] == "invalid_request_error", error
+    if words:
+        assert words in error["message"], error
+
+
+def test_unmeetable_constraints_are_a_422_naming_the_constraint(client):
+    response = client.post("/v1/alternatives", json={"text": STANZA, "start": COLD[0], "end": COLD[1],
+                                                     "rhymes_with": "orange", "max_words": 1})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["param"] == "rhymes_with"
+
+
+def test_the_alternatives_command(served_checkpoint, capsys):
+    import json
+
+    from lyricist.model.cli import main
+
+    assert main(["alternatives", "--model", str(served_checkpoint), "--text", STANZA, "--part", "cold",
+                 "--syllables", "1", "-n", "3", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["original"]["text"] == "cold" and 1 <= len(printed["alternatives"]) <= 3
+    assert all(1 in syllable_sums(a["text"]) for a in printed["alternatives"])
+    assert main(["alternatives", "--model", str(served_checkpoint), "--text", STANZA, "--part", "cold", "-n", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["alternatives", "--model", str(served_checkpoint), "--text", STANZA, "--part", "warm"]) == 1
+    assert "--part" in capsys.readouterr().err
+    assert main(["alternatives", "--model", str(served_checkpoint), "--text", STANZA, "--start", "15"]) == 1
+    assert "--start" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (ROOT / "checkpoints" / "songs-lstm").exists(), reason="the shipped songs model is absent")
+def test_the_songs_model_finds_the_word_of_a_known_song():
+    """Ben Jonson's "Drink to me only with thine eyes": the word comes back among the first three, and no
+    candidate echoes the word beside the part ("with thine thine", which the cache alone would like)."""
+    text = "Drink to me only with thine eyes,\nAnd I will pledge with mine;\n"
+    start = text.index("eyes")
+    with TestClient(create_app(Settings(models=(str(ROOT / "checkpoints" / "songs-lstm"),)))) as songs:
+        body = alternatives(songs, text=text, start=start, end=start + 4, n=10)
+    assert body["original"]["rank"] <= 3, body
+    assert "thine" not in [a["text"].lower() for a in body["alternatives"]]
