@@ -617,3 +617,84 @@ def test_songwriter_mode_fits_a_narrow_screen(page, songs_base):
         place = box.bounding_box()
         assert place["x"] >= 0 and place["x"] + place["width"] <= 360
     screenshot(page, "songwriter-narrow")
+
+
+def test_selecting_words_offers_alternatives_and_one_click_puts_one_in(page, songs_base):
+    lyrics = "Drink to me only with thine eyes,\nAnd I will pledge with mine;"
+    start = lyrics.index("eyes")
+    page.goto(songs_base)
+    page.fill("#lyrics", lyrics)
+    wait_for_counts_of(page, lyrics)
+    with page.expect_response("**/v1/alternatives", timeout=LINES_WAIT_MS) as answered:
+        # a part of the word selected: the page asks for the whole word
+        page.evaluate("([s, e]) => { const t = document.getElementById('lyrics'); t.focus(); t.setSelectionRange(s, e); }",
+                      [start + 1, start + 3])
+    assert answered.value.status == 200, answered.value.text()
+    sent = json.loads(answered.value.request.post_data)
+    assert (sent["text"], sent["start"], sent["end"]) == (lyrics, start, start + 4)
+    expected = api(songs_base, "/v1/alternatives", {"text": lyrics, "start": start, "end": start + 4,
+                                                     "n": sent["n"]}).json()
+    expect(page.locator("#alternatives li")).to_have_count(len(expected["alternatives"]), timeout=WAIT_MS)
+    shown = page.eval_on_selector_all("#alternatives li", "items => items.map(li => [li.dataset.text,"
+                                      " li.querySelector('.count').textContent])")
+    assert shown == [[a["text"], percent(a["prob"])] for a in expected["alternatives"]]
+    neighbours = api(songs_base, "/v1/neighbours", {"word": "eyes", "n": 8}).json()["neighbours"]
+    expect(page.locator("#neighbours li")).to_have_count(len(neighbours), timeout=WAIT_MS)
+    assert page.eval_on_selector_all("#neighbours li", "items => items.map(li => li.textContent)") == [
+        n["word"] for n in neighbours]
+    screenshot(page, "alternatives")
+
+    chosen = next(text for text, _ in shown if text != "eyes")
+    page.locator("#alternatives li", has_text=chosen).first.locator("button").click()
+    revised = lyrics[:start] + chosen + lyrics[start + 4:]
+    assert page.input_value("#lyrics") == revised
+    assert page.evaluate("() => { const t = document.getElementById('lyrics');"
+                         " return t.value.slice(t.selectionStart, t.selectionEnd); }") == chosen  # still selected
+    wait_for_counts_of(page, revised)
+    screenshot(page, "alternatives-replaced")
+
+
+def test_alternatives_of_a_given_length_or_none_say_so(page, songs_base):
+    lyrics = "The wind blew cold across the moor,"
+    start = lyrics.index("cold")
+    page.goto(songs_base)
+    page.fill("#lyrics", lyrics)
+    page.fill("#alternative-syllables", "2")
+    with page.expect_response("**/v1/alternatives", timeout=LINES_WAIT_MS) as answered:
+        page.evaluate("([s, e]) => { const t = document.getElementById('lyrics'); t.focus(); t.setSelectionRange(s, e); }",
+                      [start, start + 4])
+    assert answered.value.status == 200 and json.loads(answered.value.request.post_data)["syllables"] == 2
+    expect(page.locator("#alternatives li")).not_to_have_count(0, timeout=WAIT_MS)
+    for candidate in answered.value.json()["alternatives"]:
+        if candidate["text"] != "cold":
+            assert candidate["syllables"] == 2
+    expect(page.locator("#alternatives-status")).to_contain_text("2 syllables")
+    page.fill("#alternative-syllables", "30")  # past the allowed range: the server's message, not a stack trace
+    expect(page.locator("#alternatives-error")).to_contain_text("syllables", timeout=WAIT_MS)
+    screenshot(page, "alternatives-error")
+
+
+def test_a_meter_for_next_lines_asks_for_its_stresses(page, songs_base):
+    from .cmudict_reading import meets_stress
+
+    first = "I left my home at break of day,"
+    page.goto(songs_base)
+    page.fill("#lyrics", first + "\n")
+    page.press("#lyrics", "Control+End")
+    wait_for_counts_of(page, first + "\n")
+    page.fill("#line-rhymes-with", "")
+    page.fill("#line-syllables", "")
+    page.select_option("#line-meter", "01")
+    page.click("#suggest-lines")  # a meter without a length: said on the page, nothing sent
+    expect(page.locator("#lines-error")).to_contain_text("Syllables")
+    page.fill("#line-syllables", "6")
+    page.fill("#seed", "5")
+    with page.expect_response("**/v1/lines", timeout=LINES_WAIT_MS) as answered:
+        page.click("#suggest-lines")
+    assert answered.value.status == 200, answered.value.text()
+    assert json.loads(answered.value.request.post_data)["stress"] == "010101"
+    expect(page.locator("#lines li")).to_have_count(3, timeout=WAIT_MS)
+    for text in page.eval_on_selector_all("#lines li", "items => items.map(li => li.dataset.text)"):
+        assert meets_stress(text, "010101"), text
+    expect(page.locator("#lines-status")).to_contain_text("010101")
+    screenshot(page, "next-line-meter")

@@ -1,10 +1,13 @@
 // The demo page. Songwriter mode: a lyrics editor with each line's syllables and rhyme letter beside it,
-// the next-word chart (filtered to rhymes or a syllable count if asked) and candidate next lines.
+// the next-word chart (filtered to rhymes or a syllable count if asked), candidate next lines and other
+// words for a selected part of a line.
 // Free writing: a prompt, the chart and streamed generation. Both share the sampling controls.
 // Plain browser JavaScript as ES modules, no build step; the only network it uses is this server's /v1 API.
 // Each module owns the state it uses: ui.js (the page's elements), api.js (requests), latest.js (the newest
 // answer wins), models.js, lyrics.js (the editor and its counts), chart.js (the next-word chart), lines.js
-// (next lines), generate.js (streamed generation); this file wires them to the page's events.
+// (next lines), alternatives.js (another word for a selected part), generate.js (streamed generation); this
+// file wires them to the page's events.
+import { alternativesSearch, selectionMoved } from "./alternatives.js";
 import { analyzer, drawLines, lyricsChanged, refreshPlans } from "./lyrics.js";
 import { cursorMoved, prediction } from "./chart.js";
 import { generate, isGenerating, setRunning, stopGeneration } from "./generate.js";
@@ -34,6 +37,9 @@ for (const radio of document.querySelectorAll('input[name="mode"]')) {
 ui.prompt.addEventListener("input", () => prediction.schedule());
 ui.lyrics.addEventListener("input", lyricsChanged);
 document.addEventListener("selectionchange", cursorMoved);
+document.addEventListener("selectionchange", selectionMoved);
+ui.lyrics.addEventListener("select", selectionMoved);
+ui.alternativeSyllables.addEventListener("input", () => alternativesSearch.schedule());
 document.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
     event.preventDefault();
@@ -77,6 +83,7 @@ ui.model.addEventListener("change", () => {
   showModelFacts();
   analyzer.run();
   prediction.run();
+  alternativesSearch.run();
 });
 ui.apiKey.addEventListener("change", () => loadModels().then(() => {
   analyzer.run();

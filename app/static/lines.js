@@ -4,7 +4,7 @@ import { request } from "./api.js";
 import { Latest } from "./latest.js";
 import { lyricLines, lyricsChanged, nextLineTarget } from "./lyrics.js";
 import { selectedModel } from "./models.js";
-import { numberField, plural, samplingFields, seedField, sentence, showError, showNotice, ui } from "./ui.js";
+import { ApiError, numberField, plural, samplingFields, seedField, sentence, showError, showNotice, ui } from "./ui.js";
 
 const LINE_CANDIDATES = 3;
 
@@ -20,6 +20,11 @@ function linesRequest() {
     body.rhymes_with = word;
     body.rhyme = ui.lineRhyme.value;
   }
+  const foot = ui.lineMeter.value;
+  if (foot) { // the foot repeated over the line's syllables: iambic in 8 is 01010101 (docs/api.md, "Meter")
+    if (syllables === undefined) throw new ApiError("A meter needs a number of syllables: fill in Syllables.");
+    body.stress = foot.repeat(Math.ceil(syllables / foot.length)).slice(0, syllables);
+  }
   samplingFields(body);
   body.seed = seedField();
   return body;
@@ -28,6 +33,7 @@ function linesRequest() {
 function describeLineRequest(body) {
   const parts = [];
   if (body.syllables !== undefined) parts.push(plural(body.syllables, "syllable"));
+  if (body.stress) parts.push(`the stresses ${body.stress}`);
   if (body.rhymes_with) parts.push(`${body.rhyme === "near" ? "a near rhyme" : "a rhyme"} for “${body.rhymes_with}”`);
   return parts.length ? ` with ${parts.join(" and ")}` : "";
 }

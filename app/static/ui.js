@@ -19,8 +19,12 @@ export const ui = {
   analyzeError: $("analyze-error"), rhymeFilter: $("rhyme-filter"), rhymesWith: $("rhymes-with"),
   rhymeKind: $("rhyme-kind"), wordSyllables: $("word-syllables"), rhymesWithHint: $("rhymes-with-hint"),
   constraintMass: $("constraint-mass"), lineSyllables: $("line-syllables"), lineRhymesWith: $("line-rhymes-with"),
-  lineRhyme: $("line-rhyme"), linePlan: $("line-plan"), suggestLines: $("suggest-lines"),
+  lineRhyme: $("line-rhyme"), lineMeter: $("line-meter"), linePlan: $("line-plan"), suggestLines: $("suggest-lines"),
   linesStatus: $("lines-status"), lines: $("lines"), linesNotice: $("lines-notice"), linesError: $("lines-error"),
+  alternatives: $("alternatives"), alternativesStatus: $("alternatives-status"),
+  alternativesNotice: $("alternatives-notice"), alternativesError: $("alternatives-error"),
+  alternativeSyllables: $("alternative-syllables"), neighbours: $("neighbours"),
+  neighboursHeading: $("neighbours-heading"),
 };
 
 // An error the page shows: the server's message, and its HTTP status (0 when the request never got one).
