@@ -30,7 +30,7 @@ def generate(
     seen[0, prompt_ids] = True
     decoder = tokenizer.incremental_decoder()
     with evaluating(model):
-        logits, state = model.read(model.tokens(prompt_ids))
+        logits, state = model.read(model.tokens(prompt_ids), mix_cache=False)
     for _ in range(max_new_tokens):
         token = sample(logits, [params], [generator], seen)
         token_id = int(token)
@@ -40,7 +40,7 @@ def generate(
         if text := decoder.push(token_id):
             yield text
         with evaluating(model):
-            logits, state = model.step(token, state)
+            logits, state = model.step(token, state, mix_cache=False)
     if text := decoder.flush():
         yield text
 

@@ -224,11 +224,12 @@ class LanguageModel(nn.Module):
         return self.logits(features.dropped), features.state
 
     def features(self, tokens: Tensor, state: State | None = None,
-                 block_rows: int | None = STEP_BLOCK_ROWS, in_place: bool = False) -> Features:
+                 block_rows: int | None = STEP_BLOCK_ROWS, in_place: bool = False, mix_cache: bool = True) -> Features:
         """`block_rows`: for a step (one piece per row), the rows of each product (`in_blocks`); None: all in one,
         for a caller whose batches are its own (a search), where a row need not match its bits in other company.
         `in_place`: the memory's ring may be written where it is (a caller that owns its state and drops the
-        old one: the engine's batch); otherwise the state passed in is never changed."""
+        old one: the engine's batch); otherwise the state passed in is never changed. `mix_cache` False: the
+        continuous cache recalls nothing (the memory is kept all the same)."""
         if state is None:
             state = self.initial_state(tokens.shape[0])
         x = self.input_dropout(self._embed(tokens))
@@ -246,7 +247,7 @@ class LanguageModel(nn.Module):
                 next_state = remember(next_state, keys, tokens)
                 x = attended
             else:
-                cache = self.config.cache if self.config.cache_on else None
+                cache = self.config.cache if self.config.cache_on and mix_cache else None
                 x, next_state, recall = read_ring(
                     x, tokens, next_state, self.memory_keys, self.attention, cache,
                     lambda fn, rows: in_blocks(fn, rows, block_rows), in_place)
@@ -273,26 +274,30 @@ class LanguageModel(nn.Module):
     # -- inference: what everything outside training calls -----------------------------------------------------
 
     def step(self, tokens: Tensor, state: State | None = None, invariant: bool = True,
-             in_place: bool = False) -> tuple[Tensor, State]:
+             in_place: bool = False, mix_cache: bool = True) -> tuple[Tensor, State]:
         """One piece per row: (rows,) ids -> the (rows, vocab) logits after it, and the state after it. With the
-        continuous cache on, the "logits" are the mixture's log-probabilities.
+        continuous cache on, the "logits" are the mixture's log-probabilities; `mix_cache` False gives the
+        model's own, for writing: fed the model's own samples, the cache makes every word it wrote likelier
+        next and the writing loops (docs/memory.md).
 
         `invariant`: every product in fixed blocks of rows (STEP_BLOCK_ROWS, DECODE_BLOCK_ROWS), so a row's bits
         do not depend on the rows beside it (the engine: a seeded request's output must not change with the
         traffic); False: one product each, for a caller whose batches are its own (a search that makes the same
         rounds for the same question)."""
-        features = self.features(tokens.view(-1, 1), state, STEP_BLOCK_ROWS if invariant else None, in_place)
+        features = self.features(tokens.view(-1, 1), state, STEP_BLOCK_ROWS if invariant else None, in_place,
+                                 mix_cache)
         logits = self.decode(features.dropped[:, -1], DECODE_BLOCK_ROWS if invariant else None)
         if features.recall is not None:
             logits = features.recall.mix(logits, self.config.cache)
         return logits, features.state
 
     def read(self, tokens: Tensor, state: State | None = None, every_piece: bool = False,
-             block_rows: int | None = DECODE_BLOCK_ROWS) -> tuple[Tensor, State]:
+             block_rows: int | None = DECODE_BLOCK_ROWS, mix_cache: bool = True) -> tuple[Tensor, State]:
         """A slice of one text in one call: (pieces,) ids -> the (1, vocab) logits after its last piece, or with
         `every_piece` the (pieces, vocab) logits after each, and the state after it. Any cut of a text into reads
-        of at least MIN_CALL_PIECES pieces gives the bits of one read of it (`slice_end`)."""
-        features = self.features(tokens.view(1, -1), state)
+        of at least MIN_CALL_PIECES pieces gives the bits of one read of it (`slice_end`). `mix_cache`: as
+        `step`'s."""
+        features = self.features(tokens.view(1, -1), state, mix_cache=mix_cache)
         outputs = features.dropped[0] if every_piece else features.dropped[:, -1]
         logits = self.decode(outputs, block_rows)
         if features.recall is not None:

@@ -49,33 +49,35 @@ class PromptCache:
         self.hits = 0  # prompts that found a cached prefix
         self.whole_hits = 0  # prompts read before, answered from the cache alone
 
-    def prefill(self, ids: list[int], slice_pieces: int = SLICE) -> tuple[Tensor, State]:
+    def prefill(self, ids: list[int], slice_pieces: int = SLICE, mix_cache: bool = True) -> tuple[Tensor, State]:
         """The (1, vocab) logits after reading `ids` (one sequence) and the state after it."""
-        reading = self.reader(ids)
+        reading = self.reader(ids, mix_cache)
         while not reading.done:
             reading.read(slice_pieces)
         return reading.logits, reading.state
 
-    def reader(self, ids: list[int]) -> PromptReading:
-        """`ids` to be read a slice at a time (`PromptReading.read`); done at once when cached whole."""
-        return PromptReading(self, ids)
+    def reader(self, ids: list[int], mix_cache: bool = True) -> PromptReading:
+        """`ids` to be read a slice at a time (`PromptReading.read`); done at once when cached whole.
+        `mix_cache` False: the logits without the continuous cache, for writing (`LanguageModel.step`)."""
+        return PromptReading(self, ids, mix_cache)
 
 
 class PromptReading:
     """One prompt being read: `read(limit)` reads one slice (one call); once `done`, `logits` (1, vocab) after
     its last piece and `state` after it."""
 
-    def __init__(self, cache: PromptCache, ids: list[int]):
+    def __init__(self, cache: PromptCache, ids: list[int], mix_cache: bool = True):
         if not ids:
             raise ValueError("a prompt has at least its start marker")
-        self.cache, self.ids = cache, ids
+        self.cache, self.ids, self.mix_cache = cache, ids, mix_cache
         self.key = array("q", ids).tobytes()
+        self.whole_key = self.key if mix_cache else b"w" + self.key  # the states agree; the logits may not
         self.logits: Tensor | None = None
         self.position, self.state = 0, None
-        state = cache._whole_states.get(self.key)
+        state = cache._whole_states.get(self.whole_key)
         if state is not None:
             cache.whole_hits += 1
-            self.logits = cache._whole_logits.get(self.key).clone()
+            self.logits = cache._whole_logits.get(self.whole_key).clone()
             self.state = state.map(torch.clone)  # a copy: a slot is reused once evicted
             self.position = len(ids)
             return
@@ -109,11 +111,11 @@ class PromptReading:
             end = self._last_boundary
         end = slice_end(start, end, limit, CHUNK)
         model = self.cache.model
-        logits, self.state = model.read(model.tokens(ids[start:end]), self.state)
+        logits, self.state = model.read(model.tokens(ids[start:end]), self.state, mix_cache=self.mix_cache)
         self.position = end
         if end == len(ids):
-            self.cache._whole_states.put(self.key, self.state)
-            self.cache._whole_logits.put(self.key, logits)
+            self.cache._whole_states.put(self.whole_key, self.state)
+            self.cache._whole_logits.put(self.whole_key, logits)
             self.logits = logits
         elif end % CHUNK == 0:
             self.cache._states.put(self.key[: end * _ID_BYTES], self.state)

@@ -576,7 +576,7 @@ class _Search:
 
     def read_prompt(self) -> Steps[None]:
         """The prompt, a slice per step (the same bits as one read: model.prompt_cache)."""
-        reading = self.prompts.reader(self.prompt_ids)
+        reading = self.prompts.reader(self.prompt_ids, mix_cache=False)  # writing: the model's own (step)
         while not reading.done:
             yield reading.read(SLICE)
         self.prompt_logits, self.prompt_state = reading.logits, reading.state
@@ -634,7 +634,7 @@ class _Search:
                 seen = seen[keep_t]
                 seen[torch.arange(len(keep)), choice] = True
             parts, logw, state, choice, seen = self._resample(parts, logw, state, choice, seen)
-            logits, state = model.step(choice.to(model.device), state)
+            logits, state = model.step(choice.to(model.device), state, mix_cache=False)
             self.rows += len(parts)
             yield len(parts)
 
@@ -728,7 +728,7 @@ def score_continuation(model: LanguageModel, state: Tensor, logits: Tensor, ids:
     """log P(ids | the prompt whose final state and next-piece logits are given), at temperature 1."""
     logp = torch.log_softmax(logits.double(), -1)[0, ids[0]].cpu()
     if len(ids) > 1:
-        steps, _ = model.read(model.tokens(ids[:-1]), state, every_piece=True)
+        steps, _ = model.read(model.tokens(ids[:-1]), state, every_piece=True, mix_cache=False)
         steps = torch.log_softmax(steps.double(), -1).cpu()
         logp = logp + steps[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum()
     return float(logp)

@@ -209,3 +209,60 @@ def test_an_interrupted_memory_run_resumes_with_the_losses_of_one_that_never_sto
     assert resumed.returncode == 0, stderr
     assert train_losses(out) == train_losses(tmp_path / "whole")
     assert load_checkpoint(out).model.config.attention.window == 16
+
+
+def test_writing_leaves_the_cache_out_and_reading_mixes_it_in(tmp_path, tokenizer, shakespeare_text):
+    """The cache is for reading given text. Whatever writes — a generation (the plain loop and the engine, its
+    prompt included) and a line search — samples from the model's own distribution: its samples and logprobs
+    are those of the same weights with the cache off, while a score of the same text is the mixture's."""
+    from lyricist.model.generation import generate
+    from lyricist.songwriting.lines import generate_lines
+    from lyricist.songwriting.tasks import lexicon
+
+    torch.manual_seed(4)
+    with_cache = LanguageModel(ModelConfig(vocab_size=tokenizer.vocab_size, layers=2, embedding_size=32,
+                                           hidden_size=48, **CACHE)).eval()
+    without = LanguageModel(ModelConfig(vocab_size=tokenizer.vocab_size, layers=2, embedding_size=32,
+                                        hidden_size=48, cache={"window": 16})).eval()  # the same ring, λ = 0
+    without.load_state_dict(with_cache.state_dict())
+    prompt = shakespeare_text[:300]
+    params = SamplingParams(temperature=1.0, seed=3)
+    written = "".join(generate(with_cache, tokenizer, prompt, 40, params))
+    assert written == "".join(generate(without, tokenizer, prompt, 40, params))
+    mixed, plain = score_text(with_cache, tokenizer, prompt + written), score_text(without, tokenizer, prompt + written)
+    assert not torch.equal(mixed.logprobs, plain.logprobs)  # reading: the mixture
+
+    lines = [generate_lines(m, tokenizer, lexicon(), prompt, n=2, syllables=6, params=SamplingParams(seed=5)).lines
+             for m in (with_cache, without)]
+    assert [(l.text, l.logprob) for l in lines[0]] == [(l.text, l.logprob) for l in lines[1]]
+
+    served = []
+    for name, model in (("cached", with_cache), ("plain", without)):
+        save_checkpoint(tmp_path / name, model, tokenizer, {"corpus": "none"})
+        engine = ModelEngine(load_checkpoint(tmp_path / name), max_batch_size=4, threads=1)
+        engine.start()
+
+        async def go():
+            request = GenerationRequest(prompt, 16, SamplingParams(temperature=0.9, seed=8), logprobs=2)
+            tokens, _ = await engine.submit(request).result()
+            return [(t.id, t.logprob, t.top) for t in tokens]
+
+        try:
+            served.append(asyncio.run(go()))
+        finally:
+            engine.stop()
+    assert served[0] == served[1]
+
+
+def test_the_prompt_cache_keeps_reading_and_writing_outcomes_apart():
+    model = model_with(CACHE)
+    prompts = PromptCache(model)
+    text = [1, *ids(40, seed=9).tolist()]
+    read, _ = prompts.prefill(text)
+    written, _ = prompts.prefill(text, mix_cache=False)  # the state is cached; the logits are its own
+    with torch.inference_mode():
+        assert torch.equal(written, model.read(torch.tensor(text), mix_cache=False)[0])
+        assert torch.equal(read, model.read(torch.tensor(text))[0])
+    assert not torch.equal(read, written)
+    assert torch.equal(prompts.prefill(text)[0], read) and torch.equal(prompts.prefill(text, mix_cache=False)[0],
+                                                                        written)

@@ -192,7 +192,8 @@ def test_units_are_counted_as_the_word_search_reads_them():
 
 def test_word_probabilities_of_the_shipped_model_equal_their_spelling_read_directly():
     """Each listed word's figure is what the model gives its own pieces, then a piece that ends it,
-    summed over the leading spaces it may come with, read here by plain forward passes."""
+    summed over the leading spaces it may come with, read here by plain reads of the whole text (the model's
+    continuous cache mixed in, as the prediction reads: docs/memory.md)."""
     from .helpers import ROOT
 
     ckpt = load_checkpoint(ROOT / "checkpoints" / "shakespeare-lstm")
@@ -210,8 +211,8 @@ def test_word_probabilities_of_the_shipped_model_equal_their_spelling_read_direc
         for lead in ("", " ", "  "):
             pieces = tok.encode(lead + word)
             with torch.inference_mode():
-                logits, _ = model(torch.tensor([tok.encode(prompt, add_bos=True) + pieces]))
-            probs = torch.softmax(logits[0, -len(pieces) - 1:].double(), -1)
+                logits, _ = model.read(torch.tensor(tok.encode(prompt, add_bos=True) + pieces), every_piece=True)
+            probs = torch.softmax(logits[-len(pieces) - 1:].double(), -1)
             spelled = math.prod(float(probs[i, piece]) for i, piece in enumerate(pieces))
             direct += spelled * float(probs[-1][ends_word].sum())
         assert prob == pytest.approx(direct, abs=1e-3)

@@ -64,4 +64,5 @@ class RunningBatch:
 
     def advance(self, tokens: Tensor) -> None:
         """Every row reads its sampled piece: one batched model step."""
-        self.logits, self.state = self.model.step(tokens, self.state, in_place=True)  # the batch owns its state
+        # the batch owns its state; it writes, so the model's own distribution (LanguageModel.step)
+        self.logits, self.state = self.model.step(tokens, self.state, in_place=True, mix_cache=False)

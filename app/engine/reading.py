@@ -45,7 +45,7 @@ class ReadingQueue:
             if sequence.cancel_asked:
                 finish(sequence, FinishReason.CANCELLED)
                 continue
-            sequence.reading = self.prompts.reader(sequence.prompt_ids)
+            sequence.reading = self.prompts.reader(sequence.prompt_ids, mix_cache=False)  # it writes on
             if sequence.reading.done:
                 ready.append(sequence)
             else:
