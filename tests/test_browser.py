@@ -507,10 +507,10 @@ def test_the_rhyme_filter_keeps_only_rhyming_words_and_shows_their_share(page, s
 
     page.check("#rhyme-filter")
     wait_for_filtered_chart(page, text, {"rhymes_with": "tonight", "rhyme": "perfect"})
-    expected = api(songs_base, "/v1/predict", {"prompt": text, "top_k": 10, "unit": "word", "temperature": 0.8,
+    expected = api(songs_base, "/v1/predict", {"prompt": text, "top_k": 20, "unit": "word", "temperature": 0.8,
                                                "rhymes_with": "tonight", "rhyme": "perfect"}).json()
     filtered = chart(page)
-    assert filtered == [[c["text"], c["prob"]] for c in expected["distribution"]] and filtered != unfiltered
+    assert filtered == merged_cases(expected) and filtered != unfiltered
     mass = page.locator("#constraint-mass")
     expect(mass).to_be_visible()
     assert float(page.get_attribute("#constraint-mass", "data-mass")) == expected["constraint_mass"]
@@ -524,9 +524,9 @@ def test_the_rhyme_filter_keeps_only_rhyming_words_and_shows_their_share(page, s
 
     page.fill("#word-syllables", "1")
     wait_for_filtered_chart(page, text, {"rhymes_with": "tonight", "rhyme": "perfect", "syllables": 1})
-    expected = api(songs_base, "/v1/predict", {"prompt": text, "top_k": 10, "unit": "word", "temperature": 0.8,
+    expected = api(songs_base, "/v1/predict", {"prompt": text, "top_k": 20, "unit": "word", "temperature": 0.8,
                                                "rhymes_with": "tonight", "rhyme": "perfect", "syllables": 1}).json()
-    assert chart(page) == [[c["text"], c["prob"]] for c in expected["distribution"]]
+    assert chart(page) == merged_cases(expected)
     expect(mass).to_have_text(f"{percent(expected['constraint_mass'])} of the model's next-word probability"
                               " rhymes with “tonight” and has 1 syllable.")
 
@@ -534,6 +534,19 @@ def test_the_rhyme_filter_keeps_only_rhyming_words_and_shows_their_share(page, s
     page.click("#chart li button")  # a bar puts its word at the cursor
     assert page.input_value("#lyrics") == f"{text} {word}"
     wait_for_filtered_chart(page, f"{text} {word}", {"rhymes_with": "tonight", "rhyme": "perfect", "syllables": 1})
+
+
+def merged_cases(answer: dict, size: int = 10) -> list[list]:
+    """The chart of songwriter mode: case variants as one word (shares added, the likelier spelling), the
+    `size` likeliest."""
+    merged: dict[str, list] = {}
+    for candidate in answer["distribution"]:
+        key = candidate["text"].lower()
+        if key in merged:
+            merged[key][1] += candidate["prob"]
+        else:
+            merged[key] = [candidate["text"], candidate["prob"]]
+    return sorted(merged.values(), key=lambda row: -row[1])[:size]
 
 
 def lines_body(prompt: str, **fields) -> dict:
@@ -698,3 +711,22 @@ def test_a_meter_for_next_lines_asks_for_its_stresses(page, songs_base):
         assert meets_stress(text, "010101"), text
     expect(page.locator("#lines-status")).to_contain_text("010101")
     screenshot(page, "next-line-meter")
+
+
+def test_the_chart_shows_a_word_once_whatever_its_case(page, songs_base):
+    """Rhymes for "tonight" at a line's start: "night" and "Night" are both likely; songwriter mode shows the
+    word once, with both shares added and the likelier spelling."""
+    text = "I walked along the road tonight,\n"
+    page.goto(songs_base)
+    page.fill("#lyrics", text)
+    page.press("#lyrics", "Control+End")
+    page.fill("#rhymes-with", "tonight")  # typing a word turns the filter on
+    wait_for_filtered_chart(page, text, {"rhymes_with": "tonight", "rhyme": "perfect"})
+    answer = api(songs_base, "/v1/predict", {"prompt": text, "top_k": 20, "unit": "word", "temperature": 0.8,
+                                             "rhymes_with": "tonight", "rhyme": "perfect"}).json()
+    spelled = [c["text"] for c in answer["distribution"]]
+    assert len({word.lower() for word in spelled}) < len(spelled)  # the case this test is about
+    shown = chart(page)
+    assert shown == merged_cases(answer)
+    assert len({word.lower() for word, _ in shown}) == len(shown) > 0
+    screenshot(page, "chart-cases-merged")

@@ -7,6 +7,7 @@ import { selectedModel } from "./models.js";
 import { mode, numberField, plural, sentence, showError, showNotice, formatPercent, ui } from "./ui.js";
 
 const CHART_SIZE = 10;
+const CASE_POOL = 2 * CHART_SIZE; // songwriter mode merges case variants, so it asks for more words first
 const END_OF_TEXT = "</s>"; // the word unit "end of the text" (docs/api.md, /v1/predict)
 
 let chartPromptAsked = null; // the text the newest chart request continues
@@ -52,10 +53,12 @@ export const prediction = new Latest(async (signal, isCurrent) => {
   let constraints = {};
   try {
     constraints = chartConstraints();
-    const body = { prompt, top_k: CHART_SIZE, unit: unit(), temperature: numberField("temperature"),
-      model: selectedModel(), ...constraints };
-    const answer = await (await request("/v1/predict", body, signal)).json();
+    const songwriter = mode() === "songwriter";
+    const body = { prompt, top_k: songwriter ? CASE_POOL : CHART_SIZE, unit: unit(),
+      temperature: numberField("temperature"), model: selectedModel(), ...constraints };
+    let answer = await (await request("/v1/predict", body, signal)).json();
     if (!isCurrent()) return; // a newer request was sent meanwhile: its answer draws the chart
+    if (songwriter) answer = withCasesMerged(answer);
     drawChart(answer, prompt, body.temperature, constraints);
     showError(ui.predictError, null);
     showNotice(ui.predictNotice, null);
@@ -77,6 +80,19 @@ export const prediction = new Latest(async (signal, isCurrent) => {
     if (isCurrent()) ui.chart.setAttribute("aria-busy", "false");
   }
 });
+
+// "name" and "Name" are one word to a songwriter: their shares are added and the likelier spelling is shown
+// (the one this place wants: capitalised at a line's start), the CHART_SIZE likeliest words kept.
+export function withCasesMerged(answer) {
+  const merged = new Map();
+  for (const candidate of answer.distribution) { // likeliest first: the first spelling seen is kept
+    const key = candidate.text.toLowerCase();
+    if (merged.has(key)) merged.get(key).prob += candidate.prob;
+    else merged.set(key, { text: candidate.text, prob: candidate.prob });
+  }
+  const distribution = [...merged.values()].sort((a, b) => b.prob - a.prob).slice(0, CHART_SIZE);
+  return { ...answer, distribution, coverage: distribution.reduce((sum, c) => sum + c.prob, 0) };
+}
 
 // How a unit reads on screen: line breaks and the end of the text have no glyph of their own.
 function visibleUnit(text) {
