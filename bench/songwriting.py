@@ -16,7 +16,13 @@ lyrics before the real line as the prompt, and prints:
   same temperature after the same prompts, in the same run (goal <= 1.15x);
 - latency per line, p50 and p95;
 - the baselines: how often unconstrained sampling meets the same constraints, and
-  so how many samples rejection sampling needs on average per line.
+  so how many samples rejection sampling needs on average per line;
+- the lines' quality over all `--candidates` lines of each request (3, as the demo
+  page asks): the share ending on a function word (an article, a conjunction, a
+  preposition, a possessive: this file's own list) and on an odd coinage (a
+  hyphenated or clipped word, or one the dictionary lacks), against the real
+  lines' own rates; and the share of candidates that open with the same three
+  words as another candidate of the same request.
 
     python bench/songwriting.py                                  # the songs model, 200 lines
     python bench/songwriting.py --model checkpoints/shakespeare-lstm --lines 20 --samples 16
@@ -51,6 +57,9 @@ VALID = ROOT / "data" / "songs" / "valid.txt"
 CMUDICT = ROOT / "songwriting" / "cmudict" / "cmudict.dict"
 WORD = re.compile(r"(?:[^\W_]|['\u2019])+")  # letters, digits, apostrophes: docs/api.md's word
 PROMPT_CHARS = 1200  # the lyrics before a line, at most this many characters (whole lines)
+# Words a finished line does not end on, listed here apart from the project's own list (songwriting/lines.py).
+ENDLESS = frozenset("a an the and or but nor if than as of to with from at by into onto upon unto my your our "
+                    "their its thy whose every".split())
 
 
 # -- an independent reading of the dictionary -------------------------------------------------
@@ -97,6 +106,13 @@ class Dictionary:
         if a == b or a not in self.entries or b not in self.entries:
             return False
         return bool({p for _, p in self.entries[a]} & {p for _, p in self.entries[b]})
+
+    def odd_end(self, line: str) -> bool:
+        """The line ends on a coinage: hyphenated, clipped (an apostrophe at its edge), or not in the dictionary."""
+        found = re.findall(r"[\w'\u2019-]+", line)
+        word = found[-1] if found else ""
+        return "-" in word or word[:1] in "'\u2019" or word[-1:] in "'\u2019" or (
+            word.lower().strip("'\u2019") not in self.entries)
 
     def end_word(self, line: str) -> str | None:
         words = self.words(line)
@@ -185,14 +201,18 @@ _PROMPT: dict[str, tuple] = {}  # the last prompt read: its state and last logit
 
 @torch.inference_mode()
 def score_line(model, tokenizer, prompt: str, line: str) -> tuple[float, int]:
-    """(nats, characters) of `line` and its line break after `prompt`, temperature 1."""
+    """(nats, characters) of `line` and its line break after `prompt`, temperature 1, under the distribution
+    the model writes from (its continuous cache left out, as the line search leaves it out)."""
     if prompt not in _PROMPT:
         _PROMPT.clear()
-        logits, state = model(torch.tensor([tokenizer.encode(prompt, add_bos=True)]))
-        _PROMPT[prompt] = (logits[0, -1:], state)
+        _PROMPT[prompt] = model.read(model.tokens(tokenizer.encode(prompt, add_bos=True)), mix_cache=False)
     last, state = _PROMPT[prompt]
     ids = tokenizer.encode(line + "\n")
-    logits = torch.cat([last, model(torch.tensor([ids[:-1]]), state)[0][0]]) if len(ids) > 1 else last
+    if len(ids) > 1:
+        after, _ = model.read(model.tokens(ids[:-1]), state, every_piece=True, mix_cache=False)
+        logits = torch.cat([last, after])
+    else:
+        logits = last
     logp = torch.log_softmax(logits.double(), -1)
     return -float(logp[torch.arange(len(ids)), torch.tensor(ids)].sum()), len(line) + 1
 
@@ -202,10 +222,9 @@ def sample_lines(model, tokenizer, prompt: str, count: int, temperature: float, 
                  max_pieces: int = 80) -> list[str]:
     """`count` unconstrained next lines (up to a line break) at `temperature`, in one batch."""
     generator = torch.Generator().manual_seed(seed)
-    head = tokenizer.encode(prompt, add_bos=True)
-    logits, state = model(torch.tensor([head]))
-    logits = logits[:, -1].expand(count, -1)
-    state = state.expand(-1, -1, count, -1).contiguous()
+    logits, state = model.read(model.tokens(tokenizer.encode(prompt, add_bos=True)), mix_cache=False)
+    logits = logits.expand(count, -1)
+    state = model.repeat_rows(state, count)
     newline = tokenizer.encode("\n")[0]
     pieces: list[list[int]] = [[] for _ in range(count)]
     done = [False] * count
@@ -220,8 +239,7 @@ def sample_lines(model, tokenizer, prompt: str, count: int, temperature: float, 
                     pieces[i].append(piece)
         if all(done):
             break
-        logits, state = model(choice.view(-1, 1), state)
-        logits = logits[:, -1]
+        logits, state = model.step(choice, state, mix_cache=False)
     return [tokenizer.decode(p) for p, d in zip(pieces, done) if d]
 
 
@@ -237,6 +255,7 @@ def main() -> None:
     parser.add_argument("--cmudict", default=None)
     parser.add_argument("--lines", type=int, default=200)
     parser.add_argument("--samples", type=int, default=32, help="unconstrained samples per prompt (baselines)")
+    parser.add_argument("--candidates", type=int, default=3, help="lines per request (the quality figures)")
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0,
@@ -279,17 +298,25 @@ def run(args: argparse.Namespace, base: str | None) -> None:
     free_nats = free_chars = 0.0
     free_met = {"syllables": 0, "rhyme": 0, "both": 0}
     free_count = 0
+    quality = {"candidates": 0, "function_word_end": 0, "odd_end": 0, "repeated_opening": 0}
     for index, task in enumerate(work):
         started = time.perf_counter()
         try:
             lines = client.lines(task["prompt"], task["syllables"], task["rhymes_with"], args.temperature,
-                                 args.seed + index)
+                                 args.seed + index, n=args.candidates)
         except Exception as error:  # a 422 counts as not meeting the constraints
             lines, error_text = [], f"{type(error).__name__}: {error}"
         else:
             error_text = None
         latencies.append(time.perf_counter() - started)
         record = {**{k: task[k] for k in ("real", "syllables", "rhymes_with")}, "error": error_text}
+        openings = [tuple(w.lower() for w in WORD.findall(line["text"])[:3]) for line in lines]
+        for line, opening in zip(lines, openings):
+            end = (WORD.findall(line["text"]) or [""])[-1].lower()
+            quality["candidates"] += 1
+            quality["function_word_end"] += end in ENDLESS and end != (task["rhymes_with"] or "").lower()
+            quality["odd_end"] += dictionary.odd_end(line["text"])
+            quality["repeated_opening"] += openings.count(opening) > 1
         if lines:
             text = lines[0]["text"]
             verdict = dictionary.meets(text, task["syllables"], task["rhymes_with"])
@@ -319,6 +346,8 @@ def run(args: argparse.Namespace, base: str | None) -> None:
     c_npc = constrained_nats / max(constrained_chars, 1)
     f_npc = free_nats / max(free_chars, 1)
     rate = {k: free_met[k] / max(free_count, 1) for k in free_met}
+    real_ends = [(WORD.findall(task["real"]) or [""])[-1].lower() for task in work]
+    shown = max(quality["candidates"], 1)
     figures = {
         "model": str(args.model), "lines": total, "temperature": args.temperature,
         "served": base is not None,
@@ -330,6 +359,12 @@ def run(args: argparse.Namespace, base: str | None) -> None:
         "unconstrained_rate": rate,
         "rejection_samples_per_line": {k: (1 / r if r else None) for k, r in rate.items()},
         "unconstrained_samples": free_count,
+        "candidates": quality["candidates"],
+        "function_word_end": {"candidates": quality["function_word_end"] / shown,
+                              "real_lines": sum(end in ENDLESS for end in real_ends) / total},
+        "odd_end": {"candidates": quality["odd_end"] / shown,
+                    "real_lines": sum(dictionary.odd_end(task["real"]) for task in work) / total},
+        "repeated_opening": quality["repeated_opening"] / shown,
     }
     print(json.dumps(figures, indent=2))
     if args.json:
