@@ -108,8 +108,9 @@ class Dictionary:
         return bool({p for _, p in self.entries[a]} & {p for _, p in self.entries[b]})
 
     def odd_end(self, line: str) -> bool:
-        """The line ends on a coinage: hyphenated, clipped (an apostrophe at its edge), or not in the dictionary."""
-        found = re.findall(r"[\w'\u2019-]+", line)
+        """The line ends on a coinage: hyphenated, clipped (an apostrophe at its edge), or not in the dictionary.
+        A dash after the last word ("horn,--") is punctuation, not part of it."""
+        found = re.findall(r"[\w'\u2019]+(?:-[\w'\u2019]+)*", line)
         word = found[-1] if found else ""
         return "-" in word or word[:1] in "'\u2019" or word[-1:] in "'\u2019" or (
             word.lower().strip("'\u2019") not in self.entries)

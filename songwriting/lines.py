@@ -387,7 +387,7 @@ def _advance(p: _Particle, piece: int, table: PieceTable, rule: _LineRule) -> No
     else:  # the word in progress, if any, ends here
         if p.word is not None:
             low = p.word.lower()
-            p.end_totals = rule.end_totals(low, p.totals) if well_cased(p.word) else 0
+            p.end_totals = rule.end_totals(low, p.totals) if well_cased(p.word) and not _joined(p) else 0
             p.totals = rule.add(p.totals, rule.lexicon.masks[low], low)
             p.primary += rule.lexicon.primary.get(low, lowest(rule.lexicon.masks[low]))
             p.can_end = bool(p.end_totals)
@@ -405,16 +405,29 @@ def _advance(p: _Particle, piece: int, table: PieceTable, rule: _LineRule) -> No
     p.pieces.append(piece)
 
 
+def _joined(p: _Particle) -> bool:
+    """The word in progress follows a word and a hyphen ("brack-pier"): the line would end on a coinage."""
+    before = p.text[: len(p.text) - len(p.word or "")]
+    return before.endswith("-") and is_word_char(before[-2:-1] or " ")
+
+
+def _hangs(text: str) -> bool:
+    """The text ends in one hyphen after a word (a dash of two or more is punctuation a line may end on)."""
+    return text.endswith("-") and not text.endswith("--") and is_word_char(text[-2:-1] or " ")
+
+
 def _mask(p: _Particle, rule: _LineRule) -> Tensor:
     if p.word is None:
         mask = rule.boundary(p.totals, p.can_end)
-        if p.can_end and p.text[-1:].isspace():  # a line does not end in a space
+        if p.can_end and (p.text[-1:].isspace() or _hangs(p.text)):  # nor in a space, nor on a hyphen ("fired-")
             mask = mask & ~rule.table.is_newline
         if p.run >= MAX_RUN:  # nor runs on in punctuation (". . . . ." puts off the rhyme for ever)
             mask = mask & ~rule.table.is_break_empty
         return mask
     mask = rule.inside(p.word.lower(), p.totals)
-    return mask if well_cased(p.word) else mask & ~rule.table.is_newline  # "theY" may not end the line
+    if well_cased(p.word) and not _joined(p):
+        return mask
+    return mask & ~rule.table.is_newline  # "theY" and "brack-pier" may not end the line
 
 
 # -- one line ------------------------------------------------------------------------------------

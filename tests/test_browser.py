@@ -475,10 +475,16 @@ def test_songwriter_mode_counts_each_line_as_analyze_does(page, songs_base):
         assert stanza["scheme"].replace("-", "x") in summary
     for word in unknown:
         assert word in summary
+    for stanza in analysis["stanzas"]:  # each stanza's meter, "free" where none fits
+        meter = stanza["meter"]
+        assert (f"{meter['name']} ({round(meter['fit'] * 100)}%)" if meter else "free") in summary
+    counted = [line for stanza in analysis["stanzas"] for line in stanza["lines"]]
+    marks = page.eval_on_selector_all("#lyrics-lines .line[data-syllables] .stress", "s => s.map(e => e.textContent)")
+    assert marks == [line["stress"].replace("1", "/").replace("0", "˘") for line in counted]  # a mark a syllable
     rows = page.get_by_role("list", name="Syllables and rhyme of each line").get_by_role("listitem")
     expect(rows).to_have_count(len(expected_rows(LYRICS, analysis)))  # read as a list, a line an item
     first_line = analysis["stanzas"][0]["lines"][0]
-    expect(rows.first).to_contain_text(f"Line 1: {first_line['syllables']} syllables")
+    expect(rows.first).to_contain_text(f"Line 1: {first_line['syllables']} syllables, stress {first_line['stress']}")
 
     geometry = page.evaluate("""() => { const t = document.getElementById('lyrics');
         const rows = [...document.querySelectorAll('#lyrics-lines .line')];

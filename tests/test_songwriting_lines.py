@@ -291,3 +291,29 @@ def test_shipped_model_lines_and_verses_meet_a_stress_pattern():
 def test_bad_stress(tokenizer, lines_model, lexicon, stress, syllables):
     with pytest.raises(ValueError, match="stress|syllables"):
         generate_lines(lines_model, tokenizer, lexicon, "", stress=stress, syllables=syllables)
+
+
+def test_a_line_ends_neither_on_a_hyphenated_coinage_nor_on_a_hyphen(tokenizer, lines_model, lexicon):
+    """A model that loves hyphens: "brack-pier" has a dictionary word at its end, but the line would end on a
+    coinage; "the fired-" hangs. Neither is offered; a dash of two ("horn,--") may end a line."""
+    import re
+
+    with torch.no_grad():
+        for text in ("-", "--"):
+            for piece in tokenizer.encode(text):
+                lines_model.decoder.bias[piece] += 4.0
+    try:
+        seen = []
+        for seed in range(40):
+            result = generate_lines(lines_model, tokenizer, lexicon, "KING:\nO my lord\n", n=4, syllables=[3, 8],
+                                    params=SamplingParams(seed=seed))
+            for line in result.lines:
+                seen.append(line.text)
+                assert not re.search(r"[^\W_]-[^\W_]+\W*$", line.text), line.text  # "brack-pier."
+                assert not re.search(r"[^\W_]-$", line.text), line.text  # "fired-"
+        assert any("-" in text for text in seen), seen  # the hyphens were there to be refused
+    finally:
+        with torch.no_grad():
+            for text in ("-", "--"):
+                for piece in tokenizer.encode(text):
+                    lines_model.decoder.bias[piece] -= 4.0

@@ -102,9 +102,9 @@ function drawAlternatives(answer, selected, body) {
     : `Nothing else fits “${selected.part}”${length}.`;
 }
 
-// A stress pattern as marks, a mark a syllable: ˈ stressed, · unstressed.
+// A stress pattern as marks, a mark a syllable: / stressed, ˘ unstressed (as scansion writes them).
 function stressMarks(stress) {
-  return stress ? [...stress].map((digit) => (digit === "1" ? "ˈ" : "·")).join("") : "";
+  return stress ? [...stress].map((digit) => (digit === "1" ? "/" : "˘")).join("") : "";
 }
 
 function drawNeighbours(answer) {

@@ -169,7 +169,11 @@ function lineRow(line, index, facts) {
   const spoken = document.createElement("span");
   spoken.className = "visually-hidden";
   spoken.textContent = `Line ${index + 1}: ${plural(facts.syllables, "syllable")}${estimated ? " (estimated)" : ""}, ` +
-    (facts.rhyme === "-" ? "rhymes with no other line" : `rhyme ${facts.rhyme}`) + ".";
+    `stress ${facts.stress}, ` + (facts.rhyme === "-" ? "rhymes with no other line" : `rhyme ${facts.rhyme}`) + ".";
+  const stress = document.createElement("span"); // a mark a syllable: / stressed, ˘ not (shown where it fits)
+  stress.className = "stress";
+  stress.setAttribute("aria-hidden", "true");
+  stress.textContent = [...facts.stress].map((digit) => (digit === "1" ? "/" : "˘")).join("");
   const count = document.createElement("span");
   count.className = "count";
   count.setAttribute("aria-hidden", "true");
@@ -182,7 +186,7 @@ function lineRow(line, index, facts) {
   aside.title = [`${facts.syllables} syllables, stress ${facts.stress}`,
     facts.end_word ? `ends in “${facts.end_word}” (${facts.rhyme_part})` : "",
     estimated ? `estimated: ${facts.unknown_words.join(", ")}` : ""].filter(Boolean).join("\n");
-  aside.append(spoken, count, letter);
+  aside.append(spoken, stress, count, letter);
   return row;
 }
 
@@ -226,6 +230,13 @@ function summarise(stanzas) {
   const scheme = document.createElement("span");
   scheme.textContent = `Rhyme scheme ${schemes.join(" · ")}${rhymed ? "" : " (no rhymes yet)"}`;
   const parts = [scheme];
+  if (stanzas.some((stanza) => stanza.meter)) { // each stanza's meter, "free" where none fits
+    const meter = document.createElement("span");
+    meter.className = "meter";
+    meter.textContent = `Meter ${stanzas.map((stanza) => (stanza.meter
+      ? `${stanza.meter.name} (${Math.round(stanza.meter.fit * 100)}%)` : "free")).join(" · ")}`;
+    parts.push(meter);
+  }
   const unknown = [...new Set(stanzas.flatMap((stanza) => stanza.lines.flatMap((line) => line.unknown_words)))];
   if (unknown.length) {
     const estimated = document.createElement("span");
