@@ -407,8 +407,8 @@ def _advance(p: _Particle, piece: int, table: PieceTable, rule: _LineRule) -> No
 
 def _joined(p: _Particle) -> bool:
     """The word in progress follows a word and a hyphen ("brack-pier"): the line would end on a coinage."""
-    before = p.text[: len(p.text) - len(p.word or "")]
-    return before.endswith("-") and is_word_char(before[-2:-1] or " ")
+    cut = len(p.text) - len(p.word or "")  # where the word begins: only the two characters before it are read
+    return cut >= 2 and p.text[cut - 1] == "-" and is_word_char(p.text[cut - 2])
 
 
 def _hangs(text: str) -> bool:

@@ -638,6 +638,11 @@ def test_songwriter_mode_fits_a_narrow_screen(page, songs_base):
     screenshot(page, "songwriter-narrow")
 
 
+def select_in_lyrics(page: Page, start: int, end: int) -> None:
+    page.evaluate("([s, e]) => { const t = document.getElementById('lyrics'); t.focus(); t.setSelectionRange(s, e); }",
+                  [start, end])
+
+
 def test_selecting_words_offers_alternatives_and_one_click_puts_one_in(page, songs_base):
     lyrics = "Drink to me only with thine eyes,\nAnd I will pledge with mine;"
     start = lyrics.index("eyes")
@@ -645,9 +650,7 @@ def test_selecting_words_offers_alternatives_and_one_click_puts_one_in(page, son
     page.fill("#lyrics", lyrics)
     wait_for_counts_of(page, lyrics)
     with page.expect_response("**/v1/alternatives", timeout=LINES_WAIT_MS) as answered:
-        # a part of the word selected: the page asks for the whole word
-        page.evaluate("([s, e]) => { const t = document.getElementById('lyrics'); t.focus(); t.setSelectionRange(s, e); }",
-                      [start + 1, start + 3])
+        select_in_lyrics(page, start + 1, start + 3)  # a part of the word: the page asks for the whole word
     assert answered.value.status == 200, answered.value.text()
     sent = json.loads(answered.value.request.post_data)
     assert (sent["text"], sent["start"], sent["end"]) == (lyrics, start, start + 4)
@@ -680,8 +683,7 @@ def test_alternatives_of_a_given_length_or_none_say_so(page, songs_base):
     page.fill("#lyrics", lyrics)
     page.fill("#alternative-syllables", "2")
     with page.expect_response("**/v1/alternatives", timeout=LINES_WAIT_MS) as answered:
-        page.evaluate("([s, e]) => { const t = document.getElementById('lyrics'); t.focus(); t.setSelectionRange(s, e); }",
-                      [start, start + 4])
+        select_in_lyrics(page, start, start + 4)
     assert answered.value.status == 200 and json.loads(answered.value.request.post_data)["syllables"] == 2
     expect(page.locator("#alternatives li")).not_to_have_count(0, timeout=WAIT_MS)
     for candidate in answered.value.json()["alternatives"]:
