@@ -2,11 +2,12 @@
 
     python bench/streams_rss.py [--streams 64] [--prompt-pieces 700] [--new-tokens 300] [--model DIR ...]
 
-Starts `lyricist serve` as shipped (both default models, each with its continuous cache's ring of 512 outputs
-a stream) on a free port, then sends `--streams` streamed /v1/generate requests at once to the default model,
-each a prompt of about `--prompt-pieces` pieces of the songs' validation text and `--new-tokens` new ones (about
-1,000 pieces a stream in all); `--model` serves those checkpoints instead, the first the default. Prints the server's RSS loaded, its peak while the streams ran (VmHWM), and how
-long they took.
+Starts `lyricist serve` as shipped (both default models, each with its continuous cache; a stream that writes
+keeps no ring, docs/memory.md) on a free port, then sends `--streams` streamed /v1/generate requests at once to
+the default model, each a prompt of about `--prompt-pieces` pieces of the songs' validation text and
+`--new-tokens` new ones (about 1,000 pieces a stream in all); `--model` serves those checkpoints instead, the
+first the default. Prints the server's RSS loaded, its peak while the streams ran (VmHWM), and how long they
+took.
 """
 
 from __future__ import annotations

@@ -9,8 +9,10 @@ layer's recent outputs, kept per sequence in a ring buffer (`State.memory`):
   its output added to the last layer's. A query attends to the last `window` outputs, itself included.
 - **The continuous cache** (`model.cache`, at inference only; Grave et al. 2017): the next-piece distribution
   mixed with one over the pieces that followed outputs like the present one in the window,
-  p = (1 − λ) p_model + λ p_cache, p_cache(w) ∝ Σ_{i: x_{i+1} = w} exp(θ h_t · h_i). Its window, θ and λ are
-  tuned on a validation text and stored in the checkpoint; λ = 0 is off.
+  p = (1 − λ) p_model + λ p_cache, p_cache(w) ∝ Σ_{i: x_{i+1} = w} exp(θ h_t · h_i). Where the closest output
+  in the window is nearly the present one (cosine at least `match_cosine`: a line sung before, read again) the
+  cache's share is `match_lam` instead. Its settings are tuned on a validation text and stored in the
+  checkpoint; λ = 0 is off.
 
 Attention needs no order among the window's slots (no position embeddings), so the ring buffer is written in
 place of the oldest output, never shifted; each slot's position is known from the count of pieces read.
@@ -175,14 +177,27 @@ class CacheConfig:
     window: int = 0  # past outputs looked back over (at most the memory's window)
     theta: float = 0.0  # the flatness of the match: exp(θ h_t · h_i)
     lam: float = 0.0  # the cache's share of the mixture
+    match_cosine: float = 1.0  # a remembered output at least this close (cosine) to the present one: a match
+    match_lam: float = 0.0  # the cache's share at a match (0: `lam` everywhere)
+
+    def share(self, closeness: Tensor) -> Tensor:
+        """The cache's share at each position, given the cosine of its closest remembered output."""
+        if not self.match_lam:
+            return torch.full_like(closeness, self.lam)
+        return torch.where(closeness >= self.match_cosine, self.match_lam, self.lam).to(closeness.dtype)
 
 
 class Recall:
     """What the continuous cache saw at each position of a read: per row and position, the weight of each ring
-    slot (rows, time, window) and the piece that followed it (rows, time, window)."""
+    slot (rows, time, window), the piece that followed it (rows, time, window) and the cosine of the closest
+    remembered output (rows, time)."""
 
-    def __init__(self, weights: Tensor, pieces: Tensor):
-        self.weights, self.pieces = weights, pieces
+    def __init__(self, weights: Tensor, pieces: Tensor, closeness: Tensor):
+        self.weights, self.pieces, self.closeness = weights, pieces, closeness
+
+    def last(self) -> Recall:
+        """What it saw at the last position only."""
+        return Recall(self.weights[:, -1:], self.pieces[:, -1:], self.closeness[:, -1:])
 
     def mix(self, logits: Tensor, config: CacheConfig) -> Tensor:
         """log((1 − λ) softmax(logits) + λ p_cache) for logits (rows * time, vocab) in the reads' order; a
@@ -196,7 +211,8 @@ class Recall:
         logp = torch.log_softmax(padded, dim=-1)
         recalled = weights.sum(dim=1, keepdim=True) > 0
         cache = torch.zeros_like(logp).scatter_add_(1, pieces.clamp_min(0), weights)
-        lam = torch.where(recalled, torch.full_like(weights[:, :1], config.lam), torch.zeros_like(weights[:, :1]))
+        share = config.share(self.closeness.reshape(-1, 1).float())
+        lam = torch.where(recalled, share, torch.zeros_like(share))
         mixed = torch.logaddexp(logp + torch.log1p(-lam), torch.log(cache.clamp_min(1e-45)) + torch.log(lam))
         return torch.where(recalled, mixed, logp)[:, :vocab]
 
@@ -216,7 +232,7 @@ def read_ring(outputs: Tensor, pieces: Tensor, state: State, normalise: Callable
     rows, time = outputs.shape[0], outputs.shape[1]
     window = ring.shape[1]
     index = torch.arange(rows, device=ring.device)
-    attended, weights, recalled = [], [], []
+    attended, weights, recalled, closeness = [], [], [], []
     tracked = torch.is_grad_enabled()  # dynamic evaluation differentiates through the ring: write a new one
     for t in range(time):
         if tracked and t:
@@ -235,11 +251,18 @@ def read_ring(outputs: Tensor, pieces: Tensor, state: State, normalise: Callable
             attended.append(attention.one(outputs[:, t], normed, ring, within, blocks))
         if cache is not None:
             known = (following >= 0) & (positions > (length - 1 - cache.window).unsqueeze(1))
-            scores = torch.einsum("rh,rwh->rw", normed.float(), ring.float()) * cache.theta
-            scores = scores.masked_fill(~known, float("-inf"))
+            products = torch.einsum("rh,rwh->rw", normed.float(), ring.float())
+            scores = (products * cache.theta).masked_fill(~known, float("-inf"))
             weights.append(torch.where(known.any(dim=1, keepdim=True), torch.softmax(scores, dim=-1),
                                        torch.zeros_like(scores)).nan_to_num(0.0))
             recalled.append(following.clone())
+            if cache.match_lam:
+                norms = ring.float().norm(dim=2) * normed.float().norm(dim=1, keepdim=True)
+                cosines = (products / norms.clamp_min(1e-12)).masked_fill(~known, -1.0)
+                closeness.append(cosines.max(dim=1).values)
+            else:
+                closeness.append(products.new_full((rows,), -1.0))
     new_outputs = torch.stack(attended, dim=1) if attention is not None else outputs
-    recall = Recall(torch.stack(weights, dim=1), torch.stack(recalled, dim=1)) if cache is not None else None
+    recall = (Recall(torch.stack(weights, dim=1), torch.stack(recalled, dim=1), torch.stack(closeness, dim=1))
+              if cache is not None else None)
     return new_outputs, State(state.rnn, ring, following, length), recall

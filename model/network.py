@@ -94,6 +94,10 @@ class ModelConfig:
             problems.append(f"cache.theta must be a number from 0 to 10000, got {self.cache.theta!r}")
         if not isinstance(self.cache.lam, (int, float)) or not 0 <= self.cache.lam < 1:
             problems.append(f"cache.lam must be in [0, 1) (0 = off), got {self.cache.lam!r}")
+        if not isinstance(self.cache.match_lam, (int, float)) or not 0 <= self.cache.match_lam < 1:
+            problems.append(f"cache.match_lam must be in [0, 1) (0 = no match share), got {self.cache.match_lam!r}")
+        if not isinstance(self.cache.match_cosine, (int, float)) or not -1 <= self.cache.match_cosine <= 1:
+            problems.append(f"cache.match_cosine must be in [-1, 1], got {self.cache.match_cosine!r}")
         if self.cell not in CELLS:
             problems.append(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         for name in ("vocab_size", "layers", "embedding_size", "hidden_size"):
@@ -115,7 +119,7 @@ class ModelConfig:
 
     @property
     def cache_on(self) -> bool:
-        return self.cache.lam > 0 and self.cache.window > 0
+        return (self.cache.lam > 0 or self.cache.match_lam > 0) and self.cache.window > 0
 
     @property
     def memory_window(self) -> int:
@@ -124,6 +128,11 @@ class ModelConfig:
         its company)."""
         window = max(self.attention.window, self.cache.window if self.cache_on else 0)
         return -(-window // 16) * 16
+
+    def keeps_memory(self, mix_cache: bool = True) -> bool:
+        """Whether a state carries the ring: always with attention; for the cache alone, only where the model reads
+        (`mix_cache`). Writing never reads the cache, so a stream that writes keeps no ring (docs/memory.md)."""
+        return self.attention.window > 0 or (self.cache_on and mix_cache)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -211,10 +220,12 @@ class LanguageModel(nn.Module):
         """Token ids as a tensor on the model's device."""
         return torch.tensor(ids, device=self.device)
 
-    def initial_state(self, batch_size: int) -> State:
+    def initial_state(self, batch_size: int, mix_cache: bool = True) -> State:
+        """The state before any text; `mix_cache` False: for writing (without the ring when only the cache
+        would read it)."""
         c = self.config
         rnn = self.embedding.weight.new_zeros(c.layers, c.state_parts, batch_size, c.hidden_size)
-        if not c.memory_window:
+        if not c.keeps_memory(mix_cache):
             return State(rnn)
         return State(rnn, *empty_memory(batch_size, c.memory_window, c.hidden_size, rnn))
 
@@ -231,7 +242,9 @@ class LanguageModel(nn.Module):
         old one: the engine's batch); otherwise the state passed in is never changed. `mix_cache` False: the
         continuous cache recalls nothing (the memory is kept all the same)."""
         if state is None:
-            state = self.initial_state(tokens.shape[0])
+            state = self.initial_state(tokens.shape[0], mix_cache)
+        elif state.memory is None and self.config.keeps_memory(mix_cache):
+            raise ValueError("this state was read for writing and keeps no memory: it cannot be read with the cache")
         x = self.input_dropout(self._embed(tokens))
         next_rnn = []
         for index, rnn in enumerate(self.rnns):
@@ -301,8 +314,7 @@ class LanguageModel(nn.Module):
         outputs = features.dropped[0] if every_piece else features.dropped[:, -1]
         logits = self.decode(outputs, block_rows)
         if features.recall is not None:
-            recall = features.recall if every_piece else Recall(features.recall.weights[:, -1:],
-                                                                 features.recall.pieces[:, -1:])
+            recall = features.recall if every_piece else features.recall.last()
             logits = recall.mix(logits, self.config.cache)
         return logits, features.state
 

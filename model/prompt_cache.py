@@ -33,19 +33,25 @@ CHUNK = 16  # the state is kept at multiples of CHUNK pieces
 SLICE = 256  # the most pieces one call reads
 CAPACITY = 2048  # states kept (8 KB each for a 2x512 LSTM)
 WHOLE_CAPACITY = 256  # whole prompts' outcomes kept (24 KB each for a 2x512 LSTM of 4,000 pieces)
-MEMORY_BUDGET = 128 * 2**20  # bytes of states kept: a state with a memory (model/memory.py) is far larger
+MEMORY_BUDGET = 128 * 2**20  # bytes of states kept of each kind: a state with a memory (model/memory.py) is far larger
 _ID_BYTES = 8  # array("q")
 
 
 class PromptCache:
     def __init__(self, model: LanguageModel, capacity: int = CAPACITY):
         self.model = model
-        state_bytes = sum(t.numel() * t.element_size() for t in model.initial_state(1).tensors().values())
-        fits = max(16, MEMORY_BUDGET // (2 * state_bytes))  # half the budget for each kind of state kept
-        capacity, whole = min(capacity, fits), min(WHOLE_CAPACITY, fits)
-        self._states = _StateSlots(capacity)  # state at a chunk boundary, by the ids before it
-        self._whole_states = _StateSlots(whole)  # state after a whole prompt, by its ids
-        self._whole_logits = _Slots(whole)  # the logits after its last piece
+        # States read for writing keep no ring where only the cache reads it (LanguageModel.keeps_memory): they
+        # are kept apart from those read for reading, each kind within its own budget.
+        self._states: dict[bool, _StateSlots] = {}  # by whether it keeps a memory: state at a chunk boundary
+        self._whole_states: dict[bool, _StateSlots] = {}  # ... state after a whole prompt, by its ids
+        self._whole_logits: dict[bool, _Slots] = {}  # ... and the logits after its last piece
+        for memory in {model.config.keeps_memory(True), model.config.keeps_memory(False)}:
+            state = model.initial_state(1, mix_cache=memory)
+            state_bytes = sum(t.numel() * t.element_size() for t in state.tensors().values())
+            fits = max(16, MEMORY_BUDGET // (2 * state_bytes))  # half the budget for each kind of state kept
+            whole = min(WHOLE_CAPACITY, fits)
+            self._states[memory] = _StateSlots(min(capacity, fits))
+            self._whole_states[memory], self._whole_logits[memory] = _StateSlots(whole), _Slots(whole)
         self.hits = 0  # prompts that found a cached prefix
         self.whole_hits = 0  # prompts read before, answered from the cache alone
 
@@ -70,20 +76,23 @@ class PromptReading:
         if not ids:
             raise ValueError("a prompt has at least its start marker")
         self.cache, self.ids, self.mix_cache = cache, ids, mix_cache
+        memory = cache.model.config.keeps_memory(mix_cache)
+        self._states, self._whole_states = cache._states[memory], cache._whole_states[memory]
+        self._whole_logits = cache._whole_logits[memory]
         self.key = array("q", ids).tobytes()
-        self.whole_key = self.key if mix_cache else b"w" + self.key  # the states agree; the logits may not
+        self.whole_key = self.key if mix_cache else b"w" + self.key  # the states may agree; the logits may not
         self.logits: Tensor | None = None
         self.position, self.state = 0, None
-        state = cache._whole_states.get(self.whole_key)
+        state = self._whole_states.get(self.whole_key)
         if state is not None:
             cache.whole_hits += 1
-            self.logits = cache._whole_logits.get(self.whole_key).clone()
+            self.logits = self._whole_logits.get(self.whole_key).clone()
             self.state = state.map(torch.clone)  # a copy: a slot is reused once evicted
             self.position = len(ids)
             return
         # The latest kept boundary that leaves at least a call's worth of pieces to read.
         for boundary in range((len(ids) - MIN_CALL_PIECES) // CHUNK * CHUNK, 0, -CHUNK):
-            state = cache._states.get(self.key[: boundary * _ID_BYTES])
+            state = self._states.get(self.key[: boundary * _ID_BYTES])
             if state is not None:
                 self.position, self.state = boundary, state.map(torch.clone)
                 cache.hits += 1
@@ -114,11 +123,11 @@ class PromptReading:
         logits, self.state = model.read(model.tokens(ids[start:end]), self.state, mix_cache=self.mix_cache)
         self.position = end
         if end == len(ids):
-            self.cache._whole_states.put(self.whole_key, self.state)
-            self.cache._whole_logits.put(self.whole_key, logits)
+            self._whole_states.put(self.whole_key, self.state)
+            self._whole_logits.put(self.whole_key, logits)
             self.logits = logits
         elif end % CHUNK == 0:
-            self.cache._states.put(self.key[: end * _ID_BYTES], self.state)
+            self._states.put(self.key[: end * _ID_BYTES], self.state)
         return end - start
 
 

@@ -2,6 +2,7 @@
 in the model, the engine, the prompt cache, training and the checkpoint."""
 
 import asyncio
+import dataclasses
 import json
 
 import pytest
@@ -17,7 +18,7 @@ from .helpers import same_state
 
 ATTENTION = {"attention": {"window": 12}}
 BOTH = {"attention": {"window": 12}, "cache": {"window": 20, "theta": 0.5, "lam": 0.2}}
-CACHE = {"cache": {"window": 16, "theta": 1.0, "lam": 0.3}}
+CACHE = {"cache": {"window": 16, "theta": 1.0, "lam": 0.3, "match_cosine": 0.5, "match_lam": 0.6}}
 
 
 def model_with(settings: dict, vocab: int = 60, seed: int = 0) -> LanguageModel:
@@ -152,24 +153,27 @@ def test_the_tuned_cache_scores_as_the_tuner_said(tmp_path, tokenizer, shakespea
                                       hidden_size=24)).eval()
     text = shakespeare_text[:3000] * 2  # a text that repeats itself: the cache must help
     best, figures = tune(model, tokenizer, text, windows=(64, 256), thetas=(0.5, 2.0), lambdas=(0.1, 0.3),
-                         log=lambda line: None)
+                         match_cosines=(0.9, 0.99), match_lambdas=(0.5, 0.8), log=lambda line: None)
     assert best.lam > 0 and figures["nats_per_char_best"] < figures["nats_per_char_off"]
+    assert best.match_lam > 0  # the second reading of the text matches the first
     path = save_checkpoint(tmp_path / "tuned", model, tokenizer, {"corpus": "none"})
     save_cache_settings(path, best, figures)
     tuned = load_checkpoint(path)
     assert tuned.model.config.cache == best
     score = score_text(tuned.model, tuned.tokenizer, text).metrics()
     assert score["nats_per_char"] == pytest.approx(figures["nats_per_char_best"], rel=1e-6)
-    assert json.loads((path / "cache_tuning.json").read_text())["best"] == {"window": best.window,
-                                                                              "theta": best.theta, "lam": best.lam}
+    assert json.loads((path / "cache_tuning.json").read_text())["best"] == dataclasses.asdict(best)
 
 
 def test_the_tuner_counts_only_the_window_before_each_position(tokenizer):
     keys = torch.eye(6)
     pieces = torch.tensor([5, 1, 2, 1, 2, 1, 2])  # position t predicts pieces[t + 1]
-    found = cache_probabilities(keys, pieces, window=3, theta=0.0)  # theta 0: every slot weighs the same
+    keys[4] = keys[1] + 0.5 * keys[2]
+    found, closeness = cache_probabilities(keys, pieces, window=3, theta=0.0)  # theta 0: every slot weighs the same
     # position 3 predicts 2; the window (0, 2] holds positions 1 and 2, followed by 1 and 2: half of it is 2
     assert found[0] == 0 and found[3] == pytest.approx(0.5)
+    # the closest key to position 4 among positions 2 and 3 (position 1 is out of its window)
+    assert closeness[0] == -1 and closeness[4] == pytest.approx(0.5 / 1.25 ** 0.5)
 
 
 def test_an_interrupted_memory_run_resumes_with_the_losses_of_one_that_never_stopped(tmp_path, corpus):
@@ -258,11 +262,23 @@ def test_the_prompt_cache_keeps_reading_and_writing_outcomes_apart():
     model = model_with(CACHE)
     prompts = PromptCache(model)
     text = [1, *ids(40, seed=9).tolist()]
-    read, _ = prompts.prefill(text)
-    written, _ = prompts.prefill(text, mix_cache=False)  # the state is cached; the logits are its own
+    read, read_state = prompts.prefill(text)
+    written, written_state = prompts.prefill(text, mix_cache=False)
+    assert read_state.memory is not None and written_state.memory is None  # writing keeps no ring: no reader
     with torch.inference_mode():
         assert torch.equal(written, model.read(torch.tensor(text), mix_cache=False)[0])
         assert torch.equal(read, model.read(torch.tensor(text))[0])
     assert not torch.equal(read, written)
     assert torch.equal(prompts.prefill(text)[0], read) and torch.equal(prompts.prefill(text, mix_cache=False)[0],
                                                                         written)
+
+
+def test_a_stream_that_writes_keeps_no_ring_unless_attention_reads_it():
+    cache_only, with_attention = model_with(CACHE), model_with(BOTH)
+    prompt = torch.tensor([1, *ids(30, seed=4).tolist()])
+    with torch.inference_mode():
+        _, written = cache_only.read(prompt, mix_cache=False)
+        assert written.memory is None
+        with pytest.raises(ValueError, match="keeps no memory"):
+            cache_only.read(prompt, written)  # reading needs the past it did not keep
+        assert with_attention.read(prompt, mix_cache=False)[1].memory is not None

@@ -110,10 +110,10 @@ def test_states_are_kept_where_calls_end_on_a_boundary_and_the_capacity_holds():
     model = tiny_model(60).eval()
     cache = PromptCache(model, capacity=3)
     cache.prefill(ids(CHUNK))  # one call: nothing before its last piece to keep
-    assert len(cache._states) == 0
+    assert len(cache._states[False]) == 0
     cache.prefill(ids(2 * CHUNK + 1, seed=2))  # 32 would leave a lone piece: the call stops at 16
-    assert len(cache._states) == 1
+    assert len(cache._states[False]) == 1
     cache.prefill(ids(2 * CHUNK + 5, seed=3))  # one call to the last boundary, one for the rest
-    assert len(cache._states) == 2
+    assert len(cache._states[False]) == 2
     cache.prefill(ids(5 * CHUNK + 3, seed=4), CHUNK)  # slices of a chunk: a state at every boundary
-    assert len(cache._states) == 3
+    assert len(cache._states[False]) == 3
