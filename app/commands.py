@@ -65,6 +65,7 @@ def _run_lines(args: argparse.Namespace) -> None:
     known = None if request.rhymes_with is None else word_is_known(request.rhymes_with)
     if args.json:
         out = {"model": checkpoint.name, "seed": result.seed, "lines": [line.as_dict() for line in result.lines],
+               "end_words": [end.as_dict() for end in result.end_words],
                "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens}}
         if known is not None:
             out["rhymes_with_known"] = known
@@ -74,6 +75,8 @@ def _run_lines(args: argparse.Namespace) -> None:
     for line in result.lines:
         rhyme = f", rhymes with {request.rhymes_with!r}" if line.rhymes else ""
         print(f"{line.text:<{width}}  ({line.syllables} syllables{rhyme}, {line.nats_per_char:.2f} nats/char)")
+    ends = ", ".join(f"{end.word} {end.prob:.0%}" for end in result.end_words)
+    print(f"likely end words: {ends}", file=sys.stderr)
     if known is False:
         print(f"note: {request.rhymes_with!r} is not in the dictionary; its rhymes come from an estimated "
               f"pronunciation", file=sys.stderr)

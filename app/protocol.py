@@ -318,10 +318,17 @@ class VerseLine(SongLine):
     rhyme: str
 
 
+class EndWord(BaseModel):
+    word: str
+    prob: float
+    line: str
+
+
 class LinesResponse(BaseModel):
     model: str
     seed: int
     lines: list[SongLine]
+    end_words: list[EndWord]
     usage: GenerateUsage
     rhymes_with_known: bool | None = None  # only with rhymes_with (the route leaves out what is None)
 

@@ -146,8 +146,25 @@ class Line:
 
 
 @dataclass
+class EndWord:
+    """A word the line may end on: the share of the search's finished lines that end on it (case variants as one),
+    and the most fluent of those lines."""
+
+    word: str
+    prob: float
+    line: str
+
+    def as_dict(self) -> dict:
+        return {"word": self.word, "prob": self.prob, "line": self.line}
+
+
+END_WORDS = 10  # the likeliest end words a search reports
+
+
+@dataclass
 class LinesResult:
     lines: list[Line]
+    end_words: list[EndWord]
     seed: int
     prompt_tokens: int
     completion_tokens: int  # pieces of the lines returned
@@ -500,7 +517,8 @@ def line_steps(
             raise ConstraintError(_hardest(end_rule), f"no line meeting {_describe(low, high, end_rule)} was "
                                                       f"found within the work budget ({search.rows} model rows)")
         lines = yield from search.select(n, generator, choose)
-    return LinesResult(lines, seed, search.prompt_tokens, sum(line.pieces for line in lines), search.rows, rounds)
+    return LinesResult(lines, search.end_words(END_WORDS), seed, search.prompt_tokens,
+                       sum(line.pieces for line in lines), search.rows, rounds)
 
 
 def check_stress(stress: str, syllables: int | Sequence[int] | None = None) -> None:
@@ -566,7 +584,7 @@ class _Search:
         self.prompts = prompts or PromptCache(model)
         self.prompt_logits = self.prompt_state = None
         self.rows = 0
-        self.finished: dict[str, list] = {}  # text -> [log weight (summed), particle]
+        self.finished: dict[str, list] = {}  # text -> [log weight (summed), particle, particles that wrote it]
         self.temperature = max(params.temperature, MIN_TEMPERATURE)
         self.filters = SamplingParams(top_k=params.top_k, top_p=params.top_p, min_p=params.min_p)
         self.penalty = params.repetition_penalty
@@ -671,9 +689,10 @@ class _Search:
     def _finish(self, p: _Particle, logw: float) -> None:
         entry = self.finished.get(p.text)
         if entry is None:
-            self.finished[p.text] = [logw, p]
+            self.finished[p.text] = [logw, p, 1]
         else:
             entry[0] = float(torch.logaddexp(torch.tensor(entry[0]), torch.tensor(logw)))
+            entry[2] += 1
 
     def select(self, n: int, generator: torch.Generator, choose: str) -> Steps[list[Line]]:
         """`n` distinct finished lines, most fluent first. "fluent": the n with the fewest nats per character
@@ -698,12 +717,26 @@ class _Search:
             lines.append((yield from self._line(text)))
         return sorted(lines, key=lambda line: line.nats_per_char)
 
+    def end_words(self, limit: int) -> list[EndWord]:
+        """The `limit` commonest end words of the lines the search wrote, each with its share of the particles that
+        finished (docs/songwriting.md: why particles and not their importance weights) and its most fluent line."""
+        total = sum(count for _, _, count in self.finished.values())
+        found: dict[str, list] = {}  # lower-cased word -> [share, spelling, line, nats per char]
+        for text, (_, p, count) in self.finished.items():
+            fluency = -p.logprob / (len(text) + 1)
+            entry = found.setdefault(p.last_word.lower(), [0.0, p.last_word, text, fluency])
+            entry[0] += count / total
+            if fluency < entry[3]:
+                entry[1:] = [p.last_word, text, fluency]
+        ranked = sorted(found.values(), key=lambda entry: -entry[0])[:limit]
+        return [EndWord(word, share, line) for share, word, line, _ in ranked]
+
     def openings(self) -> int:
         """How many different openings (first words) the finished lines have."""
         return len({opening(text) for text in self.finished})
 
     def _line(self, text: str) -> Steps[Line]:
-        weight, p = self.finished[text]
+        weight, p, _ = self.finished[text]
         rule = self.rule
         ids = self.tokenizer.encode(text + "\n")
         logprob = score_continuation(self.model, self.prompt_state, self.prompt_logits, ids)

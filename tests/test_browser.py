@@ -6,6 +6,7 @@ test-artifacts/browser/ and prints its path.
 """
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -600,6 +601,41 @@ def test_next_line_inserts_a_candidate_with_the_syllables_asked_for(page, songs_
     screenshot(page, "next-line-inserted")
 
 
+def test_at_a_line_start_the_rhyme_filter_shows_the_words_the_line_may_end_on(page, songs_base):
+    first = "I walked along the road tonight,"
+    page.goto(songs_base)
+    page.fill("#lyrics", first + "\n")
+    page.press("#lyrics", "Control+End")  # on the new, empty second line, which answers line 1
+    wait_for_counts_of(page, first + "\n")
+    page.fill("#line-syllables", "8")
+    page.fill("#seed", "11")
+    page.check("#rhyme-filter")
+    wait_for_filtered_chart(page, first + "\n", {"end_words": True, "rhymes_with": "tonight", "rhyme": "perfect"})
+    expected = api(songs_base, "/v1/lines", lines_body(first + "\n", syllables=8, rhymes_with="tonight",
+                                                       rhyme="perfect", seed=11)).json()
+    bars = page.eval_on_selector_all("#chart li", "items => items.map(li => [li.dataset.text, Number(li.dataset.prob),"
+                                     " li.querySelector('.example').textContent])")
+    assert bars == [[end["word"], end["prob"], end["line"]] for end in expected["end_words"]]  # same seed, same lines
+    assert len(bars) >= 3 and bars[0][1] < 0.9  # a choice of end words, not one line's
+    expect(page.locator("#chart-heading")).to_have_text("Words to end the line")
+    expect(page.locator("#chart-source-ends")).to_be_visible()
+    expect(page.locator("#chart-source")).to_be_hidden()
+    expect(page.locator("#chart-summary")).to_contain_text(
+        "How line 2 may end, rhyming with “tonight”, 8 syllables: the share of the model's lines that end on each word")
+    counted = api(songs_base, "/v1/analyze", {"text": "\n".join(["tonight", *[w for w, _, _ in bars]])}).json()
+    letters = [line["rhyme"] for stanza in counted["stanzas"] for line in stanza["lines"]]
+    assert letters[0] != "-" and set(letters) == {letters[0]}  # every end word rhymes with "tonight"
+    screenshot(page, "line-end-words")
+
+    page.click("#chart li button")  # a bar writes the likeliest line that ends on its word
+    assert page.input_value("#lyrics") == f"{first}\n{bars[0][2]}\n"
+    typed = f"{first}\n{bars[0][2]}\nAnd"
+    page.keyboard.type("And")  # a word on the line: the chart is the next word's again
+    wait_for_chart_of(page, typed)
+    expect(page.locator("#chart-heading")).to_have_text("Next word")
+    expect(page.locator("#chart-source")).to_be_visible()
+
+
 def test_a_next_line_nothing_can_meet_is_explained_not_dumped(page, songs_base):
     page.goto(songs_base)
     page.fill("#lyrics", "We sang about a celebrity,\n")
@@ -722,9 +758,9 @@ def test_a_meter_for_next_lines_asks_for_its_stresses(page, songs_base):
 
 
 def test_the_chart_shows_a_word_once_whatever_its_case(page, songs_base):
-    """Rhymes for "tonight" at a line's start: "night" and "Night" are both likely; songwriter mode shows the
+    """Rhymes for "tonight" after "And saw the": "night" and "Night" are both likely; songwriter mode shows the
     word once, with both shares added and the likelier spelling."""
-    text = "I walked along the road tonight,\n"
+    text = "I walked along the road tonight,\nAnd saw the"
     page.goto(songs_base)
     page.fill("#lyrics", text)
     page.press("#lyrics", "Control+End")

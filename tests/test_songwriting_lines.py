@@ -87,30 +87,33 @@ def lines_model(tokenizer):
 
 def check_line(line, lexicon, low, high, target=None):
     """The line's own words, read here: all in the dictionary, a choice of counts in range, the end rhyme."""
-    assert "\n" not in line.text
+    assert line.syllables in line_counts(line.text, low, high, target), (line.text, line.syllables)
     words = WORD.findall(line.text)
-    assert words, line.text
-    sums = {0}
-    for word in words:
-        counts = WORDS[word.lower()][0]  # KeyError: a word the dictionary lacks
-        sums = {a + b for a in sums for b in counts}
-    assert low <= line.syllables <= high and line.syllables in sums, (line.text, line.syllables, sums)
     assert line.end_word == words[-1]
-    if target is not None:
-        end = line.end_word.lower()
-        assert end != target
-        parts = {part for _, part in pronounce(target)}
-        rhyming = {c for c, part in pronounce(end) if part in parts}
-        assert rhyming, (line.text, target)
-        # the end word counts with its rhyming pronunciations only
-        before = {0}
-        for word in words[:-1]:
-            before = {a + b for a in before for b in WORDS[word.lower()][0]}
-        assert line.syllables in {a + c for a in before for c in rhyming}, (line.text, line.syllables)
-        assert line.rhymes
-    else:
-        assert not line.rhymes
+    assert line.rhymes == (target is not None)
     assert line.nats_per_char == pytest.approx(-line.logprob / (len(line.text) + 1))
+
+
+def line_counts(text, low, high, target=None) -> set[int]:
+    """The syllable counts in [low, high] that `text` can be read with, its end word in a pronunciation that rhymes
+    with `target` (if any): a line meets the constraints when there is one."""
+    assert "\n" not in text
+    words = WORD.findall(text)
+    assert words, text
+    before = {0}
+    for word in words[:-1]:
+        before = {a + b for a in before for b in WORDS[word.lower()][0]}  # KeyError: a word the dictionary lacks
+    end = words[-1].lower()
+    if target is None:
+        last = set(WORDS[end][0])
+    else:
+        assert end != target.lower()
+        parts = {part for _, part in pronounce(target)}
+        last = {c for c, part in pronounce(end) if part in parts}  # the end word counts as it rhymes
+        assert last, (text, target)
+    counts = {a + c for a in before for c in last if low <= a + c <= high}
+    assert counts, (text, low, high)
+    return counts
 
 
 @pytest.mark.parametrize(("syllables", "target"), [(6, "night"), ([4, 7], "day"), (5, None), (3, "me"),
@@ -127,6 +130,22 @@ def test_lines_meet_every_constraint(tokenizer, lines_model, lexicon, syllables,
             check_line(line, lexicon, low, high, target)
         costs = [line.nats_per_char for line in result.lines]
         assert costs == sorted(costs)
+        check_end_words(result, lexicon, low, high, target)
+
+
+def check_end_words(result, lexicon, low, high, target):
+    """The likely end words: shares of the search's lines, likeliest first, each with a line ending on it that meets
+    every constraint; the returned lines' end words among them."""
+    ends = result.end_words
+    shares = [end.prob for end in ends]
+    assert ends and all(share > 0 for share in shares) and shares == sorted(shares, reverse=True)
+    assert sum(shares) <= 1 + 1e-9 and (len(ends) == 10 or sum(shares) == pytest.approx(1))
+    assert len({end.word.lower() for end in ends}) == len(ends)
+    for end in ends:
+        assert WORD.findall(end.line)[-1] == end.word
+        line_counts(end.line, low, high, target)
+    if len(ends) < 10:
+        assert {line.end_word.lower() for line in result.lines} <= {end.word.lower() for end in ends}
 
 
 def test_same_seed_same_lines(tokenizer, lines_model, lexicon):

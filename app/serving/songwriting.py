@@ -131,6 +131,7 @@ async def lines(body: p.LinesRequest, settings: Settings, registry: ModelRegistr
     notes.update(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
     return p.LinesResponse(
         model=engine.name, seed=result.seed, lines=[p.SongLine(**line.as_dict()) for line in result.lines],
+        end_words=[p.EndWord(**end.as_dict()) for end in result.end_words],
         usage=p.GenerateUsage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens),
         rhymes_with_known=known)
 

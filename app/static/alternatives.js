@@ -5,7 +5,7 @@ import { request } from "./api.js";
 import { Latest } from "./latest.js";
 import { lyricsChanged } from "./lyrics.js";
 import { selectedModel } from "./models.js";
-import { WORD, formatPercent, numberField, plural, sentence, showError, showNotice, ui } from "./ui.js";
+import { WORD, candidateItem, formatPercent, numberField, plural, sentence, showError, showNotice, ui } from "./ui.js";
 
 const CANDIDATES = 8;
 const NEIGHBOURS = 8;
@@ -66,33 +66,16 @@ export const alternativesSearch = new Latest(async (signal, isCurrent) => {
 });
 
 function drawAlternatives(answer, selected, body) {
-  const items = answer.alternatives.map((candidate) => {
-    const item = document.createElement("li");
-    item.dataset.text = candidate.text;
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "candidate";
-    const text = document.createElement("span");
-    text.className = "candidate-text";
-    text.textContent = candidate.text;
-    if (candidate.text === answer.original.text) text.classList.add("original");
-    const facts = document.createElement("span");
-    facts.className = "candidate-facts";
-    const share = document.createElement("span");
-    share.className = "count";
-    share.textContent = formatPercent(candidate.prob);
-    const sound = document.createElement("span");
-    sound.className = "stress";
-    sound.textContent = candidate.syllables == null ? "" : `${candidate.syllables} syl. ${stressMarks(candidate.stress)}`;
-    facts.append(share, sound);
-    button.append(text, facts);
-    button.setAttribute("aria-label", `${candidate.text} — ${formatPercent(candidate.prob)}` +
+  const items = answer.alternatives.map((candidate) => candidateItem({
+    text: candidate.text,
+    original: candidate.text === answer.original.text,
+    facts: [["count", formatPercent(candidate.prob)],
+      ["stress", candidate.syllables == null ? "" : `${candidate.syllables} syl. ${stressMarks(candidate.stress)}`]],
+    label: `${candidate.text} — ${formatPercent(candidate.prob)}` +
       (candidate.syllables == null ? "" : `, ${plural(candidate.syllables, "syllable")}`) +
-      `. Replace “${selected.part}” with it.`);
-    button.addEventListener("click", () => replacePart(selected, candidate.text));
-    item.append(button);
-    return item;
-  });
+      `. Replace “${selected.part}” with it.`,
+    choose: () => replacePart(selected, candidate.text),
+  }));
   ui.alternatives.replaceChildren(...items);
   ui.alternatives.dataset.part = selected.part;
   const length = body.syllables === undefined ? "" : ` of ${plural(body.syllables, "syllable")}`;

@@ -76,8 +76,10 @@ ui.wordSyllables.addEventListener("input", () => prediction.schedule());
 for (const input of [ui.lineRhymesWith, ui.lineSyllables]) {
   input.addEventListener("input", () => {
     input.dataset.auto = "false";
+    prediction.schedule(); // at a line's start the chart's end words follow the line's length
   });
 }
+ui.lineMeter.addEventListener("change", () => prediction.schedule());
 
 ui.model.addEventListener("change", () => {
   showModelFacts();

@@ -1,8 +1,11 @@
 // The next-word chart (/v1/predict): the likeliest next words after the prompt, or after the lyrics at the
-// cursor under the songwriter's filters (a rhyme, a syllable count); a bar adds its word.
+// cursor under the songwriter's filters (a rhyme, a syllable count); a bar adds its word. At the start of a
+// line with the rhyme filter on, the chart shows the words the line is likely to end on instead (/v1/lines):
+// the next word that rhymes is not what a writer starting a line is looking for.
 import { request } from "./api.js";
 import { Latest } from "./latest.js";
-import { lyricsChanged, refreshPlans } from "./lyrics.js";
+import { insertLine, linesRequest } from "./lines.js";
+import { lyricsChanged, nextLineTarget, refreshPlans } from "./lyrics.js";
 import { selectedModel } from "./models.js";
 import { mode, numberField, plural, sentence, showError, showNotice, formatPercent, ui } from "./ui.js";
 
@@ -46,6 +49,11 @@ function describeConstraints(constraints) {
   return parts.join(" and ");
 }
 
+// The chart shows end words on a blank line, with the rhyme filter on.
+function endWordsWanted(constraints) {
+  return mode() === "songwriter" && constraints.rhymes_with !== undefined && nextLineTarget().replace;
+}
+
 export const prediction = new Latest(async (signal, isCurrent) => {
   const prompt = chartPrompt();
   chartPromptAsked = prompt;
@@ -53,6 +61,15 @@ export const prediction = new Latest(async (signal, isCurrent) => {
   let constraints = {};
   try {
     constraints = chartConstraints();
+    if (endWordsWanted(constraints)) {
+      const body = { ...linesRequest(), rhymes_with: constraints.rhymes_with, rhyme: constraints.rhyme };
+      const answer = await (await request("/v1/lines", body, signal)).json();
+      if (!isCurrent()) return;
+      drawEndWords(answer, prompt, body);
+      showError(ui.predictError, null);
+      showNotice(ui.predictNotice, null);
+      return;
+    }
     const songwriter = mode() === "songwriter";
     const body = { prompt, top_k: songwriter ? CASE_POOL : CHART_SIZE, unit: unit(),
       temperature: numberField("temperature"), model: selectedModel(), ...constraints };
@@ -102,43 +119,81 @@ function visibleUnit(text) {
     .replace(/\p{Cc}/gu, (c) => `U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}`);
 }
 
-function drawChart(answer, prompt, temperature, constraints) {
-  const top = answer.distribution.length ? answer.distribution[0].prob : 1;
-  const target = mode() === "songwriter" ? "the lyrics at the cursor" : "the prompt";
-  const rows = answer.distribution.map((candidate) => {
-    const percent = formatPercent(candidate.prob);
-    const item = document.createElement("li");
-    item.dataset.text = candidate.text;
-    item.dataset.prob = String(candidate.prob);
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "bar-row";
-    button.setAttribute("aria-label", `${visibleUnit(candidate.text)}: ${percent}. Add to ${target}.`);
-    const word = document.createElement("span");
-    word.className = "word";
-    word.textContent = visibleUnit(candidate.text);
-    const track = document.createElement("span");
-    track.className = "track";
-    track.setAttribute("aria-hidden", "true");
-    const bar = document.createElement("span");
-    bar.className = "bar";
-    bar.style.setProperty("--share", String(top > 0 ? candidate.prob / top : 0));
-    track.append(bar);
-    const value = document.createElement("span");
-    value.className = "value";
-    value.textContent = percent;
-    button.append(word, track, value);
-    button.addEventListener("click", () => addUnit(candidate.text));
-    item.append(button);
-    return item;
-  });
-  // A keyboard user choosing bars one after another keeps their place while the chart is redrawn.
+// One bar: `label` and its share (relative to the top bar's), `example` a line shown under it if any.
+function barRow({ text, prob, label, example }, top, ariaLabel, choose) {
+  const item = document.createElement("li");
+  item.dataset.text = text;
+  item.dataset.prob = String(prob);
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "bar-row";
+  button.setAttribute("aria-label", ariaLabel);
+  const word = document.createElement("span");
+  word.className = "word";
+  word.textContent = label;
+  const track = document.createElement("span");
+  track.className = "track";
+  track.setAttribute("aria-hidden", "true");
+  const bar = document.createElement("span");
+  bar.className = "bar";
+  bar.style.setProperty("--share", String(top > 0 ? prob / top : 0));
+  track.append(bar);
+  const value = document.createElement("span");
+  value.className = "value";
+  value.textContent = formatPercent(prob);
+  button.append(word, track, value);
+  if (example) {
+    const line = document.createElement("span");
+    line.className = "example";
+    line.textContent = example;
+    button.append(line);
+  }
+  button.addEventListener("click", choose);
+  item.append(button);
+  return item;
+}
+
+// A keyboard user choosing bars one after another keeps their place while the chart is redrawn.
+function showRows(rows, prompt, constraints) {
   const focusedRow = [...ui.chart.children].findIndex((item) => item.contains(document.activeElement));
   ui.chart.replaceChildren(...rows);
   if (focusedRow >= 0 && rows.length) rows[Math.min(focusedRow, rows.length - 1)].firstChild.focus();
   ui.chart.dataset.prompt = prompt;
   ui.chart.dataset.constraints = JSON.stringify(constraints);
-  ui.unitName.textContent = answer.unit === "token" ? "token" : "word";
+}
+
+// The words the line may end on (/v1/lines' end_words: the share of the search's lines that end on each, by the
+// model's probability), each with the most fluent of those lines, which a click writes in.
+function drawEndWords(answer, prompt, body) {
+  const words = answer.end_words;
+  const top = words.length ? words[0].prob : 1;
+  const line = `line ${nextLineTarget().index + 1}`;
+  const rows = words.map((end) => barRow({ text: end.word, prob: end.prob, label: end.word, example: end.line }, top,
+    `${end.word}: ${formatPercent(end.prob)} of the lines end on it. Write “${end.line}” as ${line}.`,
+    () => insertLine(end.line)));
+  showRows(rows, prompt, { end_words: true, rhymes_with: body.rhymes_with, rhyme: body.rhyme });
+  ui.chartHeading.textContent = "Words to end the line";
+  ui.chartSource.hidden = true;
+  ui.chartSourceEnds.hidden = false;
+  ui.constraintMass.hidden = true;
+  const asked = [`${body.rhyme === "near" ? "nearly rhyming" : "rhyming"} with “${body.rhymes_with}”`];
+  if (body.syllables !== undefined) asked.push(plural(body.syllables, "syllable"));
+  if (body.stress) asked.push(`the stresses ${body.stress}`);
+  ui.chartSummary.textContent = `How ${line} may end, ${asked.join(", ")}: the share of the model's lines that ` +
+    `end on each word (seed ${answer.seed}). Choose one to write its line; type a word to see the next word instead.`;
+}
+
+function drawChart(answer, prompt, temperature, constraints) {
+  const top = answer.distribution.length ? answer.distribution[0].prob : 1;
+  const target = mode() === "songwriter" ? "the lyrics at the cursor" : "the prompt";
+  const rows = answer.distribution.map((candidate) => barRow(
+    { ...candidate, label: visibleUnit(candidate.text) }, top,
+    `${visibleUnit(candidate.text)}: ${formatPercent(candidate.prob)}. Add to ${target}.`,
+    () => addUnit(candidate.text)));
+  showRows(rows, prompt, constraints);
+  ui.chartHeading.textContent = answer.unit === "token" ? "Next token" : "Next word";
+  ui.chartSource.hidden = false;
+  ui.chartSourceEnds.hidden = true;
   const described = describeConstraints(constraints);
   const parts = [`Top ${rows.length} cover ${formatPercent(answer.coverage)}${described ? " of those words" : ""}`,
     `entropy ${answer.entropy.toFixed(2)} nats`, `temperature ${temperature ?? 1}`];

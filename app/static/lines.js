@@ -4,11 +4,13 @@ import { request } from "./api.js";
 import { Latest } from "./latest.js";
 import { lyricLines, lyricsChanged, nextLineTarget } from "./lyrics.js";
 import { selectedModel } from "./models.js";
-import { ApiError, numberField, plural, samplingFields, seedField, sentence, showError, showNotice, ui } from "./ui.js";
+import {
+  ApiError, candidateItem, numberField, plural, samplingFields, seedField, sentence, showError, showNotice, ui,
+} from "./ui.js";
 
 const LINE_CANDIDATES = 3;
 
-function linesRequest() {
+export function linesRequest() {
   const lines = lyricLines();
   const target = nextLineTarget();
   const above = lines.slice(0, target.index);
@@ -78,32 +80,16 @@ export const lineSearch = new Latest(async (signal, isCurrent) => {
 
 function drawCandidates(answer, body) {
   const items = answer.lines.map((line) => {
-    const item = document.createElement("li");
-    item.dataset.text = line.text;
+    const rhymes = body.rhymes_with && line.rhymes;
+    const item = candidateItem({
+      text: line.text,
+      facts: [["count", `${line.syllables} syl.`],
+        ...(rhymes ? [["rhymes", `${line.end_word} ~ ${body.rhymes_with}`]] : [])],
+      label: `${line.text} — ${plural(line.syllables, "syllable")}` +
+        (rhymes ? `, rhymes with ${body.rhymes_with}` : "") + ". Insert as the next line.",
+      choose: () => insertLine(line.text),
+    });
     item.dataset.syllables = String(line.syllables);
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "candidate";
-    const text = document.createElement("span");
-    text.className = "candidate-text";
-    text.textContent = line.text;
-    const facts = document.createElement("span");
-    facts.className = "candidate-facts";
-    const count = document.createElement("span");
-    count.className = "count";
-    count.textContent = `${line.syllables} syl.`;
-    facts.append(count);
-    if (body.rhymes_with && line.rhymes) {
-      const rhyme = document.createElement("span");
-      rhyme.className = "rhymes";
-      rhyme.textContent = `${line.end_word} ~ ${body.rhymes_with}`;
-      facts.append(rhyme);
-    }
-    button.setAttribute("aria-label", `${line.text} — ${plural(line.syllables, "syllable")}` +
-      (body.rhymes_with && line.rhymes ? `, rhymes with ${body.rhymes_with}` : "") + ". Insert as the next line.");
-    button.append(text, facts);
-    button.addEventListener("click", () => insertLine(line.text));
-    item.append(button);
     return item;
   });
   ui.lines.replaceChildren(...items);
@@ -115,7 +101,7 @@ function drawCandidates(answer, body) {
 
 // A chosen line fills the cursor's line if it is empty, else goes after it. At the end of the lyrics
 // a fresh line follows, so the next suggestion is for the line after it.
-function insertLine(text) {
+export function insertLine(text) {
   const lines = lyricLines();
   const target = nextLineTarget();
   if (target.replace) lines[target.index] = text;

@@ -9,7 +9,8 @@ export const sentence = (text) => (/[.!?…]$/.test(text.trim()) ? text.trim() :
 export const $ = (id) => document.getElementById(id);
 export const ui = {
   prompt: $("prompt"), generate: $("generate"), chart: $("chart"), chartSummary: $("chart-summary"),
-  unitName: $("unit-name"), predictError: $("predict-error"), predictNotice: $("predict-notice"),
+  chartHeading: $("chart-heading"), chartSource: $("chart-source"), chartSourceEnds: $("chart-source-ends"),
+  predictError: $("predict-error"), predictNotice: $("predict-notice"),
   model: $("model"), modelPicker: $("model-picker"),
   modelFacts: $("model-facts"), modelsError: $("models-error"), apiKey: $("api-key"), auth: $("auth"),
   outputPrompt: $("output-prompt"), completion: $("completion"), status: $("generate-status"),
@@ -75,4 +76,30 @@ export function mode() {
 export function formatPercent(prob) {
   const percent = prob * 100;
   return `${percent >= 10 ? percent.toFixed(1) : percent.toPrecision(2)}%`;
+}
+
+// A candidate to choose (a next line, another word): its text, then small facts beside it, each [class, text].
+export function candidateItem({ text, facts, label, choose, original = false }) {
+  const item = document.createElement("li");
+  item.dataset.text = text;
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "candidate";
+  const shown = document.createElement("span");
+  shown.className = "candidate-text";
+  shown.textContent = text;
+  if (original) shown.classList.add("original");
+  const box = document.createElement("span");
+  box.className = "candidate-facts";
+  for (const [className, content] of facts) {
+    const fact = document.createElement("span");
+    fact.className = className;
+    fact.textContent = content;
+    box.append(fact);
+  }
+  button.append(shown, box);
+  button.setAttribute("aria-label", label);
+  button.addEventListener("click", choose);
+  item.append(button);
+  return item;
 }
