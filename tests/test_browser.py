@@ -636,6 +636,23 @@ def test_at_a_line_start_the_rhyme_filter_shows_the_words_the_line_may_end_on(pa
     expect(page.locator("#chart-source")).to_be_visible()
 
 
+def test_line_ends_nothing_can_meet_are_explained_not_dumped(page, songs_base):
+    page.goto(songs_base)
+    page.fill("#lyrics", "We sang about a celebrity,\n")
+    page.press("#lyrics", "Control+End")
+    page.fill("#line-syllables", "1")
+    refusal = api(songs_base, "/v1/lines", lines_body("We sang about a celebrity,\n", syllables=1,
+                                                      rhymes_with="celebrity", rhyme="perfect"))
+    assert refusal.status_code == 422, refusal.text
+    page.fill("#rhymes-with", "celebrity")  # typing a word turns the filter on: the chart asks for line ends
+    reason = refusal.json()["error"]["message"].strip()
+    reason += "" if reason.endswith((".", "!", "?", "…")) else "."
+    expect(page.locator("#predict-notice")).to_have_text(f"No line ending in a rhyme could be found here. {reason}",
+                                                         timeout=LINES_WAIT_MS)
+    expect(page.locator("#predict-error")).to_be_hidden()
+    expect(page.locator("#chart li")).to_have_count(0)
+
+
 def test_a_next_line_nothing_can_meet_is_explained_not_dumped(page, songs_base):
     page.goto(songs_base)
     page.fill("#lyrics", "We sang about a celebrity,\n")

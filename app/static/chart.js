@@ -86,7 +86,9 @@ export const prediction = new Latest(async (signal, isCurrent) => {
     ui.constraintMass.hidden = true;
     if (error.status === 422 && describeConstraints(constraints)) { // the filter is the answer, not a fault
       ui.chartSummary.textContent = "";
-      showNotice(ui.predictNotice, `No next word here ${describeConstraints(constraints)}. ${sentence(error.message)}`);
+      const what = endWordsWanted(constraints) ? "No line ending in a rhyme could be found here"
+        : `No next word here ${describeConstraints(constraints)}`;
+      showNotice(ui.predictNotice, `${what}. ${sentence(error.message)}`);
       showError(ui.predictError, null);
     } else {
       ui.chartSummary.textContent = "No prediction for this prompt and temperature.";
@@ -162,8 +164,8 @@ function showRows(rows, prompt, constraints) {
   ui.chart.dataset.constraints = JSON.stringify(constraints);
 }
 
-// The words the line may end on (/v1/lines' end_words: the share of the search's lines that end on each, by the
-// model's probability), each with the most fluent of those lines, which a click writes in.
+// The words the line may end on (/v1/lines' end_words: the share of the search's lines that end on each), each
+// with the most fluent of those lines, which a click writes in.
 function drawEndWords(answer, prompt, body) {
   const words = answer.end_words;
   const top = words.length ? words[0].prob : 1;
