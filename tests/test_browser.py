@@ -636,7 +636,9 @@ def test_at_a_line_start_the_rhyme_filter_shows_the_words_the_line_may_end_on(pa
     expect(page.locator("#chart-source")).to_be_visible()
 
 
-def test_line_ends_nothing_can_meet_are_explained_not_dumped(page, songs_base):
+def open_a_line_nothing_can_meet(page: Page, songs_base: str):
+    """The page on a blank line 2 asked to be 1 syllable, after a line ending in "celebrity" (nothing of 1
+    syllable rhymes with it); /v1/lines' own refusal of that request."""
     page.goto(songs_base)
     page.fill("#lyrics", "We sang about a celebrity,\n")
     page.press("#lyrics", "Control+End")
@@ -644,6 +646,11 @@ def test_line_ends_nothing_can_meet_are_explained_not_dumped(page, songs_base):
     refusal = api(songs_base, "/v1/lines", lines_body("We sang about a celebrity,\n", syllables=1,
                                                       rhymes_with="celebrity", rhyme="perfect"))
     assert refusal.status_code == 422, refusal.text
+    return refusal
+
+
+def test_line_ends_nothing_can_meet_are_explained_not_dumped(page, songs_base):
+    refusal = open_a_line_nothing_can_meet(page, songs_base)
     page.fill("#rhymes-with", "celebrity")  # typing a word turns the filter on: the chart asks for line ends
     reason = refusal.json()["error"]["message"].strip()
     reason += "" if reason.endswith((".", "!", "?", "…")) else "."
@@ -654,14 +661,8 @@ def test_line_ends_nothing_can_meet_are_explained_not_dumped(page, songs_base):
 
 
 def test_a_next_line_nothing_can_meet_is_explained_not_dumped(page, songs_base):
-    page.goto(songs_base)
-    page.fill("#lyrics", "We sang about a celebrity,\n")
-    page.press("#lyrics", "Control+End")
-    page.fill("#line-syllables", "1")
+    refusal = open_a_line_nothing_can_meet(page, songs_base)
     page.fill("#line-rhymes-with", "celebrity")
-    refusal = api(songs_base, "/v1/lines", lines_body("We sang about a celebrity,\n", syllables=1,
-                                                      rhymes_with="celebrity", rhyme="perfect"))
-    assert refusal.status_code == 422, refusal.text
     page.click("#suggest-lines")
     notice = page.locator("#lines-notice")
     expect(notice).to_be_visible(timeout=LINES_WAIT_MS)
