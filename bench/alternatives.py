@@ -1,7 +1,7 @@
 """Does `/v1/alternatives` find a word taken out of a real line? Against `/v1/predict` reading the left only (issue 28).
 
     python bench/alternatives.py [--model checkpoints/songs-lstm] [--text data/songs/valid.txt] [--cases 200]
-                                 [--seed 0] [--threads 2]
+                                 [--seed 0] [--threads 2] [--ceiling]
 
 Each case: a song of the text (songs are separated by two blank lines), a lyric line of it, and a word of that
 line the dictionary knows (letters and apostrophes, a known pronunciation), all drawn at random with `--seed`.
@@ -15,6 +15,11 @@ song up to the end of that stanza, at most 2,000 characters before the gap. Then
 
 A hit: the word is among the 10, case aside. Prints both hit rates, their ratio, and the latency of the
 alternatives (in process: the service adds its queue and JSON). Run on an otherwise idle machine for timings.
+
+`--ceiling` also asks for alternatives to the word in place (the part is the word itself, so the original is
+always read with both sides and ranked) and prints how often the word itself ranks among the 10 best of the
+candidates and itself: what the insert would find if the proposals always held the word. Where that is close to
+the insert's rate, the misses are the model's ranking, not the proposals.
 """
 
 from __future__ import annotations
@@ -71,6 +76,15 @@ def draw_cases(text: str, count: int, seed: int, phonology) -> list[tuple[str, i
     return cases
 
 
+def _with_word(text: str, gap: int, word: str) -> tuple[str, int]:
+    """The text with the word back at the gap, spaced as the alternatives put a candidate in place, and where
+    the word starts."""
+    left, right = text[:gap], text[gap:]
+    before = " " if left and (left[-1].isalnum() or left[-1] == "'") else ""
+    after = " " if right and (right[0].isalnum() or right[0] == "'") else ""
+    return left + before + word + after + right, gap + len(before)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(ROOT / "checkpoints" / "songs-lstm"))
@@ -78,6 +92,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ceiling", action="store_true", help="also rank the word itself in place (see above)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -94,7 +109,7 @@ def main() -> None:
     vocabulary = tasks.end_words(checkpoint)
     cases = draw_cases(Path(args.text).read_text(encoding="utf-8"), args.cases, args.seed, phonology)
     prompts = PromptCache(model)
-    hits = {"alternatives": 0, "predict": 0}
+    hits = {"alternatives": 0, "predict": 0, "ceiling": 0}
     seconds = []
     for number, (text, gap, word, syllables) in enumerate(cases, 1):
         began = time.perf_counter()
@@ -106,6 +121,11 @@ def main() -> None:
         predicted = run_to_end(tasks.predict_words(model, tokenizer, left, 10, 1.0, None, "perfect", syllables,
                                                    prompts=prompts))
         hits["predict"] += word.lower() in {w.lower() for w, _ in predicted.prediction.distribution}
+        if args.ceiling:
+            in_place, at = _with_word(text, gap, word)
+            ranked = generate_alternatives(model, tokenizer, lexicon, phonology, in_place, at, at + len(word),
+                                           vocabulary, n=10, syllables=syllables, prompts=prompts)
+            hits["ceiling"] += ranked.rank <= 10
         if number % 20 == 0:
             print(f"  {number} cases: alternatives {hits['alternatives'] / number:.1%}, predict "
                   f"{hits['predict'] / number:.1%}", file=sys.stderr)
@@ -115,6 +135,8 @@ def main() -> None:
     print(f"in the top 10, /v1/alternatives (insert, its syllables): {a:.1%}")
     print(f"in the top 10, /v1/predict (left only, its syllables):    {p:.1%}")
     print(f"ratio: {a / p:.2f}x" if p else "ratio: -")
+    if args.ceiling:
+        print(f"the word itself in place, among the 10 best of the candidates and itself:  {hits['ceiling'] / n:.1%}")
     ordered = sorted(seconds)
     print(f"alternatives latency: p50 {statistics.median(ordered):.2f} s, p90 {ordered[int(0.9 * (n - 1))]:.2f} s "
           f"({args.threads} threads, in process)")

@@ -17,6 +17,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from lyricist.model.steps import Steps
+from lyricist.songwriting import tasks
+from lyricist.songwriting.alternatives import PartError, alternative_steps, part_of_line
+from lyricist.songwriting.lexicon import Lexicon
+from lyricist.songwriting.lines import ConstraintError, line_steps, verse_steps
+from lyricist.songwriting.phonology import Phonology
 
 from .. import limits
 from .. import protocol as p
@@ -24,10 +29,6 @@ from ..engine import ModelEngine
 from ..errors import APIError
 from ..registry import ModelRegistry
 from ..settings import Settings
-from lyricist.songwriting import tasks
-from lyricist.songwriting.alternatives import PartError, alternative_steps, part_of_line
-from lyricist.songwriting.lines import ConstraintError, line_steps, verse_steps
-from lyricist.songwriting.phonology import Phonology
 from .deadline import within_deadline
 from .generation import sampling_params
 
@@ -92,6 +93,13 @@ async def analyze(body: p.AnalyzeRequest, settings: Settings, registry: ModelReg
     return p.AnalyzeResponse(model=engine.name, stanzas=stanzas)
 
 
+async def _words(engine: ModelEngine) -> tuple[Lexicon, frozenset[str]]:
+    """The searches' lexicon and the words a line may end on or a part be replaced by (`tasks.prepare`,
+    `tasks.end_words`): built once, off the event loop, so that no search's first step holds up the streams."""
+    lexicon = await asyncio.to_thread(tasks.prepare, engine.tokenizer)
+    return lexicon, await asyncio.to_thread(tasks.end_words, engine.checkpoint)
+
+
 # -- /v1/lines and /v1/verse ---------------------------------------------------------------------
 
 def check_stress(body: p.LinesRequest | p.VerseRequest) -> None:
@@ -120,8 +128,7 @@ async def lines(body: p.LinesRequest, settings: Settings, registry: ModelRegistr
     params = sampling_params(body)
     engine = registry.get(body.model)
     notes.update(model=engine.name, prompt=body.prompt)
-    lexicon = await asyncio.to_thread(tasks.prepare, engine.tokenizer)
-    ends = await asyncio.to_thread(tasks.end_words, engine.checkpoint)
+    lexicon, ends = await _words(engine)
     known = None if body.rhymes_with is None else await asyncio.to_thread(tasks.word_is_known, body.rhymes_with)
     result = await run_job(engine, lambda: line_steps(
         engine.model, engine.tokenizer, lexicon, body.prompt, n=body.n, syllables=body.syllables,
@@ -150,8 +157,7 @@ async def verse(body: p.VerseRequest, settings: Settings, registry: ModelRegistr
     params = sampling_params(body)
     engine = registry.get(body.model)
     notes.update(model=engine.name, prompt=body.prompt)
-    lexicon = await asyncio.to_thread(tasks.prepare, engine.tokenizer)
-    ends = await asyncio.to_thread(tasks.end_words, engine.checkpoint)
+    lexicon, ends = await _words(engine)
     result = await run_job(engine, lambda: verse_steps(
         engine.model, engine.tokenizer, lexicon, body.prompt, body.scheme, body.syllables, rhyme=body.rhyme,
         params=params, prompts=engine.prompts, end_words=ends, stress=body.stress), settings)
@@ -182,8 +188,7 @@ async def alternatives(body: p.AlternativesRequest, settings: Settings, registry
     check_part(body)
     engine = registry.get(body.model)
     notes.update(model=engine.name, prompt=body.text)
-    lexicon = await asyncio.to_thread(tasks.prepare, engine.tokenizer)
-    vocabulary = await asyncio.to_thread(tasks.end_words, engine.checkpoint)
+    lexicon, vocabulary = await _words(engine)
     phonology = await asyncio.to_thread(Phonology.load)
     result = await run_job(engine, lambda: alternative_steps(
         engine.model, engine.tokenizer, lexicon, phonology, body.text, body.start, body.end, vocabulary, n=body.n,
