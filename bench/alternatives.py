@@ -41,8 +41,9 @@ LEFT_CHARS = 2000
 WORD = re.compile(r"[A-Za-z']+")
 
 
-def draw_cases(text: str, count: int, seed: int, phonology) -> list[tuple[str, int, str, int]]:
-    """(text with the gap, offset of the gap, the word, its syllables) for `count` random cases."""
+def draw_cases(text: str, count: int, seed: int, phonology) -> list[tuple[str, int, str, int, str, int]]:
+    """(text with the gap, offset of the gap, the word, its syllables, the text as written, the word's offset
+    there) for `count` random cases."""
     songs = [song for song in text.split(SEPARATOR) if song.strip()]
     rng = random.Random(seed)
     cases = []
@@ -72,17 +73,9 @@ def draw_cases(text: str, count: int, seed: int, phonology) -> list[tuple[str, i
         stanza_end = len(song) if stanza_end < 0 else stanza_end
         left_from = max(0, start - LEFT_CHARS)
         gapped = song[left_from:start] + song[end:stanza_end]
-        cases.append((gapped, start - left_from, word, prons[0].syllables))
+        cases.append((gapped, start - left_from, word, prons[0].syllables, song[left_from:stanza_end],
+                      at + match.start() - left_from))
     return cases
-
-
-def _with_word(text: str, gap: int, word: str) -> tuple[str, int]:
-    """The text with the word back at the gap, spaced as the alternatives put a candidate in place, and where
-    the word starts."""
-    left, right = text[:gap], text[gap:]
-    before = " " if left and (left[-1].isalnum() or left[-1] == "'") else ""
-    after = " " if right and (right[0].isalnum() or right[0] == "'") else ""
-    return left + before + word + after + right, gap + len(before)
 
 
 def main() -> None:
@@ -111,7 +104,7 @@ def main() -> None:
     prompts = PromptCache(model)
     hits = {"alternatives": 0, "predict": 0, "ceiling": 0}
     seconds = []
-    for number, (text, gap, word, syllables) in enumerate(cases, 1):
+    for number, (text, gap, word, syllables, written, word_at) in enumerate(cases, 1):
         began = time.perf_counter()
         result = generate_alternatives(model, tokenizer, lexicon, phonology, text, gap, gap, vocabulary, n=10,
                                        syllables=syllables, prompts=prompts)
@@ -122,8 +115,7 @@ def main() -> None:
                                                    prompts=prompts))
         hits["predict"] += word.lower() in {w.lower() for w, _ in predicted.prediction.distribution}
         if args.ceiling:
-            in_place, at = _with_word(text, gap, word)
-            ranked = generate_alternatives(model, tokenizer, lexicon, phonology, in_place, at, at + len(word),
+            ranked = generate_alternatives(model, tokenizer, lexicon, phonology, written, word_at, word_at + len(word),
                                            vocabulary, n=10, syllables=syllables, prompts=prompts)
             hits["ceiling"] += ranked.rank <= 10
         if number % 20 == 0:
