@@ -238,6 +238,7 @@ def _run_alternatives(args: argparse.Namespace) -> None:
         return
     width = max((len(a.text) for a in result.alternatives), default=0)
     for alternative in result.alternatives:
+        rhyme = f", rhymes with {alternative.rhymes_with}" if alternative.rhymes_with else ""
         mark = "  (the original)" if alternative is result.original else ""
         print(f"{alternative.prob:7.2%}  {alternative.text:<{width}}  {alternative.syllables} syllables, stress "
-              f"{alternative.stress}{mark}")
+              f"{alternative.stress}{rhyme}{mark}")

@@ -365,6 +365,7 @@ class Replacement(BaseModel):
     syllables: int | None  # None for an original with a word the dictionary lacks
     stress: str | None
     logprob: float  # of the text from its start to the end of the part's stanza, with this in place
+    rhymes_with: str | None  # at a line's end: the end of another line of the stanza it rhymes with
 
 
 class OriginalPart(Replacement):

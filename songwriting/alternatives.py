@@ -1,7 +1,7 @@
 """Other words for a part of one line, read with both sides (`/v1/alternatives`, `lyricist alternatives`).
 
 A songwriter revises: "a better word than *cold* here". The part is a span of one line (a word, a phrase,
-or an empty span to insert at). Two passes:
+or an empty span to insert at). Two passes, and at a line's end the stanza's rhyme:
 
 1. **Proposals, from the left.** The model reads the text before the part and proposes replacements of 1 to
    `max_words` words, each word the exact next-word distribution over the words allowed
@@ -14,6 +14,10 @@ or an empty span to insert at). Two passes:
    pieces side by side (`read_continuations`). `logprob` is the log probability of the text from its
    start to there with the candidate in place, as `/v1/score` would give it; `prob` is its share among the
    candidates returned and the original.
+3. **The stanza's rhyme, at a line's end.** Where the part ends its line, the words rhyming with the ends of
+   the stanza's nearby lines join the proposals, and a candidate that rhymes so is weighed `RHYME_BONUS`
+   (in log probability) in both rankings and in `prob`: the model reads pieces, not sounds, and keeps a
+   rhyme far more weakly than songs do (docs/songwriting.md gives the fit).
 
 Words are joined with one space; a space is added before a candidate that follows a word character and
 after one that a word character follows, so that no candidate fuses with its neighbours. Case variants of a
@@ -51,6 +55,8 @@ NEAR_CHARS = 60  # the most of the rest of the line read in the first pass
 BEAM = 4  # partial replacements extended by a word
 NEXT_WORDS = 8  # words each partial replacement is extended by
 RIGHT_CHARS = 400  # the most right-hand text read with each candidate
+RHYME_BONUS = 4.0  # log-weight for a line end that rhymes with another in its stanza (fitted: docs/songwriting.md)
+RHYME_LINES = 4  # the stanza's lines either side of the part's whose ends count as its rhymes
 PROPOSAL_ROWS = 1024  # model rows one next-word search may spend
 PROPOSAL_TOLERANCE = 1e-3  # a proposal search follows pieces down to this share of the words' mass (constrained.py)
 _WORD = re.compile(r"(?:[^\W_]|['\u2019])+")
@@ -64,10 +70,16 @@ class Alternative:
     prob: float = 0.0  # its share among the candidates returned and the original
     syllables: int | None = None  # None: a word the dictionary lacks (the original only)
     stress: str | None = None
+    rhymes_with: str | None = None  # the end of another line of the stanza it rhymes with (a line end only)
+
+    @property
+    def weight(self) -> float:
+        """What candidates are ranked by: the model's log probability, and the stanza's rhyme."""
+        return self.logprob + (RHYME_BONUS if self.rhymes_with else 0.0)
 
     def as_dict(self) -> dict:
         return {"text": self.text, "prob": self.prob, "syllables": self.syllables, "stress": self.stress,
-                "logprob": self.logprob}
+                "logprob": self.logprob, "rhymes_with": self.rhymes_with}
 
 
 @dataclass
@@ -168,6 +180,9 @@ def alternative_steps(
     versions = [original] + [words for words, _ in proposals if words != original
                              and not _doubles(words, doubled)][:POOL]
     versions += [words for words in _song_words(text, start, end, rule, versions) if not _doubles(words, doubled)]
+    line_ends = _other_line_ends(text, start, end) if rhymes_with is None else []
+    versions += [word for word in _rhyming_words(line_ends, rule, versions) if not _doubles(word, doubled)]
+    rhyme_of = [_rhyme_in(words, line_ends, lexicon) for words in versions]
 
     line_start = text.rfind("\n", 0, start) + 1
     stanza = _STANZA_BREAK.search(text, end)
@@ -178,17 +193,19 @@ def alternative_steps(
     prefix_logprob, *after = yield from read_prefix(model, before)
     # First every proposal with the rest of its line, then the best of them with the whole right side.
     near_logprobs = yield from _read_versions(model, tokenizer, text[line_start:start], left, versions, near, after)
-    kept = [0] + sorted(range(1, len(versions)), key=lambda i: -near_logprobs[i])[:RANKED]
+    kept = [0] + sorted(range(1, len(versions)),
+                        key=lambda i: -near_logprobs[i] - (RHYME_BONUS if rhyme_of[i] else 0.0))[:RANKED]
     versions = [versions[i] for i in kept]
     logprobs = yield from _read_versions(model, tokenizer, text[line_start:start], left, versions, right, after)
-    scored = [Alternative(words, prefix_logprob + value) for words, value in zip(versions, logprobs)]
+    scored = [Alternative(words, prefix_logprob + value, rhymes_with=rhyme_of[i])
+              for i, words, value in zip(kept, versions, logprobs)]
 
     first = scored[0]
-    ranked = sorted(scored, key=lambda a: -a.logprob)  # stable: the original first among equals
+    ranked = sorted(scored, key=lambda a: -a.weight)  # stable: the original first among equals
     rank = ranked.index(first) + 1
     shown = ranked[:n] if original else [a for a in ranked if a is not first][:n]
     weighed = shown if first in shown else [*shown, first]
-    shares = torch.softmax(torch.tensor([a.logprob for a in weighed], dtype=torch.float64), 0).tolist()
+    shares = torch.softmax(torch.tensor([a.weight for a in weighed], dtype=torch.float64), 0).tolist()
     for alternative, share in zip(weighed, shares):
         alternative.prob = share
         alternative.syllables, alternative.stress = rule.sounds(alternative.text, phonology)
@@ -209,6 +226,49 @@ def _doubles(words: str, neighbours: tuple[str | None, str | None]) -> bool:
     makes such echoes likely, and a songwriter asking for another word does not want the last one again."""
     found = _WORD.findall(words.lower())
     return bool(found) and (found[0] == neighbours[0] or found[-1] == neighbours[1])
+
+
+def _other_line_ends(text: str, start: int, end: int) -> list[str]:
+    """When the part ends its line (nothing but punctuation after it there): the last words of the stanza's
+    other lines, up to RHYME_LINES either side, lower-case, the nearest lines first. Otherwise none: only a
+    line's end is held to a rhyme."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    line_end = len(text) if line_end < 0 else line_end
+    if _WORD.search(text, end, line_end):
+        return []
+    breaks = [m.end() for m in _STANZA_BREAK.finditer(text, 0, line_start)]
+    stanza_start = breaks[-1] if breaks else 0
+    stanza = _STANZA_BREAK.search(text, end)
+    stanza_end = stanza.start() if stanza else len(text)
+    before = text[stanza_start:line_start].split("\n")[:-1][::-1][:RHYME_LINES]
+    after = text[line_end:stanza_end].split("\n")[1:][:RHYME_LINES]
+    found = []
+    for distance in range(RHYME_LINES):
+        for lines in (before, after):
+            words = _WORD.findall(lines[distance]) if distance < len(lines) else []
+            if words:
+                found.append(words[-1].lower())
+    return found
+
+
+def _rhyming_words(line_ends: list[str], rule: _PhraseRule, proposed: list[str]) -> list[str]:
+    """The one-word replacements that meet the constraints and rhyme with one of `line_ends`, not proposed yet:
+    a line end that keeps the stanza's rhyme may be too unlikely after the left side alone to be proposed."""
+    seen = {words.lower() for words in proposed}
+    allowed = set(rule.words)
+    found = set()
+    for line_end in line_ends:
+        found |= {word for word in rule.lexicon.rhymes(line_end) if word in allowed and word not in seen}
+    return sorted(word for word in found if rule.complete(rule.add(1, word), word))
+
+
+def _rhyme_in(words: str, line_ends: list[str], lexicon: Lexicon) -> str | None:
+    """The first of `line_ends` that the last word of `words` rhymes with (perfectly), if any."""
+    found = _WORD.findall(words.lower())
+    if not found:
+        return None
+    return next((line_end for line_end in line_ends if found[-1] in lexicon.rhymes(line_end)), None)
 
 
 def _song_words(text: str, start: int, end: int, rule: _PhraseRule, proposed: list[str]) -> list[str]:

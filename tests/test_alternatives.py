@@ -1,8 +1,8 @@
 """/v1/alternatives over the real app, and `lyricist alternatives`: other words for a part of a line, read with
 both sides. The answers are checked against what they claim: each `logprob` is the text's log probability with
 the candidate in place as /v1/score gives it, the `prob`s are the softmax of those over what is shown and the
-original, the rank counts the better candidates, and every constraint holds by this suite's own reading of
-CMUdict (tests/cmudict_reading.py). Most tests use the tiny random-weight checkpoint (its words are nonsense, but
+original (a line end that keeps the stanza's rhyme weighed e^4 more), the rank counts the better candidates, and
+every constraint holds by this suite's own reading of CMUdict (tests/cmudict_reading.py). Most tests use the tiny random-weight checkpoint (its words are nonsense, but
 every rule must hold whatever the model likes); one uses the shipped songs model."""
 
 import math
@@ -75,6 +75,40 @@ def test_probs_are_shares_of_the_shown_and_the_original_and_the_rank_counts_the_
             assert shown[original["rank"] - 1]["text"] == original["text"] and len(better) == original["rank"] - 1
         else:
             assert len(better) == len(shown) and original["text"] not in [a["text"] for a in shown]
+
+
+RHYME_WEIGHT = 4.0  # docs/api.md: a line end that rhymes with another line of its stanza
+
+
+def weight(candidate: dict) -> float:
+    return candidate["logprob"] + (RHYME_WEIGHT if candidate["rhymes_with"] else 0.0)
+
+
+def test_at_a_line_end_the_stanza_rhyme_is_named_and_weighed(client):
+    """"mill" ends the stanza's second line and "hill" its first: a candidate named as rhyming with "hill" does
+    by the dictionary, one not named does not, and the ranking and the shares are the model's log probabilities
+    with e^4 for the rhyme. Mid-line, or when the request names the rhyme itself, nothing is named."""
+    text = "The wind blew cold across the hill,\nMy true love waited by the mill"
+    mill = (text.index("mill"), text.index("mill") + 4)
+    body = alternatives(client, text=text, start=mill[0], end=mill[1], n=32, syllables=1)
+    original, shown = body["original"], body["alternatives"]
+    assert original["rhymes_with"] == "hill"
+    named = [a for a in shown if a["rhymes_with"]]
+    assert named and len(named) < len(shown), shown
+    for candidate in shown:
+        assert rhymes(candidate["text"], "hill") == (candidate["rhymes_with"] == "hill"), candidate
+    weights = [weight(a) for a in shown]
+    assert weights == sorted(weights, reverse=True)
+    weighed = shown if any(a["text"] == original["text"] for a in shown) else [*shown, original]
+    total = sum(math.exp(weight(a) - weight(original)) for a in weighed)
+    for candidate in weighed:
+        assert candidate["prob"] == pytest.approx(math.exp(weight(candidate) - weight(original)) / total, rel=1e-6)
+    for candidate in [*shown, original]:
+        expected = score_logprob(client, in_place(text, *mill, candidate["text"]))
+        assert candidate["logprob"] == pytest.approx(expected, abs=1e-3), candidate
+    mid_line = alternatives(client, text=text, start=text.index("cold"), end=text.index("cold") + 4, n=32)
+    asked = alternatives(client, text=text, start=mill[0], end=mill[1], n=32, rhymes_with="still")
+    assert not any(a["rhymes_with"] for body in (mid_line, asked) for a in [*body["alternatives"], body["original"]])
 
 
 def test_no_candidate_echoes_the_word_beside_the_part(client):
@@ -175,12 +209,17 @@ def test_the_alternatives_command(served_checkpoint, capsys):
 
 
 @pytest.mark.skipif(not (ROOT / "checkpoints" / "songs-lstm").exists(), reason="the shipped songs model is absent")
-def test_the_songs_model_finds_the_word_of_a_known_song():
-    """Ben Jonson's "Drink to me only with thine eyes": the word comes back among the first three, and no
-    candidate echoes the word beside the part ("with thine thine", which the cache alone would like)."""
-    text = "Drink to me only with thine eyes,\nAnd I will pledge with mine;\n"
-    start = text.index("eyes")
+def test_the_songs_model_finds_the_words_of_a_known_song():
+    """Ben Jonson's "Drink to me only with thine eyes": "eyes" comes back among the first three, and no candidate
+    echoes the word beside it ("with thine thine", which the cache alone would like); "wine", which ends the
+    stanza, is named as keeping its rhyme with "mine" and comes back among the ten, after a rhyme of "mine"."""
+    text = ("Drink to me only with thine eyes,\nAnd I will pledge with mine;\nOr leave a kiss but in the cup,\n"
+            "And I'll not look for wine.\n")
+    eyes, wine = text.index("eyes"), text.index("wine")
     with TestClient(create_app(Settings(models=(str(ROOT / "checkpoints" / "songs-lstm"),)))) as songs:
-        body = alternatives(songs, text=text, start=start, end=start + 4, n=10)
-    assert body["original"]["rank"] <= 3, body
-    assert "thine" not in [a["text"].lower() for a in body["alternatives"]]
+        first = alternatives(songs, text=text, start=eyes, end=eyes + 4, n=10)
+        last = alternatives(songs, text=text, start=wine, end=wine + 4, n=10)
+    assert first["original"]["rank"] <= 3, first
+    assert "thine" not in [a["text"].lower() for a in first["alternatives"]]
+    assert last["original"]["rhymes_with"] == "mine" and last["original"]["rank"] <= 10, last
+    assert last["alternatives"][0]["rhymes_with"] == "mine" and rhymes(last["alternatives"][0]["text"], "mine")

@@ -712,15 +712,19 @@ def test_selecting_words_offers_alternatives_and_one_click_puts_one_in(page, son
                                                      "n": sent["n"]}).json()
     expect(page.locator("#alternatives li")).to_have_count(len(expected["alternatives"]), timeout=WAIT_MS)
     shown = page.eval_on_selector_all("#alternatives li", "items => items.map(li => [li.dataset.text,"
-                                      " li.querySelector('.count').textContent])")
-    assert shown == [[a["text"], percent(a["prob"])] for a in expected["alternatives"]]
+                                      " li.querySelector('.count').textContent,"
+                                      " li.querySelector('.rhymes')?.textContent ?? null])")
+    # "eyes" ends its line: a candidate that rhymes with "mine", the other line's end, says so
+    assert shown == [[a["text"], percent(a["prob"]), a["rhymes_with"] and f"~ {a['rhymes_with']}"]
+                     for a in expected["alternatives"]]
+    assert any(a["rhymes_with"] == "mine" for a in expected["alternatives"])
     neighbours = api(songs_base, "/v1/neighbours", {"word": "eyes", "n": 8}).json()["neighbours"]
     expect(page.locator("#neighbours li")).to_have_count(len(neighbours), timeout=WAIT_MS)
     assert page.eval_on_selector_all("#neighbours li", "items => items.map(li => li.textContent)") == [
         n["word"] for n in neighbours]
     screenshot(page, "alternatives")
 
-    chosen = next(text for text, _ in shown if text != "eyes")
+    chosen = next(text for text, *_ in shown if text != "eyes")
     page.locator("#alternatives li", has_text=chosen).first.locator("button").click()
     revised = lyrics[:start] + chosen + lyrics[start + 4:]
     assert page.input_value("#lyrics") == revised

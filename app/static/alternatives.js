@@ -70,9 +70,11 @@ function drawAlternatives(answer, selected, body) {
     text: candidate.text,
     original: candidate.text === answer.original.text,
     facts: [["count", formatPercent(candidate.prob)],
-      ["stress", candidate.syllables == null ? "" : `${candidate.syllables} syl. ${stressMarks(candidate.stress)}`]],
+      ["stress", candidate.syllables == null ? "" : `${candidate.syllables} syl. ${stressMarks(candidate.stress)}`],
+      ...(candidate.rhymes_with ? [["rhymes", `~ ${candidate.rhymes_with}`]] : [])],
     label: `${candidate.text} — ${formatPercent(candidate.prob)}` +
       (candidate.syllables == null ? "" : `, ${plural(candidate.syllables, "syllable")}`) +
+      (candidate.rhymes_with ? `, rhymes with “${candidate.rhymes_with}”` : "") +
       `. Replace “${selected.part}” with it.`,
     choose: () => replacePart(selected, candidate.text),
   }));
