@@ -75,7 +75,7 @@ class Alternative:
     @property
     def weight(self) -> float:
         """What candidates are ranked by: the model's log probability, and the stanza's rhyme."""
-        return self.logprob + (RHYME_BONUS if self.rhymes_with else 0.0)
+        return self.logprob + _rhyme_weight(self.rhymes_with)
 
     def as_dict(self) -> dict:
         return {"text": self.text, "prob": self.prob, "syllables": self.syllables, "stress": self.stress,
@@ -194,7 +194,7 @@ def alternative_steps(
     # First every proposal with the rest of its line, then the best of them with the whole right side.
     near_logprobs = yield from _read_versions(model, tokenizer, text[line_start:start], left, versions, near, after)
     kept = [0] + sorted(range(1, len(versions)),
-                        key=lambda i: -near_logprobs[i] - (RHYME_BONUS if rhyme_of[i] else 0.0))[:RANKED]
+                        key=lambda i: -near_logprobs[i] - _rhyme_weight(rhyme_of[i]))[:RANKED]
     versions = [versions[i] for i in kept]
     logprobs = yield from _read_versions(model, tokenizer, text[line_start:start], left, versions, right, after)
     scored = [Alternative(words, prefix_logprob + value, rhymes_with=rhyme_of[i])
@@ -256,11 +256,13 @@ def _rhyming_words(line_ends: list[str], rule: _PhraseRule, proposed: list[str])
     """The one-word replacements that meet the constraints and rhyme with one of `line_ends`, not proposed yet:
     a line end that keeps the stanza's rhyme may be too unlikely after the left side alone to be proposed."""
     seen = {words.lower() for words in proposed}
-    allowed = set(rule.words)
-    found = set()
-    for line_end in line_ends:
-        found |= {word for word in rule.lexicon.rhymes(line_end) if word in allowed and word not in seen}
+    found = {word for line_end in line_ends for word in rule.lexicon.rhymes(line_end)
+             if word in rule.vocabulary and word not in seen}
     return sorted(word for word in found if rule.complete(rule.add(1, word), word))
+
+
+def _rhyme_weight(rhymes_with: str | None) -> float:
+    return RHYME_BONUS if rhymes_with else 0.0
 
 
 def _rhyme_in(words: str, line_ends: list[str], lexicon: Lexicon) -> str | None:
