@@ -1,7 +1,7 @@
 """Does `/v1/alternatives` find a word taken out of a real line? Against `/v1/predict` reading the left only (issue 28).
 
     python bench/alternatives.py [--model checkpoints/songs-lstm] [--text data/songs/valid.txt] [--cases 200]
-                                 [--seed 0] [--threads 2] [--ceiling]
+                                 [--seed 0] [--threads 2] [--ceiling] [--stress]
 
 Each case: a song of the text (songs are separated by two blank lines), a lyric line of it, and a word of that
 line the dictionary knows (letters and apostrophes, a known pronunciation), all drawn at random with `--seed`.
@@ -13,8 +13,16 @@ song up to the end of that stanza, at most 2,000 characters before the gap. Then
 - predict: `/v1/predict`'s under the same constraint (songwriting.tasks.predict_words), the text before the gap,
   top 10.
 
-A hit: the word is among the 10, case aside. Prints both hit rates, their ratio, and the latency of the
-alternatives (in process: the service adds its queue and JSON). Run on an otherwise idle machine for timings.
+A hit: the word is among the 10, case aside. Prints both hit rates, their ratio, the same split by the kind of
+word (a function word of this file's list or not; one syllable or more; at a line's end or inside it), the
+latency of the
+alternatives (in process: the service adds its queue and JSON), and the share of the alternatives returned that
+meet the constraints by the test suite's own reading of CMUdict (tests/cmudict_reading.py, not the project's
+phonology). Run on an otherwise idle machine for timings.
+
+`--stress` asks the alternatives for the word's stress pattern too (its first pronunciation in that reading),
+as a songwriter keeping a line's meter would; `/v1/predict` takes no stress, so its 200 likeliest words with the
+count are cut to those fitting the pattern, and the first 10 of them count.
 
 `--ceiling` also asks for alternatives to the word in place (the part is the word itself, so the original is
 always read with both sides and ranked) and prints how often the word itself ranks among the 10 best of the
@@ -36,9 +44,17 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.cmudict_reading import cmudict, meets_stress, syllable_sums  # noqa: E402
+
 SEPARATOR = "\n\n\n"
 LEFT_CHARS = 2000
 WORD = re.compile(r"[A-Za-z']+")
+# Words that carry grammar rather than meaning: articles, conjunctions, prepositions, pronouns, auxiliaries.
+FUNCTION_WORDS = frozenset("""a an the and or but nor if then than as of to with from at by in on into onto upon
+unto for so i me my mine we us our you your thou thee thy thine he him his she her it its they them their this that
+these those is am are was were be been being have has had do does did will would shall should can could may might
+must not no o oh all some any what who whom which when where how why there here up down out off""".split())
 
 
 def draw_cases(text: str, count: int, seed: int, phonology) -> list[tuple[str, int, str, int, str, int]]:
@@ -86,6 +102,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ceiling", action="store_true", help="also rank the word itself in place (see above)")
+    parser.add_argument("--stress", action="store_true", help="ask for the word's stress pattern too")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -103,36 +120,69 @@ def main() -> None:
     cases = draw_cases(Path(args.text).read_text(encoding="utf-8"), args.cases, args.seed, phonology)
     prompts = PromptCache(model)
     hits = {"alternatives": 0, "predict": 0, "ceiling": 0}
+    returned = meeting = 0
+    kinds: dict[str, list[int]] = {}  # kind of word -> [cases, alternatives' hits, predict's hits]
     seconds = []
     for number, (text, gap, word, syllables, written, word_at) in enumerate(cases, 1):
+        stress = cmudict()[word.lower()][0].stress if args.stress else None
         began = time.perf_counter()
         result = generate_alternatives(model, tokenizer, lexicon, phonology, text, gap, gap, vocabulary, n=10,
-                                       syllables=syllables, prompts=prompts)
+                                       syllables=syllables, stress=stress, prompts=prompts)
         seconds.append(time.perf_counter() - began)
-        hits["alternatives"] += word.lower() in {a.text.lower() for a in result.alternatives}
+        for alternative in result.alternatives:
+            returned += 1
+            meeting += meets_constraints(alternative.text, syllables, stress)
+        found = word.lower() in {a.text.lower() for a in result.alternatives}
+        hits["alternatives"] += found
         left = text[:gap].rstrip(" ")
-        predicted = run_to_end(tasks.predict_words(model, tokenizer, left, 10, 1.0, None, "perfect", syllables,
-                                                   prompts=prompts))
-        hits["predict"] += word.lower() in {w.lower() for w, _ in predicted.prediction.distribution}
+        predicted = run_to_end(tasks.predict_words(model, tokenizer, left, 200 if stress else 10, 1.0, None,
+                                                   "perfect", syllables, prompts=prompts))
+        # /v1/predict takes no stress: its list is cut to the words that fit the pattern
+        fitting = [w.lower() for w, _ in predicted.prediction.distribution
+                   if stress is None or meets_constraints(w, syllables, stress)]
+        predicted_it = word.lower() in fitting[:10]
+        hits["predict"] += predicted_it
+        line_rest = written[word_at + len(word):].split("\n", 1)[0]
+        for kind in ("function word" if word.lower() in FUNCTION_WORDS else "other word",
+                     "one syllable" if syllables == 1 else "two or more syllables",
+                     "inside a line" if WORD.search(line_rest) else "at a line's end"):
+            tally = kinds.setdefault(kind, [0, 0, 0])
+            tally[0] += 1
+            tally[1] += found
+            tally[2] += predicted_it
         if args.ceiling:
             ranked = generate_alternatives(model, tokenizer, lexicon, phonology, written, word_at, word_at + len(word),
-                                           vocabulary, n=10, syllables=syllables, prompts=prompts)
+                                           vocabulary, n=10, syllables=syllables, stress=stress, prompts=prompts)
             hits["ceiling"] += ranked.rank <= 10
         if number % 20 == 0:
             print(f"  {number} cases: alternatives {hits['alternatives'] / number:.1%}, predict "
                   f"{hits['predict'] / number:.1%}", file=sys.stderr)
     n = len(cases)
     a, p = hits["alternatives"] / n, hits["predict"] / n
+    asked = "its syllables and stress" if args.stress else "its syllables"
     print(f"cases: {n} (seed {args.seed}) from {args.text}, model {checkpoint.name}")
-    print(f"in the top 10, /v1/alternatives (insert, its syllables): {a:.1%}")
-    print(f"in the top 10, /v1/predict (left only, its syllables):    {p:.1%}")
+    print(f"in the top 10, /v1/alternatives (insert, {asked}): {a:.1%}")
+    print(f"in the top 10, /v1/predict (left only, {asked}):    {p:.1%}")
     print(f"ratio: {a / p:.2f}x" if p else "ratio: -")
+    for kind, (count, kind_found, kind_predicted) in sorted(kinds.items()):
+        print(f"  {kind}: {count} cases, alternatives {kind_found / count:.1%}, predict {kind_predicted / count:.1%}"
+              + (f" ({kind_found / kind_predicted:.2f}x)" if kind_predicted else ""))
     if args.ceiling:
         print(f"the word itself in place, among the 10 best of the candidates and itself:  {hits['ceiling'] / n:.1%}")
+    print(f"alternatives meeting the constraints by an independent reading of CMUdict: {meeting}/{returned} "
+          f"({meeting / max(returned, 1):.1%})")
     ordered = sorted(seconds)
     print(f"alternatives latency: p50 {statistics.median(ordered):.2f} s, p90 {ordered[int(0.9 * (n - 1))]:.2f} s "
           f"({args.threads} threads, in process)")
     print("reproduce: python " + " ".join(shlex.quote(a) for a in ["bench/alternatives.py", *sys.argv[1:]]))
+
+
+def meets_constraints(text: str, syllables: int, stress: str | None) -> bool:
+    """Every word in the dictionary, some choice of pronunciations giving the count, and (if asked) the pattern."""
+    try:
+        return syllables in syllable_sums(text) and (stress is None or meets_stress(text, stress))
+    except AssertionError:  # a word the dictionary lacks
+        return False
 
 
 if __name__ == "__main__":

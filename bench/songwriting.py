@@ -17,6 +17,10 @@ lyrics before the real line as the prompt, and prints:
 - latency per line, p50 and p95;
 - the baselines: how often unconstrained sampling meets the same constraints, and
   so how many samples rejection sampling needs on average per line;
+- with `--meter`, each line is also asked for in a meter the real line fits (the first of iambic, trochaic,
+  anapestic, dactylic, cut to its syllable count, that it meets by the rule of docs/api.md), lines that fit
+  none are passed over, and the stress is checked as well: some choice of one pronunciation per word meets
+  the pattern (tests/cmudict_reading.py, the test suite's reading of the file, not the project's);
 - the lines' quality over all `--candidates` lines of each request (3, as the demo
   page asks): the share ending on a function word (an article, a conjunction, a
   preposition, a possessive: this file's own list) and on an odd coinage (a
@@ -26,6 +30,7 @@ lyrics before the real line as the prompt, and prints:
 
     python bench/songwriting.py                                  # the songs model, 200 lines
     python bench/songwriting.py --model checkpoints/shakespeare-lstm --lines 20 --samples 16
+    python bench/songwriting.py --meter --lines 100 --samples 4            # the stress constraint too
 
 The lines come from the service: the script starts `lyricist serve --model MODEL`
 (bench/processes.py, as bench/serving.py does) and asks `POST /v1/lines` for each,
@@ -52,6 +57,7 @@ import torch  # noqa: E402
 from processes import start_server  # noqa: E402
 
 from lyricist.model import SamplingParams, load_checkpoint  # noqa: E402
+from tests.cmudict_reading import meets_stress  # noqa: E402
 
 VALID = ROOT / "data" / "songs" / "valid.txt"
 CMUDICT = ROOT / "songwriting" / "cmudict" / "cmudict.dict"
@@ -119,17 +125,32 @@ class Dictionary:
         words = self.words(line)
         return words[-1] if words else None
 
-    def meets(self, line: str, syllables: int, rhymes_with: str | None) -> dict[str, bool]:
+    def meets(self, line: str, syllables: int, rhymes_with: str | None, stress: str | None = None
+              ) -> dict[str, bool]:
         syl = self.known(line) and syllables in self.syllable_sums(line)
         rhyme = rhymes_with is None or (self.known(line) and self.rhymes(self.end_word(line), rhymes_with))
-        return {"syllables": syl, "rhyme": rhyme, "both": syl and rhyme}
+        metre = stress is None or (self.known(line) and meets_stress(line, stress))
+        return {"syllables": syl, "rhyme": rhyme, "stress": metre, "both": syl and rhyme and metre}
+
+
+FEET = {"iambic": "01", "trochaic": "10", "anapestic": "001", "dactylic": "100"}
+
+
+def meter_of(line: str, syllables: int) -> str | None:
+    """The first foot's pattern, cut to `syllables`, that the real line meets; None when it fits none."""
+    for foot in FEET.values():
+        pattern = (foot * syllables)[:syllables]
+        if meets_stress(line, pattern):
+            return pattern
+    return None
 
 
 # -- the tasks --------------------------------------------------------------------------------
 
 
-def tasks(text: str, dictionary: Dictionary, count: int) -> list[dict]:
-    """Real lines with the constraints they meet, spread evenly over the split."""
+def tasks(text: str, dictionary: Dictionary, count: int, meter: bool = False) -> list[dict]:
+    """Real lines with the constraints they meet, spread evenly over the split; with `meter`, only lines that
+    fit a foot, each with its pattern."""
     found = []
     for song in text.strip("\n").split("\n\n\n"):
         before = ""
@@ -142,10 +163,12 @@ def tasks(text: str, dictionary: Dictionary, count: int) -> list[dict]:
                     partner = next((dictionary.end_word(lines[j]) for j in range(i - 1, -1, -1)
                                     if dictionary.known(lines[j]) and dictionary.rhymes(end, dictionary.end_word(lines[j]))),
                                    None)
-                    if 4 <= syllables <= 16 and partner is not None:
+                    stress = meter_of(line, syllables) if meter else None
+                    if 4 <= syllables <= 16 and partner is not None and (stress or not meter):
                         prompt = (before + "\n".join(lines[:i]) + "\n")[-PROMPT_CHARS:]
                         prompt = prompt[prompt.find("\n") + 1:] if len(prompt) == PROMPT_CHARS else prompt
-                        found.append({"prompt": prompt, "real": line, "syllables": syllables, "rhymes_with": partner})
+                        found.append({"prompt": prompt, "real": line, "syllables": syllables, "rhymes_with": partner,
+                                      "stress": stress})
             before += stanza + "\n\n"
     step = max(1, len(found) // count)
     return found[::step][:count]
@@ -166,10 +189,11 @@ class InProcessLines:
         self._generate = generate_lines
 
     def lines(self, prompt: str, syllables: int, rhymes_with: str | None, temperature: float, seed: int,
-              n: int = 1) -> list[dict]:
+              n: int = 1, stress: str | None = None) -> list[dict]:
         ck = self.checkpoint
         result = self._generate(ck.model, ck.tokenizer, self.lexicon, prompt, n=n, syllables=syllables,
-                                rhymes_with=rhymes_with, params=SamplingParams(temperature=temperature, seed=seed))
+                                rhymes_with=rhymes_with, params=SamplingParams(temperature=temperature, seed=seed),
+                                stress=stress)
         return [line.as_dict() for line in result.lines]
 
 
@@ -180,12 +204,14 @@ class HttpLines:
         self.base_url, self.model = base_url.rstrip("/"), model
 
     def lines(self, prompt: str, syllables: int, rhymes_with: str | None, temperature: float, seed: int,
-              n: int = 1) -> list[dict]:
+              n: int = 1, stress: str | None = None) -> list[dict]:
         import httpx
 
         body = {"prompt": prompt, "n": n, "syllables": syllables, "temperature": temperature, "seed": seed}
         if rhymes_with:
             body["rhymes_with"] = rhymes_with
+        if stress:
+            body["stress"] = stress
         if self.model:
             body["model"] = self.model
         response = httpx.post(f"{self.base_url}/v1/lines", json=body, timeout=120)
@@ -261,6 +287,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads of the server and of this script (0: the server's own choice)")
+    parser.add_argument("--meter", action="store_true", help="ask each line in a meter the real line fits too")
     parser.add_argument("--in-process", action="store_true", help="call the generator here, not the service")
     parser.add_argument("--server-log", default=None, help="write the server's output here (default: discard)")
     parser.add_argument("--json", default=None, help="write the figures and every line here")
@@ -288,29 +315,29 @@ def run(args: argparse.Namespace, base: str | None) -> None:
     dictionary = Dictionary(cmudict)
     checkpoint = load_checkpoint(args.model)
     model, tokenizer = checkpoint.model.eval(), checkpoint.tokenizer
-    work = tasks(Path(args.valid).read_text(encoding="utf-8"), dictionary, args.lines)
+    work = tasks(Path(args.valid).read_text(encoding="utf-8"), dictionary, args.lines, args.meter)
     client = InProcessLines(checkpoint) if base is None else HttpLines(base)
     client.lines(work[0]["prompt"], 6, None, args.temperature, 0)  # warm-up: the dictionary, tables, caches
 
     records = []
     latencies, failures = [], []
-    met = {"syllables": 0, "rhyme": 0, "both": 0}
+    met = {"syllables": 0, "rhyme": 0, "stress": 0, "both": 0}
     constrained_nats = constrained_chars = 0.0
     free_nats = free_chars = 0.0
-    free_met = {"syllables": 0, "rhyme": 0, "both": 0}
+    free_met = {"syllables": 0, "rhyme": 0, "stress": 0, "both": 0}
     free_count = 0
-    quality = {"candidates": 0, "function_word_end": 0, "odd_end": 0, "repeated_opening": 0}
+    quality = {"candidates": 0, "function_word_end": 0, "odd_end": 0, "repeated_opening": 0, "meeting_all": 0}
     for index, task in enumerate(work):
         started = time.perf_counter()
         try:
             lines = client.lines(task["prompt"], task["syllables"], task["rhymes_with"], args.temperature,
-                                 args.seed + index, n=args.candidates)
+                                 args.seed + index, n=args.candidates, stress=task["stress"])
         except Exception as error:  # a 422 counts as not meeting the constraints
             lines, error_text = [], f"{type(error).__name__}: {error}"
         else:
             error_text = None
         latencies.append(time.perf_counter() - started)
-        record = {**{k: task[k] for k in ("real", "syllables", "rhymes_with")}, "error": error_text}
+        record = {**{k: task[k] for k in ("real", "syllables", "rhymes_with", "stress")}, "error": error_text}
         openings = [tuple(w.lower() for w in WORD.findall(line["text"])[:3]) for line in lines]
         for line, opening in zip(lines, openings):
             end = (WORD.findall(line["text"]) or [""])[-1].lower()
@@ -318,9 +345,11 @@ def run(args: argparse.Namespace, base: str | None) -> None:
             quality["function_word_end"] += end in ENDLESS and end != (task["rhymes_with"] or "").lower()
             quality["odd_end"] += dictionary.odd_end(line["text"])
             quality["repeated_opening"] += openings.count(opening) > 1
+            quality["meeting_all"] += dictionary.meets(line["text"], task["syllables"], task["rhymes_with"],
+                                                       task["stress"])["both"]
         if lines:
             text = lines[0]["text"]
-            verdict = dictionary.meets(text, task["syllables"], task["rhymes_with"])
+            verdict = dictionary.meets(text, task["syllables"], task["rhymes_with"], task["stress"])
             nats, chars = score_line(model, tokenizer, task["prompt"], text)
             constrained_nats += nats
             constrained_chars += chars
@@ -334,13 +363,14 @@ def run(args: argparse.Namespace, base: str | None) -> None:
             nats, chars = score_line(model, tokenizer, task["prompt"], text)
             free_nats += nats
             free_chars += chars
-            verdict = dictionary.meets(text, task["syllables"], task["rhymes_with"])
+            verdict = dictionary.meets(text, task["syllables"], task["rhymes_with"], task["stress"])
             for key in free_met:
                 free_met[key] += verdict[key]
         free_count += len(samples)
         record["unconstrained_example"] = samples[0] if samples else None
         records.append(record)
-        print(f"[{index + 1}/{len(work)}] {latencies[-1]:.2f}s {task['syllables']} syl ~ {task['rhymes_with']!r}: "
+        print(f"[{index + 1}/{len(work)}] {latencies[-1]:.2f}s {task['syllables']} syl {task['stress'] or ''} "
+              f"~ {task['rhymes_with']!r}: "
               f"{record.get('line', error_text)!r} {record.get('verdict', {}).get('both')}", file=sys.stderr)
 
     total = len(work)
@@ -350,7 +380,7 @@ def run(args: argparse.Namespace, base: str | None) -> None:
     real_ends = [(WORD.findall(task["real"]) or [""])[-1].lower() for task in work]
     shown = max(quality["candidates"], 1)
     figures = {
-        "model": str(args.model), "lines": total, "temperature": args.temperature,
+        "model": str(args.model), "lines": total, "temperature": args.temperature, "meter": args.meter,
         "served": base is not None,
         "constraint_rate": {k: met[k] / total for k in met},
         "errors": len(failures),
@@ -366,6 +396,7 @@ def run(args: argparse.Namespace, base: str | None) -> None:
         "odd_end": {"candidates": quality["odd_end"] / shown,
                     "real_lines": sum(dictionary.odd_end(task["real"]) for task in work) / total},
         "repeated_opening": quality["repeated_opening"] / shown,
+        "candidates_meeting_every_constraint": quality["meeting_all"] / shown,
     }
     print(json.dumps(figures, indent=2))
     if args.json:
