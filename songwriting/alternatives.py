@@ -87,7 +87,7 @@ class AlternativesResult:
     original: Alternative
     rank: int  # the original's place among every candidate ranked and itself, from 1
     alternatives: list[Alternative]  # best first; the original among them when it ranks in (and is not empty)
-    prompt_tokens: int  # pieces read once (the start marker, the text before the part's line, shared pieces)
+    prompt_tokens: int  # the pieces of the text read, as given: its start marker, up to where the reading ends
     rows: int  # model rows spent proposing
 
 
@@ -209,7 +209,8 @@ def alternative_steps(
     for alternative, share in zip(weighed, shares):
         alternative.prob = share
         alternative.syllables, alternative.stress = rule.sounds(alternative.text, phonology)
-    return AlternativesResult(first, rank, shown, len(before), rows)
+    read = len(tokenizer.encode(text[:end] + right, add_bos=True))
+    return AlternativesResult(first, rank, shown, read, rows)
 
 
 def _neighbours(text: str, start: int, end: int) -> tuple[str | None, str | None]:

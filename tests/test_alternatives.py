@@ -160,6 +160,8 @@ def test_only_the_stanza_of_the_part_is_read_after_it(client):
     one = alternatives(client, text=STANZA, start=COLD[0], end=COLD[1], n=5)
     more = alternatives(client, text=STANZA + "\n\nAnother verse begins\nAnd ends", start=COLD[0], end=COLD[1], n=5)
     assert one == more
+    scored = client.post("/v1/score", json={"text": STANZA}).json()
+    assert one["usage"]["prompt_tokens"] == scored["tokens"] + 1  # the stanza's pieces and the start marker
 
 
 BAD = [({"start": 999}, "start", "0 to"), ({"start": -1}, "start", "greater than or equal to 0"),
