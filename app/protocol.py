@@ -512,6 +512,7 @@ class ModelCard(BaseModel):
     default: bool
     trained_on: str | None = None
     val_nats_per_char: float | None = None
+    start: str | None = None  # the context every text is read after (docs/api.md, "The start of a text")
 
 
 class ModelList(BaseModel):

@@ -1,7 +1,7 @@
 """Does `/v1/alternatives` find a word taken out of a real line? Against `/v1/predict` reading the left only (issue 28).
 
     python bench/alternatives.py [--model checkpoints/songs-lstm] [--text data/songs/valid.txt] [--cases 200]
-                                 [--seed 0] [--threads 2] [--ceiling] [--stress]
+                                 [--seed 0] [--threads 2] [--ceiling] [--stress] [--lyrics | --stanza]
 
 Each case: a song of the text (songs are separated by two blank lines), a lyric line of it, and a word of that
 line the dictionary knows (letters and apostrophes, a known pronunciation), all drawn at random with `--seed`.
@@ -23,6 +23,10 @@ phonology). Run on an otherwise idle machine for timings.
 `--stress` asks the alternatives for the word's stress pattern too (its first pronunciation in that reading),
 as a songwriter keeping a line's meter would; `/v1/predict` takes no stress, so its 200 likeliest words with the
 count are cut to those fitting the pattern, and the first 10 of them count.
+
+`--lyrics` drops each song's `SONG:` title line first, so a text is lyrics alone, as a songwriter types them (the
+same cases are drawn: title lines are never drawn from). `--stanza` gives the gap's stanza alone, without the
+song before it (the same cases again): the text a songwriter has when revising a new song's first verse.
 
 `--ceiling` also asks for alternatives to the word in place (the part is the word itself, so the original is
 always read with both sides and ranked) and prints how often the word itself ranks among the 10 best of the
@@ -57,10 +61,14 @@ these those is am are was were be been being have has had do does did will would
 must not no o oh all some any what who whom which when where how why there here up down out off""".split())
 
 
-def draw_cases(text: str, count: int, seed: int, phonology) -> list[tuple[str, int, str, int, str, int]]:
+def draw_cases(text: str, count: int, seed: int, phonology, lyrics: bool = False, stanza: bool = False
+               ) -> list[tuple[str, int, str, int, str, int]]:
     """(text with the gap, offset of the gap, the word, its syllables, the text as written, the word's offset
-    there) for `count` random cases."""
+    there) for `count` random cases; `lyrics`: each song without its title line; `stanza`: the gap's stanza
+    alone."""
     songs = [song for song in text.split(SEPARATOR) if song.strip()]
+    if lyrics or stanza:
+        songs = [song.split("\n", 1)[1] if song.startswith("SONG:") else song for song in songs]
     rng = random.Random(seed)
     cases = []
     while len(cases) < count:
@@ -88,6 +96,8 @@ def draw_cases(text: str, count: int, seed: int, phonology) -> list[tuple[str, i
         stanza_end = song.find("\n\n", end)
         stanza_end = len(song) if stanza_end < 0 else stanza_end
         left_from = max(0, start - LEFT_CHARS)
+        if stanza:
+            left_from = max(left_from, song.rfind("\n\n", 0, start) + 2 if "\n\n" in song[:start] else 0)
         gapped = song[left_from:start] + song[end:stanza_end]
         cases.append((gapped, start - left_from, word, prons[0].syllables, song[left_from:stanza_end],
                       at + match.start() - left_from))
@@ -103,6 +113,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ceiling", action="store_true", help="also rank the word itself in place (see above)")
     parser.add_argument("--stress", action="store_true", help="ask for the word's stress pattern too")
+    given = parser.add_mutually_exclusive_group()
+    given.add_argument("--lyrics", action="store_true", help="drop the songs' title lines (see above)")
+    given.add_argument("--stanza", action="store_true", help="give the gap's stanza alone (see above)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -117,7 +130,8 @@ def main() -> None:
     model, tokenizer = checkpoint.model.eval(), checkpoint.tokenizer
     lexicon, phonology = tasks.prepare(tokenizer), Phonology.load()
     vocabulary = tasks.end_words(checkpoint)
-    cases = draw_cases(Path(args.text).read_text(encoding="utf-8"), args.cases, args.seed, phonology)
+    cases = draw_cases(Path(args.text).read_text(encoding="utf-8"), args.cases, args.seed, phonology, args.lyrics,
+                       args.stanza)
     prompts = PromptCache(model)
     hits = {"alternatives": 0, "predict": 0, "ceiling": 0}
     returned = meeting = 0
@@ -160,7 +174,8 @@ def main() -> None:
     n = len(cases)
     a, p = hits["alternatives"] / n, hits["predict"] / n
     asked = "its syllables and stress" if args.stress else "its syllables"
-    print(f"cases: {n} (seed {args.seed}) from {args.text}, model {checkpoint.name}")
+    titles = ", the stanza alone" if args.stanza else ", title lines dropped" if args.lyrics else ""
+    print(f"cases: {n} (seed {args.seed}) from {args.text}{titles}, model {checkpoint.name}")
     print(f"in the top 10, /v1/alternatives (insert, {asked}): {a:.1%}")
     print(f"in the top 10, /v1/predict (left only, {asked}):    {p:.1%}")
     print(f"ratio: {a / p:.2f}x" if p else "ratio: -")

@@ -118,17 +118,12 @@ def tune(model: LanguageModel, tokenizer: Tokenizer, text: str, windows=WINDOWS,
 def save_cache_settings(directory: str | Path, cache: CacheConfig, about: dict) -> Path:
     """Store the cache's settings in a checkpoint's model config, atomically, keeping every other file; the
     figures that chose them go in `cache_tuning.json` beside them."""
-    from .checkpoint import MANIFEST_FILE, REQUIRED_FILES, load_checkpoint, read_extra_file, save_checkpoint
+    from .checkpoint import rewrite_checkpoint
 
-    checkpoint = load_checkpoint(directory)
-    manifest = json.loads((Path(directory) / MANIFEST_FILE).read_text())["files"]
-    extra = {name: read_extra_file(directory, name) for name in manifest if name not in REQUIRED_FILES}
     tried = ",\n  ".join(json.dumps(row) for row in about.get("tried", []))  # a row a line: diffs stay readable
     text = json.dumps({**about, "tried": []}, indent=1)
-    extra[TUNING_FILE] = (text.replace('"tried": []', f'"tried": [\n  {tried}\n ]') + "\n").encode()
-    model = checkpoint.model
-    model.config = dataclasses.replace(model.config, cache=cache)
-    return save_checkpoint(directory, model, checkpoint.tokenizer, checkpoint.training, extra)
+    figures = (text.replace('"tried": []', f'"tried": [\n  {tried}\n ]') + "\n").encode()
+    return rewrite_checkpoint(directory, {TUNING_FILE: figures}, cache=cache)
 
 
 TUNING_FILE = "cache_tuning.json"

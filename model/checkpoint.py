@@ -8,6 +8,7 @@ is ever unpickled.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -49,6 +50,12 @@ class Checkpoint:
     @property
     def name(self) -> str:
         return self.path.name if self.path else "model"
+
+    @property
+    def start_text(self) -> str | None:
+        """The context every text is read after at inference (docs/model.md), None when there is none."""
+        start = self.model.config.start
+        return self.tokenizer.decode(start[1:]) if len(start) > 1 else None
 
 
 def save_checkpoint(
@@ -145,6 +152,19 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     _load_weights(model, directory / WEIGHTS_FILE, contents[WEIGHTS_FILE])
     model.eval()
     return Checkpoint(model, tokenizer, config.get("training") or {}, requested)
+
+
+def rewrite_checkpoint(directory: str | Path, files: Mapping[str, bytes] | None = None,
+                       **model_config: Any) -> Path:
+    """Add (or replace) extra `files` in a checkpoint and change fields of its model config, atomically,
+    keeping every other file: what is set after training (the cache, the start context, statistics)."""
+    checkpoint = load_checkpoint(directory)
+    manifest = _read_manifest(_readable_path(Path(directory)))
+    extra = {name: read_extra_file(directory, name) for name in manifest if name not in REQUIRED_FILES}
+    extra.update(files or {})
+    model = checkpoint.model
+    model.config = dataclasses.replace(model.config, **model_config)
+    return save_checkpoint(directory, model, checkpoint.tokenizer, checkpoint.training, extra)
 
 
 def read_extra_file(directory: str | Path, name: str) -> bytes:

@@ -5,10 +5,11 @@ none of them by name."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from importlib.metadata import entry_points
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, rewrite_checkpoint
 from .generation import generate
 from .sampling import SamplingParams
 
@@ -66,6 +67,31 @@ def _run_generate(args: argparse.Namespace) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
     sys.stdout.write("\n")
+
+
+def add_start_command(subcommands: argparse._SubParsersAction) -> None:
+    p = subcommands.add_parser("start", help="show or set the context a checkpoint reads every text after")
+    p.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory (rewritten atomically)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--text", metavar="TEXT", help=r"the context, \n for a line break (docs/model.md)")
+    what.add_argument("--none", action="store_true", help="read every text from the start marker alone")
+    p.set_defaults(run=_run_start)
+
+
+def _run_start(args: argparse.Namespace) -> None:
+    checkpoint = load_checkpoint(args.model)
+    tokenizer = checkpoint.tokenizer
+    if args.none:
+        rewrite_checkpoint(args.model, start=[])
+    elif args.text is not None:
+        context = re.sub(r"\\(n|t|\\)", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], args.text)
+        pieces = tokenizer.encode(context)
+        if not pieces:
+            raise ValueError("--text must hold at least one piece of text; --none reads from the marker alone")
+        rewrite_checkpoint(args.model, start=[tokenizer.bos_id, *pieces])
+    start = load_checkpoint(args.model).start_text
+    shown = repr(start) if start is not None else "none (the start marker alone)"
+    print(f"{args.model}: every text is read after {shown}")
 
 
 if __name__ == "__main__":

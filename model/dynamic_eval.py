@@ -153,14 +153,10 @@ def mean_squares(model: LanguageModel, stats: dict[str, Tensor]) -> dict[str, Te
 def save_statistics(directory: str | Path, stats: dict[str, Tensor], settings: DynamicSettings,
                     about: dict | None = None) -> Path:
     """Add (or replace) the statistics and settings in a checkpoint, atomically, keeping every other file."""
-    from .checkpoint import MANIFEST_FILE, REQUIRED_FILES, load_checkpoint, read_extra_file, save_checkpoint
+    from .checkpoint import load_checkpoint, rewrite_checkpoint
 
-    checkpoint = load_checkpoint(directory)
-    mean_squares(checkpoint.model, stats)  # refuse statistics that do not fit the model
-    manifest = json.loads((Path(directory) / MANIFEST_FILE).read_text())["files"]
-    extra = {name: read_extra_file(directory, name) for name in manifest if name not in REQUIRED_FILES}
-    extra[STATS_FILE] = statistics_bytes(stats, settings, about)
-    return save_checkpoint(directory, checkpoint.model, checkpoint.tokenizer, checkpoint.training, extra)
+    mean_squares(load_checkpoint(directory).model, stats)  # refuse statistics that do not fit the model
+    return rewrite_checkpoint(directory, {STATS_FILE: statistics_bytes(stats, settings, about)})
 
 
 def statistics_bytes(stats: dict[str, Tensor], settings: DynamicSettings, about: dict | None = None) -> bytes:

@@ -78,6 +78,9 @@ class ModelConfig:
     dropout: DropoutConfig = field(default_factory=DropoutConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)  # set by tuning, not training (model/memory.py)
+    # At inference, what the start marker stands for: the marker, then the pieces every text is read after (a
+    # song's title line); [] or the marker alone: none. Set after training (docs/model.md, "The start of a text").
+    start: list[int] = field(default_factory=list)
 
     def __post_init__(self):
         if isinstance(self.dropout, dict):
@@ -98,6 +101,9 @@ class ModelConfig:
             problems.append(f"cache.match_lam must be in [0, 1) (0 = no match share), got {self.cache.match_lam!r}")
         if not isinstance(self.cache.match_cosine, (int, float)) or not -1 <= self.cache.match_cosine <= 1:
             problems.append(f"cache.match_cosine must be in [-1, 1], got {self.cache.match_cosine!r}")
+        if not isinstance(self.start, list) or not all(
+                isinstance(p, int) and not isinstance(p, bool) and 0 <= p < self.vocab_size for p in self.start):
+            problems.append(f"start must be a list of piece ids from 0 to vocab_size - 1, got {self.start!r}")
         if self.cell not in CELLS:
             problems.append(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         for name in ("vocab_size", "layers", "embedding_size", "hidden_size"):
@@ -211,6 +217,7 @@ class LanguageModel(nn.Module):
         self.attention = Attention(c.hidden_size, c.attention.window) if c.attention.window else None
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         nn.init.zeros_(self.decoder.bias)
+        self._start_states: dict[tuple, State] = {}  # `initial_state`'s, by the weights they were read with
 
     @property
     def device(self) -> torch.device:
@@ -222,7 +229,23 @@ class LanguageModel(nn.Module):
 
     def initial_state(self, batch_size: int, mix_cache: bool = True) -> State:
         """The state before any text; `mix_cache` False: for writing (without the ring when only the cache
-        would read it)."""
+        would read it). At inference with a start context (`config.start`), the state after its marker and its
+        pieces but the last: `features` reads a text's marker as that last piece, so every text is read as if
+        it followed the context. Training reads from zeros, as it always has."""
+        if self.training or len(self.config.start) < 2:
+            return self._zero_state(batch_size, mix_cache)
+        # Kept while the weights are the ones it was read with (an in-place change of a weight bumps its version):
+        # reading the context costs a request milliseconds. Made outside inference mode, so that a caller that
+        # takes gradients (dynamic evaluation) can start from it too.
+        key = (mix_cache, tuple(self.config.start), tuple((p.data_ptr(), p._version) for p in self.parameters()))
+        if key not in self._start_states:
+            with torch.inference_mode(False), torch.no_grad():
+                context = self.tokens([self.config.start[:-1]])
+                start = self._features(context, self._zero_state(1, mix_cache), mix_cache=mix_cache).state
+            self._start_states = {**{k: v for k, v in self._start_states.items() if k[2] == key[2]}, key: start}
+        return self._start_states[key].rows([0] * batch_size)
+
+    def _zero_state(self, batch_size: int, mix_cache: bool) -> State:
         c = self.config
         rnn = self.embedding.weight.new_zeros(c.layers, c.state_parts, batch_size, c.hidden_size)
         if not c.keeps_memory(mix_cache):
@@ -241,6 +264,13 @@ class LanguageModel(nn.Module):
         `in_place`: the memory's ring may be written where it is (a caller that owns its state and drops the
         old one: the engine's batch); otherwise the state passed in is never changed. `mix_cache` False: the
         continuous cache recalls nothing (the memory is kept all the same)."""
+        start = self.config.start
+        if not self.training and len(start) > 1:  # the marker stands for the start context's last piece
+            tokens = tokens.masked_fill(tokens == start[0], start[-1])
+        return self._features(tokens, state, block_rows, in_place, mix_cache)
+
+    def _features(self, tokens: Tensor, state: State | None = None, block_rows: int | None = STEP_BLOCK_ROWS,
+                  in_place: bool = False, mix_cache: bool = True) -> Features:
         if state is None:
             state = self.initial_state(tokens.shape[0], mix_cache)
         elif state.memory is None and self.config.keeps_memory(mix_cache):

@@ -41,10 +41,6 @@ def read_words(directory: str | Path | None) -> dict[str, int] | None:
 
 def save_words(directory: str | Path, text: str, about: dict) -> Path:
     """Add (or replace) the training words of a checkpoint, atomically, keeping every other file."""
-    from .checkpoint import MANIFEST_FILE, REQUIRED_FILES, load_checkpoint, read_extra_file, save_checkpoint
+    from .checkpoint import rewrite_checkpoint
 
-    checkpoint = load_checkpoint(directory)
-    manifest = json.loads((Path(directory) / MANIFEST_FILE).read_text())["files"]
-    extra = {name: read_extra_file(directory, name) for name in manifest if name not in REQUIRED_FILES}
-    extra[WORDS_FILE] = words_bytes(count_words(text), about)
-    return save_checkpoint(directory, checkpoint.model, checkpoint.tokenizer, checkpoint.training, extra)
+    return rewrite_checkpoint(directory, {WORDS_FILE: words_bytes(count_words(text), about)})

@@ -39,6 +39,7 @@ def test_health_readiness_and_models(client):
     assert card["id"] == "tiny-lstm" and card["default"] is True and card["object"] == "model"
     assert card["cell"] == "lstm" and card["hidden_size"] == 48 and card["vocab_size"] == 1000
     assert card["trained_on"] == "tinyshakespeare" and card["val_nats_per_char"] == 4.2 and card["parameters"] > 0
+    assert card["start"] is None  # read from the start marker alone
 
 
 def test_index_page_is_html(client):

@@ -6,7 +6,6 @@ test-artifacts/browser/ and prints its path.
 """
 
 import json
-import math
 import os
 import shutil
 from pathlib import Path

@@ -182,3 +182,27 @@ def test_manifest_cannot_point_outside_the_checkpoint(saved):
     (saved / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="not a valid checkpoint file name"):
         load_checkpoint(saved)
+
+
+def test_the_start_command_sets_shows_and_clears_the_start_context(tmp_path, tiny_checkpoint, capsys):
+    """`lyricist start` stores the context as the marker and its pieces, keeps every other file, and a text read
+    by the loaded checkpoint then follows it."""
+    from lyricist.model.cli import main
+
+    path = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, path)
+    save_checkpoint(path, load_checkpoint(path).model, load_checkpoint(path).tokenizer, {"corpus": "none"},
+                    {"README.md": b"card"})
+    assert main(["start", "--model", str(path)]) == 0
+    assert "none (the start marker alone)" in capsys.readouterr().out
+    assert main(["start", "--model", str(path), "--text", r"Enter ROMEO\n"]) == 0
+    assert "'Enter ROMEO\\n'" in capsys.readouterr().out
+    checkpoint = load_checkpoint(path)
+    tokenizer = checkpoint.tokenizer
+    assert checkpoint.model.config.start == [tokenizer.bos_id, *tokenizer.encode("Enter ROMEO\n")]
+    assert read_extra_file(path, "README.md") == b"card"
+    assert main(["start", "--model", str(path), "--text", ""]) == 1
+    assert "--text" in capsys.readouterr().err
+    assert load_checkpoint(path).model.config.start == checkpoint.model.config.start  # a refusal changes nothing
+    assert main(["start", "--model", str(path), "--none"]) == 0
+    assert load_checkpoint(path).model.config.start == []

@@ -54,11 +54,13 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
-    """A tiny model trained for a moment on plays: the checkpoint to start from."""
+    """A tiny model trained for a moment on plays, reading every text after a blank line: the checkpoint to
+    start from."""
     folder = tmp_path_factory.mktemp("base")
     corpus = folder / "plays.txt"
     corpus.write_text(SHAKESPEARE.read_text(encoding="utf-8")[:40_000], encoding="utf-8")
     assert lyricist_main(train_args(corpus, folder / "base", *BASE)) == 0
+    assert lyricist_main(["start", "--model", str(folder / "base"), "--text", r"\n\n"]) == 0
     return folder / "base"
 
 
@@ -93,9 +95,10 @@ def test_fine_tuning_lowers_the_loss_on_the_held_out_songs(base, lyrics, fine_tu
     facts = after.training
     assert facts["base_val_nats_per_char"] == pytest.approx(base_score, rel=1e-9)  # step 0: the base itself
     assert facts["val_nats_per_char"] == pytest.approx(tuned_score, rel=1e-9)  # the best model is kept
-    # The base's tokenizer and architecture, its weights as the start, the preset's schedule.
+    # The base's tokenizer and architecture (its start context too), its weights as the start, the preset's
+    # schedule.
     assert after.tokenizer.model_proto == before.tokenizer.model_proto
-    assert after.model.config == before.model.config
+    assert after.model.config == before.model.config and before.start_text == "\n\n"
     evals = [e for e in read_log(fine_tuned) if e["event"] == "eval"]
     assert [e["step"] for e in evals] == [0, 10, 20, 30]
     config = json.loads(read_extra_file(fine_tuned, "trainer_state.json"))["config"]

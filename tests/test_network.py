@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from lyricist.model import LanguageModel, ModelConfig
 from lyricist.model.memory import State
 from lyricist.model.network import CELLS, SequenceDropout, evaluating
 
-from .helpers import tiny_model, torch_threads
+from .helpers import same_state, tiny_model, torch_threads
 
 V = 50
 
@@ -310,3 +311,72 @@ def test_evaluating_turns_dropout_off_and_restores_the_mode_it_found():
     with pytest.raises(RuntimeError), evaluating(model):
         raise RuntimeError("a failed call")
     assert model.training
+
+
+# -- the start of a text: read after the context the checkpoint names ---------------------------------------
+
+MARKER = 1
+START = [MARKER, 7, 8, 9, 10]  # the marker, then a context of four pieces
+
+
+def with_start(model: LanguageModel, start: list[int]) -> LanguageModel:
+    started = copy.deepcopy(model)
+    started.config = dataclasses.replace(model.config, start=start)
+    return started
+
+
+@pytest.mark.parametrize("memory", [{}, {"attention": {"window": 12}},
+                                    {"cache": {"window": 16, "theta": 1.0, "lam": 0.3}}])
+def test_a_text_is_read_as_if_it_followed_the_start_context(memory):
+    """What the model says after a text's marker and pieces is what it says after the marker, the context and
+    the pieces with no start set (the same bits for a read), whether read at once, stepped or in a batch; the
+    context counts as no piece of the text."""
+    plain = tiny_model(V, seed=5, **memory).eval()
+    started = with_start(plain, START)
+    text = [MARKER, 20, 21, 22, 23, 24, 25]
+    with torch.inference_mode():
+        expected, _ = plain.read(torch.tensor(START + text[1:]), every_piece=True)
+        read, _ = started.read(torch.tensor(text), every_piece=True)
+        assert read.shape[0] == len(text)
+        assert torch.equal(read, expected[len(START) - 1:])
+        state = started.initial_state(3)
+        for at, piece in enumerate(text):
+            logits, state = started.step(torch.tensor([piece] * 3), state)
+            assert torch.allclose(logits, expected[len(START) - 1 + at].expand(3, -1), atol=1e-5), at
+        unstarted, _ = plain.read(torch.tensor(text), every_piece=True)
+        assert not torch.allclose(unstarted, read, atol=1e-3)  # the context does change the reading
+
+
+def test_training_reads_from_zeros_and_reads_the_marker_itself():
+    """Training never sees the context: its first state is zeros and its marker is the marker, so training a
+    checkpoint that has a start context trains the model it always did."""
+    plain = tiny_model(V, seed=5).train()
+    started = with_start(plain, START).train()
+    assert not started.initial_state(2).rnn.any()
+    text = torch.tensor([[MARKER, 20, 21, 22]])
+    assert torch.equal(started(text)[0], plain(text)[0])
+    started.eval()
+    assert started.initial_state(2).rnn.any()
+
+
+def test_a_start_context_outside_the_vocabulary_is_refused():
+    with pytest.raises(ValueError, match="start must be a list of piece ids from 0 to vocab_size - 1"):
+        ModelConfig.from_dict({"vocab_size": V, "start": [MARKER, V]})
+    assert ModelConfig.from_dict({"vocab_size": V, "start": START}).start == START
+
+
+def test_the_start_state_follows_the_weights_and_takes_gradients_after_inference():
+    """The state after the context is kept between calls only while the weights are the ones it was read with,
+    and one first read in inference mode (the service) still lets a later caller take gradients through what
+    it reads after it (dynamic evaluation)."""
+    model = with_start(tiny_model(V, seed=5), START).eval()
+    with torch.inference_mode():
+        served = model.initial_state(1)
+    assert same_state(model.initial_state(1), served)
+    with torch.no_grad():
+        model.rnns[0].weight_hh_l0.mul_(0.5)  # an in-place step, as an optimiser or dynamic evaluation takes
+    moved = model.initial_state(1)
+    assert not torch.equal(moved.rnn, served.rnn)
+    logits, _ = model.read(torch.tensor([MARKER, 20, 21]), moved)
+    logits.sum().backward()
+    assert model.rnns[0].weight_hh_l0.grad is not None

@@ -392,3 +392,18 @@ def test_songs_model_lines_and_predict(cmudict):
         for line in lines:
             assert 8 in syllable_sums(cmudict, line["text"]) and rhymes(cmudict, line["end_word"], "day")
             assert math.isfinite(line["nats_per_char"]) and line["nats_per_char"] < 3
+
+
+@pytest.mark.skipif(not (ROOT / "checkpoints" / "songs-lstm").exists(), reason="the shipped songs model is absent")
+def test_the_songs_model_reads_a_text_from_the_start_of_a_song(cmudict):
+    """Lyrics without a title are read as the start of a song: an empty prompt offers words a song opens with,
+    not the marks that go on a text; the context is named by /v1/models and counted in no usage figure."""
+    settings = Settings(models=(str(ROOT / "checkpoints" / "songs-lstm"),))
+    with TestClient(create_app(settings)) as songs:
+        (card,) = songs.get("/v1/models").json()["data"]
+        assert card["start"] and card["start"].strip()
+        first = songs.post("/v1/predict", json={"prompt": "", "top_k": 10}).json()["distribution"]
+        words = [entry["text"].strip() for entry in first]
+        assert sum(word.lower() in cmudict for word in words) >= 7, words
+        scored = songs.post("/v1/score", json={"text": "The night is cold"}).json()
+        assert scored["tokens"] == 4, scored

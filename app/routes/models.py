@@ -20,5 +20,5 @@ async def models(registry: RegistryDep) -> p.ModelList:
             id=name, created=registry.created, cell=c.cell, layers=c.layers, hidden_size=c.hidden_size,
             embedding_size=c.embedding_size, vocab_size=c.vocab_size, parameters=engine.model.num_parameters(),
             default=engine is registry.default, trained_on=training.get("corpus"),
-            val_nats_per_char=training.get("val_nats_per_char")))
+            val_nats_per_char=training.get("val_nats_per_char"), start=engine.checkpoint.start_text))
     return p.ModelList(data=cards)
