@@ -77,8 +77,7 @@ def main() -> None:
                 logp = -F.cross_entropy(logits[len(before) - 1:-1].double(), model.tokens(ids), reduction="none")
                 for i, (a, b) in enumerate(SPANS):
                     nats[name][i] -= float(logp[a:b].sum())
-    start = served.config.start
-    shown = repr(tokenizer.decode(start[1:])) if len(start) > 1 else "none"
+    shown = repr(checkpoint.start_text) if checkpoint.start_text is not None else "none"
     untitled = " with their title lines" if args.keep_titles else " without their title lines" if titled else ""
     print(f"{len(lyrics)} texts of {args.text}{untitled}, model {checkpoint.name} (start context: {shown}); "
           "nats per piece:")
