@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import torch
 
 from .network import LanguageModel, evaluating
-from .sampling import SamplingParams, make_generator, random_seed, sample
+from .sampling import SamplingParams, keep_only, make_generator, random_seed, sample
 from .tokenizer import Tokenizer
 
 
@@ -24,13 +24,15 @@ def generate(
     An unseeded `params` gets a fresh seed; pass `seed` to reproduce a result. The
     model runs in eval mode and is left in the mode it was in, also between pieces.
     """
-    prompt_ids = tokenizer.encode(prompt, add_bos=True)
+    prompt_ids, typed = tokenizer.encode_prompt(prompt)
     generator = make_generator(random_seed() if params.seed is None else params.seed)
     seen = torch.zeros(1, tokenizer.vocab_size, dtype=torch.bool, device=model.device)
     seen[0, prompt_ids] = True
-    decoder = tokenizer.incremental_decoder()
+    decoder = tokenizer.incremental_decoder(typed)
     with evaluating(model):
         logits, state = model.read(model.tokens(prompt_ids), mix_cache=False)
+    if typed:
+        logits = keep_only(logits, tokenizer.pieces_beginning(typed))
     for _ in range(max_new_tokens):
         token = sample(logits, [params], [generator], seen)
         token_id = int(token)

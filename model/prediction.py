@@ -17,6 +17,7 @@ from torch import Tensor
 
 from .network import LanguageModel, evaluating
 from .prompt_cache import PromptCache
+from .sampling import keep_only
 from .tokenizer import Tokenizer
 from .vocabulary import vocabulary_of
 from .word_search import search_words
@@ -62,28 +63,34 @@ def predict(
 
     `prompts` reads the prompt through a cache of prefix states. Pieces that are
     no text on their own (a byte of a longer character) are never listed as
-    tokens; their probability is part of the rest (`coverage` < 1).
+    tokens; their probability is part of the rest (`coverage` < 1). After a
+    prompt that ends in a space, what comes next is what follows that space
+    (Tokenizer.encode_prompt): a token is listed without it.
     """
     if unit not in ("word", "token"):
         raise ValueError(f"unit must be 'word' or 'token', got {unit!r}")
     with evaluating(model):
-        ids = tokenizer.encode(prompt, add_bos=True)
+        ids, typed = tokenizer.encode_prompt(prompt)
         logits, state = prompts.prefill(ids) if prompts else model.read(model.tokens(ids))
+        logits = keep_only(logits, tokenizer.pieces_beginning(typed)) if typed else logits
         # The searches keep their bookkeeping on the CPU: a distribution crosses once per model call.
         probs = next_piece_probs(logits[0], temperature).cpu()
         if unit == "token":
-            return Prediction("token", len(ids), _top_pieces(tokenizer, probs, top_k), entropy(probs))
+            listed = _top_pieces(tokenizer, probs, top_k, typed)
+            return Prediction("token", len(ids) + bool(typed), listed, entropy(probs))
         step = _ModelStep(model, temperature)
         words, exact = search_words(probs, (state, 0), step, vocabulary_of(tokenizer), top_k)
-        return Prediction("word", len(ids), words, entropy(probs), exact)
+        return Prediction("word", len(ids) + bool(typed), words, entropy(probs), exact)
 
 
-def _top_pieces(tokenizer: Tokenizer, probs: Tensor, top_k: int) -> list[tuple[str, float]]:
+def _top_pieces(tokenizer: Tokenizer, probs: Tensor, top_k: int, typed: str) -> list[tuple[str, float]]:
     """The most probable pieces that are text on their own (the prompt ends on a whole character, so a
-    piece's text after it is its own)."""
-    shown = torch.tensor([text is not None for text in tokenizer.piece_texts])
+    piece's text after it is its own), less the `typed` text they begin with; a piece that is only that
+    text is not listed."""
+    shown = torch.tensor([text is not None and text.startswith(typed) and text != typed
+                          for text in tokenizer.piece_texts])
     values, index = probs.masked_fill(~shown, -1.0).topk(min(top_k, int(shown.sum())))
-    return [(tokenizer.piece_texts[i], p) for p, i in zip(values.tolist(), index.tolist())]
+    return [(tokenizer.piece_texts[i][len(typed):], p) for p, i in zip(values.tolist(), index.tolist())]
 
 
 class _ModelStep:

@@ -57,6 +57,14 @@ def make_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def keep_only(logits: Tensor, pieces: Sequence[int]) -> Tensor:
+    """`logits` (..., vocab) with every piece but `pieces` ruled out (-inf): the pieces a prompt's unread end
+    allows next (Tokenizer.encode_prompt)."""
+    allowed = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    allowed[list(pieces)] = True
+    return logits.masked_fill(~allowed, float("-inf"))
+
+
 def sample(
     logits: Tensor,
     params: Sequence[SamplingParams],

@@ -65,6 +65,12 @@ class Tokenizer:
         # Each piece's text when it is text on its own; None for a byte of a longer character and for the
         # unknown piece (U+FFFD), which a list of next pieces never shows.
         self.piece_texts = [_text_of(data) for data in self.piece_bytes]
+        # Pieces of spaces alone that longer pieces begin with: a prompt ending in one is read without it.
+        spaces = {i: self.piece_texts[i] for i in range(self.vocab_size)
+                  if not self._sp.is_byte(i) and self.pieces[i].strip(SPACE_MARK) == "" and self.pieces[i]}
+        self._leading_spaces = frozenset(i for i, text in spaces.items() if any(
+            other is not None and other != text and other.startswith(text) for other in self.piece_texts))
+        self._beginning: dict[str, list[int]] = {}
 
     # -- building ---------------------------------------------------------------
 
@@ -113,11 +119,30 @@ class Tokenizer:
             ids.extend(self._sp.encode(part))
         return ids
 
+    def encode_prompt(self, prompt: str) -> tuple[list[int], str]:
+        """The pieces of a prompt the model reads (its start marker first), and the text the next piece must
+        begin with. A prompt ending in spaces ends in a piece of spaces that the tokenizer spells a following
+        word with ("red " + "rose" is "red", " rose"): read as a piece, it tells the model a word was cut off.
+        So it is left unread and the next piece must begin with it (docs/model.md, "A prompt that ends in a
+        space"); it still counts among the prompt's pieces (`prompt_tokens`)."""
+        ids = self.encode(prompt, add_bos=True)
+        if len(ids) > 1 and ids[-1] in self._leading_spaces:
+            return ids[:-1], self.piece_texts[ids[-1]]
+        return ids, ""
+
+    def pieces_beginning(self, text: str) -> list[int]:
+        """The pieces whose text begins with `text`."""
+        if text not in self._beginning:
+            data = text.encode("utf-8")
+            self._beginning[text] = [i for i, piece in enumerate(self.piece_bytes) if piece.startswith(data)]
+        return self._beginning[text]
+
     def decode(self, ids: Iterable[int]) -> str:
         return b"".join(self.piece_bytes[i] for i in ids).decode("utf-8", errors="replace")
 
-    def incremental_decoder(self) -> IncrementalDecoder:
-        return IncrementalDecoder(self)
+    def incremental_decoder(self, typed: str = "") -> IncrementalDecoder:
+        """`typed`: the text the first piece begins with that the prompt already has (`encode_prompt`)."""
+        return IncrementalDecoder(self, typed)
 
     def token_texts(self, ids: Iterable[int]) -> list[TokenText]:
         """Each piece of a text as a token: joined, the texts are `decode(ids)`."""
@@ -148,24 +173,29 @@ class IncrementalDecoder:
     `Tokenizer.decode` of all the ids pushed (after `flush`).
     """
 
-    def __init__(self, tokenizer: Tokenizer):
+    def __init__(self, tokenizer: Tokenizer, typed: str = ""):
         self._piece_bytes = tokenizer.piece_bytes
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._typed = typed.encode("utf-8")  # the first piece's start that is the prompt's already
 
     def push(self, piece_id: int) -> str:
-        return self._utf8.decode(self._piece_bytes[piece_id])
+        return self.token(piece_id).text
 
     def token(self, piece_id: int) -> TokenText:
-        """`push` with the piece's bytes: the one place a token's text and bytes are made."""
-        return TokenText(self.push(piece_id), self._piece_bytes[piece_id])
+        """The text a piece completes, and its bytes: the one place a token's text and bytes are made."""
+        data = self._piece_bytes[piece_id]
+        if self._typed:  # the first piece: a piece that does not begin so is ruled out where it is chosen
+            data, self._typed = data.removeprefix(self._typed), b""
+        return TokenText(self._utf8.decode(data), data)
 
     def peek(self, piece_id: int) -> TokenText:
         """What `token(piece_id)` would give, the decoder left as it is (an alternative to the next piece)."""
-        state = self._utf8.getstate()
+        state, typed = self._utf8.getstate(), self._typed
         try:
             return self.token(piece_id)
         finally:
             self._utf8.setstate(state)
+            self._typed = typed
 
     def flush(self) -> str:
         """The text still held back (an unfinished character decodes as U+FFFD)."""

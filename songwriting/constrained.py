@@ -48,6 +48,7 @@ import torch
 from lyricist.model.network import LanguageModel, evaluating
 from lyricist.model.prediction import entropy, next_piece_probs
 from lyricist.model.prompt_cache import SLICE, PromptCache
+from lyricist.model.sampling import keep_only
 from lyricist.model.steps import Steps, run_to_end
 from lyricist.model.tokenizer import Tokenizer
 from lyricist.model.units import LINE_BREAKS, classify, is_whole, is_word_char
@@ -212,11 +213,13 @@ def constrained_steps(model: LanguageModel, tokenizer: Tokenizer, prompt: str, w
 
 def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance, floor, max_rows, prompts):
     t = tables(tokenizer)
-    ids = tokenizer.encode(prompt, add_bos=True)
+    ids, typed = tokenizer.encode_prompt(prompt)
     reading = (prompts or PromptCache(model)).reader(ids)
     while not reading.done:
         yield reading.read(SLICE)
     logits, state = reading.logits, reading.state
+    if typed:  # the words after the prompt's final space
+        logits = keep_only(logits, tokenizer.pieces_beginning(typed))
     # The model runs on its device, the trie search on the CPU: one distribution crosses per call.
     root_probs = next_piece_probs(logits, temperature)[0].cpu()
     search = _TrieSearch(t, words, floor, tolerance)
@@ -248,7 +251,7 @@ def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance,
     mass = sum(probs.values())
     ranked = sorted(((w, p) for w, p in probs.items() if p > 0), key=lambda item: -item[1])
     distribution = [(w, p / mass) for w, p in ranked[: top_k or len(ranked)]] if mass > 0 else []
-    return ConstrainedPrediction(len(ids), distribution, dict(ranked), mass, search.unresolved,
+    return ConstrainedPrediction(len(ids) + bool(typed), distribution, dict(ranked), mass, search.unresolved,
                                  entropy(root_probs), rows)
 
 

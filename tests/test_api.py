@@ -75,6 +75,24 @@ def test_generate_with_logprobs_lists_tokens(client):
     assert all(len(t["top"]) == 2 for t in body["tokens"])
 
 
+def test_generate_and_predict_after_a_typed_space(client, served_checkpoint):
+    """The engine reads a prompt that ends in a space as the in-process generation does: the text goes on
+    after the space, which its first token leaves out."""
+    from lyricist.model import SamplingParams, generate, load_checkpoint
+
+    ckpt = load_checkpoint(served_checkpoint)
+    want = "".join(generate(ckpt.model, ckpt.tokenizer, "KING: ", 8, SamplingParams(temperature=0)))
+    body = client.post("/v1/generate", json={"prompt": "KING: ", "max_new_tokens": 8, "temperature": 0,
+                                             "logprobs": 3}).json()
+    assert body["text"] == want and "".join(t["text"] for t in body["tokens"]) == want
+    assert body["usage"]["prompt_tokens"] == len(ckpt.tokenizer.encode("KING: ", add_bos=True))
+    first = body["tokens"][0]
+    assert bytes(first["bytes"]).decode() == first["text"] and first["logprob"] > -50
+    assert not any(top["text"].startswith(" ") for top in first["top"])
+    tokens = client.post("/v1/predict", json={"prompt": "KING: ", "top_k": 5, "unit": "token"}).json()
+    assert not any(c["text"].startswith(" ") for c in tokens["distribution"])
+
+
 def test_generate_stream_sends_tokens_then_the_end_then_done(client):
     request = {"prompt": "ROMEO:", "max_new_tokens": 8, "seed": 4, "stream": True}
     with client.stream("POST", "/v1/generate", json=request) as response:

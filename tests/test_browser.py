@@ -542,6 +542,26 @@ def test_the_rhyme_filter_keeps_only_rhyming_words_and_shows_their_share(page, s
     wait_for_filtered_chart(page, f"{text} {word}", {"rhymes_with": "tonight", "rhyme": "perfect", "syllables": 1})
 
 
+def test_after_a_typed_space_the_chart_offers_the_next_word(page, songs_base):
+    """A songwriter types a word and a space, then looks for the next word: the chart shows what follows that
+    space (/v1/predict's words for that very text: no punctuation, which cannot follow a space here), and a
+    bar writes its word after the space, adding none."""
+    text = "O my love is like a red, red "
+    page.goto(songs_base)
+    page.fill("#lyrics", text)
+    page.press("#lyrics", "Control+End")
+    wait_for_filtered_chart(page, text, {})
+    answer = api(songs_base, "/v1/predict", {"prompt": text, "top_k": 20, "unit": "word",
+                                             "temperature": 0.8}).json()
+    shown = chart(page)
+    assert shown == merged_cases(answer)
+    words = [word for word, _ in shown]
+    assert "rose" in words and all(word.isalpha() for word in words), words
+    page.click("#chart li button")
+    assert page.input_value("#lyrics") == text + words[0]
+    screenshot(page, "chart-after-a-space")
+
+
 def merged_cases(answer: dict, size: int = 10) -> list[list]:
     """The chart of songwriter mode: case variants as one word (shares added, the likelier spelling), the
     `size` likeliest."""

@@ -25,6 +25,25 @@ def test_greedy_generation_carries_state_like_a_full_pass(tiny_checkpoint):
     assert len(text) > 0
 
 
+def test_generation_after_a_typed_space_begins_with_what_follows_it(tiny_checkpoint):
+    """"ROMEO: " is read as "ROMEO:" whose next piece begins with a space; the text generated leaves that
+    space out (the prompt has it), so prompt + text is the text the model chose."""
+    ckpt = load_checkpoint(tiny_checkpoint)
+    tok = ckpt.tokenizer
+    text = "".join(generate(ckpt.model, tok, "ROMEO: ", 12, SamplingParams(temperature=0)))
+    ids = tok.encode("ROMEO:", add_bos=True)
+    allowed = torch.zeros(tok.vocab_size, dtype=torch.bool)
+    allowed[tok.pieces_beginning(" ")] = True
+    for step in range(12):
+        logits, _ = ckpt.model(torch.tensor([ids]))
+        scores = logits[0, -1] if step else logits[0, -1].masked_fill(~allowed, float("-inf"))
+        next_id = int(scores.argmax())
+        if next_id == tok.eos_id:
+            break
+        ids.append(next_id)
+    assert text and "ROMEO: " + text == tok.decode(ids[1:])
+
+
 def test_generation_runs_without_dropout_and_leaves_the_mode_it_found(tokenizer):
     model = tiny_model(tokenizer.vocab_size, dropout={"input": 0.5, "output": 0.5, "weight": 0.5}, seed=2)
     greedy = SamplingParams(temperature=0)

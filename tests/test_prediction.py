@@ -218,6 +218,55 @@ def test_word_probabilities_of_the_shipped_model_equal_their_spelling_read_direc
         assert prob == pytest.approx(direct, abs=1e-3)
 
 
+def test_after_a_typed_space_the_next_word_is_what_follows_that_space():
+    """A prompt ending in a space, as a writer leaves it before the next word, is read without its last piece
+    (a bare space, which the tokenizer only spells before another space): each word's figure is its reading
+    after the prompt with that space (or more) before it, given that the text goes on with a space. Tokens are
+    listed without the space typed."""
+    from .helpers import ROOT
+
+    ckpt = load_checkpoint(ROOT / "checkpoints" / "shakespeare-lstm")
+    model, tok = ckpt.model, ckpt.tokenizer
+    prompt = "ROMEO:\nBut soft, what light through yonder"
+    spaced = predict(model, tok, prompt + " ", top_k=8)
+    assert spaced.exact and spaced.prompt_tokens == len(tok.encode(prompt + " ", add_bos=True))
+    ids = tok.encode(prompt, add_bos=True)
+    with torch.inference_mode():
+        logits, _ = model.read(torch.tensor(ids))
+    first = torch.softmax(logits[0].double(), -1)
+    after_space = float(first[tok.pieces_beginning(" ")].sum())
+    assert 0.2 < after_space < 0.99  # the prompt may also go on with punctuation: that is ruled out
+    ends_word = vocabulary_of(tok).ends_word
+    words = [(word, prob) for word, prob in spaced.distribution if word.isalpha()]
+    assert len(words) >= 6
+    for word, prob in words:
+        direct = 0.0
+        for lead in (" ", "  "):
+            pieces = tok.encode(lead + word)
+            with torch.inference_mode():
+                logits, _ = model.read(torch.tensor(ids + pieces), every_piece=True)
+            probs = torch.softmax(logits[-len(pieces) - 1:].double(), -1)
+            spelled = math.prod(float(probs[i, piece]) for i, piece in enumerate(pieces))
+            direct += spelled * float(probs[-1][ends_word].sum())
+        assert prob == pytest.approx(direct / after_space, abs=1e-3)
+
+    tokens = predict(model, tok, prompt + " ", top_k=5, unit="token")
+    want = first[tok.pieces_beginning(" ")].topk(6)
+    listed = [(tok.piece_texts[tok.pieces_beginning(" ")[i]], p / after_space)
+              for p, i in zip(want.values.tolist(), want.indices.tolist())]
+    listed = [(text[1:], p) for text, p in listed if text != " "][:5]
+    assert [t for t, _ in tokens.distribution] == [t for t, _ in listed]
+    assert [p for _, p in tokens.distribution] == pytest.approx([p for _, p in listed])
+    assert not any(text.startswith(" ") for text, _ in tokens.distribution)
+
+
+def test_only_a_trailing_piece_of_spaces_is_left_unread(tokenizer):
+    for prompt in ("ROMEO:", "ROMEO:\n", "ROMEO:\t", ""):
+        assert tokenizer.encode_prompt(prompt) == (tokenizer.encode(prompt, add_bos=True), "")
+    ids, typed = tokenizer.encode_prompt("ROMEO: ")
+    assert ids == tokenizer.encode("ROMEO:", add_bos=True) and typed == " "
+
+
 def test_spellings_of_the_shipped_tokenizer_are_prefix_closed(shakespeare_text):
     """The search drops a sequence that is not the tokenizer's spelling of its own text; that is exact only
     if no longer text's spelling starts with it, which holds when every spelling's start spells its own text."""

@@ -73,11 +73,11 @@ def test_equals_brute_force_and_predict(tokenizer, prompt):
     assert compared >= 3
 
 
-def test_matches_predict_with_spaces_and_bytes(tokenizer):
+@pytest.mark.parametrize("prompt", ["KING:\nO my", "KING:\nO my "])
+def test_matches_predict_with_spaces_and_bytes(tokenizer, prompt):
     """With whitespace-only and byte pieces possible (leads like "  night", characters over byte pieces after
-    a word), the trie still gives /v1/predict's figures."""
+    a word), the trie still gives /v1/predict's figures; after a typed space too (both read what follows it)."""
     model = peaked_model(tokenizer, seed=9, bytes_bias=-2.0, spaces_bias=0.0, peak=9.0)
-    prompt = "KING:\nO my"
     prediction = predict(model, tokenizer, prompt, top_k=8)
     assert prediction.exact
     listed = dict(prediction.distribution)

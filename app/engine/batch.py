@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from lyricist.model import LanguageModel, sample
 from lyricist.model.memory import State
+from lyricist.model.sampling import keep_only
 from torch import Tensor
 
 from .work import Sequence
@@ -31,7 +32,8 @@ class RunningBatch:
         seen = torch.zeros(len(ready), self.vocab_size, dtype=torch.bool, device=self.model.device)
         for row, sequence in enumerate(ready):
             states.append(sequence.reading.state)
-            logits.append(sequence.reading.logits)
+            first = sequence.reading.logits
+            logits.append(first if sequence.first_pieces is None else keep_only(first, sequence.first_pieces))
             sequence.reading = None
             seen[row, sequence.prompt_ids] = True
             self.sequences.append(sequence)

@@ -102,17 +102,18 @@ class ModelEngine:
         self.watch_loop()
         seed = random_seed() if request.params.seed is None else request.params.seed
         request = replace(request, params=replace(request.params, seed=seed))
-        prompt_ids = self.tokenizer.encode(request.prompt, add_bos=True)
+        prompt_ids, typed = self.tokenizer.encode_prompt(request.prompt)
         events: asyncio.Queue = asyncio.Queue()
         deadline = time.monotonic() + request.timeout_s if request.timeout_s is not None else float("inf")
         sequence = Sequence(request, events, asyncio.get_running_loop(), prompt_ids, make_generator(seed),
-                            self.tokenizer.incremental_decoder(), deadline)
+                            self.tokenizer.incremental_decoder(typed), deadline,
+                            first_pieces=self.tokenizer.pieces_beginning(typed) if typed else None)
         with self._lock:
             self._admissible()
             self._waiting.append(sequence)
             self._series.queue_depth.set(self.queue_depth)
             self._lock.notify()
-        return Stream(seed, len(prompt_ids), events, functools.partial(self._cancel, sequence))
+        return Stream(seed, len(prompt_ids) + bool(typed), events, functools.partial(self._cancel, sequence))
 
     async def call(self, fn: Callable[[], Any]) -> Any:
         """Run `fn()` on the worker thread between two model steps (it owns the model). For small work: it
@@ -154,7 +155,7 @@ class ModelEngine:
         await self.read(steps, "prompt")
 
     async def predict(self, prompt: str, top_k: int, unit: str, temperature: float) -> Prediction:
-        ids = self.tokenizer.encode(prompt, add_bos=True)
+        ids, _ = self.tokenizer.encode_prompt(prompt)
         if len(ids) > self.slice_tokens:  # a long prompt: read it a slice at a time first
             await self.read_prompt(ids)
         return await self.call(lambda: predict(self.model, self.tokenizer, prompt, top_k, unit, temperature,

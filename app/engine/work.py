@@ -24,6 +24,7 @@ class Sequence:
     generator: torch.Generator
     decoder: Any
     deadline: float
+    first_pieces: list[int] | None = None  # the pieces the prompt's unread end allows first (None: any)
     created: float = field(default_factory=time.perf_counter)
     text: str = ""  # everything decoded so far
     released: int = 0  # how much of `text` has been sent
