@@ -48,11 +48,12 @@ def draw_cases(text: str, count: int, seed: int) -> list[tuple[str, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=str(ROOT / "checkpoints" / "songs-lstm"))
-    parser.add_argument("--text", default=str(ROOT / "data" / "songs" / "valid.txt"))
-    parser.add_argument("--cases", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default=str(ROOT / "checkpoints" / "songs-lstm"), help="a checkpoint directory")
+    parser.add_argument("--text", default=str(ROOT / "data" / "songs" / "valid.txt"),
+                        help="songs separated by two blank lines, none of them trained on")
+    parser.add_argument("--cases", type=int, default=200, help="words drawn")
+    parser.add_argument("--seed", type=int, default=0, help="draws the words")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
