@@ -220,9 +220,9 @@ def test_word_probabilities_of_the_shipped_model_equal_their_spelling_read_direc
 
 def test_after_a_typed_space_the_next_word_is_what_follows_that_space():
     """A prompt ending in a space, as a writer leaves it before the next word, is read without its last piece
-    (a bare space, which the tokenizer uses only where the space cannot join what follows): each word's figure is its reading
-    after the prompt with that space (or more) before it, given that the text goes on with a space. Tokens are
-    listed without the space typed."""
+    (a bare space, which the tokenizer uses only where the space cannot join what follows): each word's figure
+    is its reading after the prompt with that space (or more) before it, given that the text goes on with a
+    space. Tokens are listed without the space typed."""
     from .helpers import ROOT
 
     ckpt = load_checkpoint(ROOT / "checkpoints" / "shakespeare-lstm")
