@@ -65,12 +65,11 @@ class Tokenizer:
         # Each piece's text when it is text on its own; None for a byte of a longer character and for the
         # unknown piece (U+FFFD), which a list of next pieces never shows.
         self.piece_texts = [_text_of(data) for data in self.piece_bytes]
-        # Pieces of spaces alone that longer pieces begin with: a prompt ending in one is read without it.
-        spaces = {i: self.piece_texts[i] for i in range(self.vocab_size)
-                  if not self._sp.is_byte(i) and self.pieces[i].strip(SPACE_MARK) == "" and self.pieces[i]}
-        self._leading_spaces = frozenset(i for i, text in spaces.items() if any(
-            other is not None and other != text and other.startswith(text) for other in self.piece_texts))
         self._beginning: dict[str, list[int]] = {}
+        # Pieces of spaces alone that longer pieces begin with: a prompt ending in one is read without it.
+        self._leading_spaces = frozenset(
+            i for i, text in enumerate(self.piece_texts) if text and not text.strip(" ") and not self._sp.is_byte(i)
+            and any(len(self.piece_bytes[j]) > len(text) for j in self.pieces_beginning(text)))
 
     # -- building ---------------------------------------------------------------
 
