@@ -18,7 +18,7 @@ def _run_serve(args: argparse.Namespace) -> None:
     import torch
     import uvicorn
 
-    from lyricist.model import load_checkpoint
+    from lyricist.model import load_forward_checkpoint
 
     from .middleware import uvicorn_log_config
     from .server import create_app
@@ -29,7 +29,7 @@ def _run_serve(args: argparse.Namespace) -> None:
     settings = Settings.from_env(host=args.host, port=args.port, models=tuple(args.model) if args.model else None)
     # Every fault the lifespan would meet is reported here in one line, before the server starts.
     settings.torch_device()
-    names = [load_checkpoint(path).name for path in settings.models]
+    names = [load_forward_checkpoint(path).name for path in settings.models]
     if len(set(names)) < len(names):
         raise ValueError(f"two checkpoints have the same name; models are named by their directory: "
                          f"{', '.join(settings.models)}")

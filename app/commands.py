@@ -12,7 +12,7 @@ import sys
 
 from pydantic import ValidationError
 
-from lyricist.model import SamplingParams, load_checkpoint
+from lyricist.model import SamplingParams, load_forward_checkpoint
 
 from . import protocol as p
 
@@ -55,7 +55,7 @@ def _run_lines(args: argparse.Namespace) -> None:
     except ValidationError as error:
         raise ValueError(_option_error(error)) from None
     params = SamplingParams(temperature=request.temperature, seed=request.seed)
-    checkpoint = load_checkpoint(args.model)
+    checkpoint = load_forward_checkpoint(args.model)
     try:
         result = generate_lines(checkpoint.model, checkpoint.tokenizer, lexicon(), request.prompt, n=request.n,
                                 syllables=request.syllables, rhymes_with=request.rhymes_with, rhyme=request.rhyme,
@@ -109,7 +109,7 @@ def _run_predict(args: argparse.Namespace) -> None:
         request = p.PredictRequest.model_validate(body)
     except ValidationError as error:
         raise ValueError(_option_error(error)) from None
-    checkpoint = load_checkpoint(args.model)
+    checkpoint = load_forward_checkpoint(args.model)
     if not request.constrained:
         from lyricist.model.prediction import predict
 
@@ -164,7 +164,7 @@ def _run_analyze(args: argparse.Namespace) -> None:
     if args.model:  # the model's surprisal per line: the whole text scored once (tasks.model_scorer)
         from lyricist.songwriting.tasks import model_scorer
 
-        checkpoint = load_checkpoint(args.model)
+        checkpoint = load_forward_checkpoint(args.model)
         scorer, model = model_scorer(checkpoint.model, checkpoint.tokenizer), checkpoint.name
     stanzas = analyze_text(text, Phonology.load(), rhyme="near" if args.near else "perfect", scorer=scorer)
     if args.json:
@@ -220,12 +220,13 @@ def _run_alternatives(args: argparse.Namespace) -> None:
         request = p.AlternativesRequest.model_validate(body)
     except ValidationError as error:
         raise ValueError(_option_error(error)) from None
-    checkpoint = load_checkpoint(args.model)
+    checkpoint = load_forward_checkpoint(args.model)
     try:
         result = generate_alternatives(
             checkpoint.model, checkpoint.tokenizer, lexicon(), Phonology.load(), request.text, request.start,
             request.end, end_words(checkpoint), n=request.n, syllables=request.syllables, stress=request.stress,
-            rhymes_with=request.rhymes_with, rhyme=request.rhyme, max_words=request.max_words)
+            rhymes_with=request.rhymes_with, rhyme=request.rhyme, max_words=request.max_words,
+            backward=checkpoint.backward)
     except (ConstraintError, PartError) as error:
         part = args.part is not None and error.field in ("start", "end")
         option = "--part" if part else f"--{error.field.replace('_', '-')}"

@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from lyricist.model import load_checkpoint
+from lyricist.model import load_forward_checkpoint
 
 from .engine import ModelEngine
 from .metrics import Metrics
@@ -63,6 +63,8 @@ class ModelRegistry:
         checkpoints = await asyncio.to_thread(_load_all, settings.models)
         for checkpoint in checkpoints:
             checkpoint.model.to(device)
+            if checkpoint.backward is not None:
+                checkpoint.backward.to(device)
             engine = ModelEngine(checkpoint, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue,
                                  metrics=metrics, threads=settings.threads)
             if engine.name in self.by_name:
@@ -86,4 +88,4 @@ class ModelRegistry:
 
 def _load_all(paths: tuple[str, ...]) -> list:
     torch.set_num_threads(1)  # this pool thread too: no OpenMP team beside the workers' (above)
-    return [load_checkpoint(path) for path in paths]
+    return [load_forward_checkpoint(path) for path in paths]

@@ -1,7 +1,8 @@
 """Does `/v1/alternatives` find a word taken out of a real line? Against `/v1/predict` reading the left only (issue 28).
 
     python bench/alternatives.py [--model checkpoints/songs-lstm] [--text data/songs/valid.txt] [--cases 200]
-                                 [--seed 0] [--threads 2] [--ceiling] [--stress] [--lyrics | --stanza]
+                                 [--seed 0] [--threads 2] [--ceiling] [--stress] [--lyrics | --stanza | --line]
+                                 [--forward-only]
 
 Each case: a song of the text (songs are separated by two blank lines), a lyric line of it, and a word of that
 line the dictionary knows (letters and apostrophes, a known pronunciation), all drawn at random with `--seed`.
@@ -27,6 +28,10 @@ count are cut to those fitting the pattern, and the first 10 of them count.
 `--lyrics` drops each song's `SONG:` title line first, so a text is lyrics alone, as a songwriter types them (the
 same cases are drawn: title lines are never drawn from). `--stanza` gives the gap's stanza alone, without the
 song before it (the same cases again): the text a songwriter has when revising a new song's first verse.
+`--line` gives the gap's line alone (the same cases again): the least a songwriter can give.
+
+`--forward-only` ranks by the forward model alone where the checkpoint carries a backward model (docs/songwriting.md,
+"Reading the right side backward"): the two readings' worth, on the same cases.
 
 `--ceiling` also asks for alternatives to the word in place (the part is the word itself, so the original is
 always read with both sides and ranked) and prints how often the word itself ranks among the 10 best of the
@@ -61,13 +66,13 @@ these those is am are was were be been being have has had do does did will would
 must not no o oh all some any what who whom which when where how why there here up down out off""".split())
 
 
-def draw_cases(text: str, count: int, seed: int, phonology, lyrics: bool = False, stanza: bool = False
-               ) -> list[tuple[str, int, str, int, str, int]]:
+def draw_cases(text: str, count: int, seed: int, phonology, lyrics: bool = False, stanza: bool = False,
+               line_alone: bool = False) -> list[tuple[str, int, str, int, str, int]]:
     """(text with the gap, offset of the gap, the word, its syllables, the text as written, the word's offset
     there) for `count` random cases; `lyrics`: each song without its title line; `stanza`: the gap's stanza
-    alone."""
+    alone; `line_alone`: the gap's line alone."""
     songs = [song for song in text.split(SEPARATOR) if song.strip()]
-    if lyrics or stanza:
+    if lyrics or stanza or line_alone:
         songs = [song.split("\n", 1)[1] if song.startswith("SONG:") else song for song in songs]
     rng = random.Random(seed)
     cases = []
@@ -93,10 +98,12 @@ def draw_cases(text: str, count: int, seed: int, phonology, lyrics: bool = False
             end += 1
         elif start > 0 and song[start - 1] == " ":
             start -= 1
-        stanza_end = song.find("\n\n", end)
+        stanza_end = song.find("\n" if line_alone else "\n\n", end)
         stanza_end = len(song) if stanza_end < 0 else stanza_end
         left_from = max(0, start - LEFT_CHARS)
-        if stanza:
+        if line_alone:
+            left_from = at
+        elif stanza:
             left_from = max(left_from, song.rfind("\n\n", 0, start) + 2 if "\n\n" in song[:start] else 0)
         gapped = song[left_from:start] + song[end:stanza_end]
         cases.append((gapped, start - left_from, word, prons[0].syllables, song[left_from:stanza_end],
@@ -116,6 +123,9 @@ def main() -> None:
     given = parser.add_mutually_exclusive_group()
     given.add_argument("--lyrics", action="store_true", help="drop the songs' title lines (see above)")
     given.add_argument("--stanza", action="store_true", help="give the gap's stanza alone (see above)")
+    given.add_argument("--line", action="store_true", help="give the gap's line alone (see above)")
+    parser.add_argument("--forward-only", action="store_true",
+                        help="leave out the backward model the checkpoint carries (see above)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -131,7 +141,8 @@ def main() -> None:
     lexicon, phonology = tasks.prepare(tokenizer), Phonology.load()
     vocabulary = tasks.end_words(checkpoint)
     cases = draw_cases(Path(args.text).read_text(encoding="utf-8"), args.cases, args.seed, phonology, args.lyrics,
-                       args.stanza)
+                       args.stanza, args.line)
+    backward = None if args.forward_only else checkpoint.backward
     prompts = PromptCache(model)
     hits = {"alternatives": 0, "predict": 0, "ceiling": 0}
     returned = meeting = 0
@@ -141,7 +152,7 @@ def main() -> None:
         stress = cmudict()[word.lower()][0].stress if args.stress else None
         began = time.perf_counter()
         result = generate_alternatives(model, tokenizer, lexicon, phonology, text, gap, gap, vocabulary, n=10,
-                                       syllables=syllables, stress=stress, prompts=prompts)
+                                       syllables=syllables, stress=stress, prompts=prompts, backward=backward)
         seconds.append(time.perf_counter() - began)
         for alternative in result.alternatives:
             returned += 1
@@ -166,7 +177,8 @@ def main() -> None:
             tally[2] += predicted_it
         if args.ceiling:
             ranked = generate_alternatives(model, tokenizer, lexicon, phonology, written, word_at, word_at + len(word),
-                                           vocabulary, n=10, syllables=syllables, stress=stress, prompts=prompts)
+                                           vocabulary, n=10, syllables=syllables, stress=stress, prompts=prompts,
+                                           backward=backward)
             hits["ceiling"] += ranked.rank <= 10
         if number % 20 == 0:
             print(f"  {number} cases: alternatives {hits['alternatives'] / number:.1%}, predict "
@@ -174,8 +186,9 @@ def main() -> None:
     n = len(cases)
     a, p = hits["alternatives"] / n, hits["predict"] / n
     asked = "its syllables and stress" if args.stress else "its syllables"
-    titles = ", the stanza alone" if args.stanza else ", title lines dropped" if args.lyrics else ""
-    print(f"cases: {n} (seed {args.seed}) from {args.text}{titles}, model {checkpoint.name}")
+    titles = ", the line alone" if args.line else ", the stanza alone" if args.stanza else ", title lines dropped" if args.lyrics else ""
+    reading = "with its backward model" if backward is not None else "forward reading alone"
+    print(f"cases: {n} (seed {args.seed}) from {args.text}{titles}, model {checkpoint.name} ({reading})")
     print(f"in the top 10, /v1/alternatives (insert, {asked}): {a:.1%}")
     print(f"in the top 10, /v1/predict (left only, {asked}):    {p:.1%}")
     print(f"ratio: {a / p:.2f}x" if p else "ratio: -")

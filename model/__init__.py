@@ -4,7 +4,7 @@ Tokenizer, recurrent language model, sampling, generation and checkpoint I/O;
 `training` and `app` build on it.
 """
 
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_forward_checkpoint, save_checkpoint
 from .generation import generate
 from .network import DropoutConfig, LanguageModel, ModelConfig
 from .sampling import SamplingParams, sample
@@ -21,6 +21,7 @@ __all__ = [
     "Tokenizer",
     "generate",
     "load_checkpoint",
+    "load_forward_checkpoint",
     "sample",
     "save_checkpoint",
 ]

@@ -34,6 +34,10 @@ CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.model"
 MANIFEST_FILE = "manifest.json"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE)
+# A forward checkpoint may carry a backward model over the same tokenizer (`attach_backward`), which reads a
+# gap's right side for the alternatives (docs/checkpoints.md).
+BACKWARD_CONFIG_FILE = "backward.json"
+BACKWARD_WEIGHTS_FILE = "backward.safetensors"
 
 
 class CheckpointError(Exception):
@@ -46,6 +50,8 @@ class Checkpoint:
     tokenizer: Tokenizer
     training: dict[str, Any] = field(default_factory=dict)  # corpus, steps, validation figures...
     path: Path | None = None
+    backward: LanguageModel | None = None  # the backward model it carries, if any
+    backward_training: dict[str, Any] = field(default_factory=dict)  # that model's own training facts
 
     @property
     def name(self) -> str:
@@ -151,16 +157,70 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     model = LanguageModel(model_config)
     _load_weights(model, directory / WEIGHTS_FILE, contents[WEIGHTS_FILE])
     model.eval()
-    return Checkpoint(model, tokenizer, config.get("training") or {}, requested)
+    backward, backward_training = _load_backward(directory, contents, model_config)
+    return Checkpoint(model, tokenizer, config.get("training") or {}, requested, backward, backward_training)
+
+
+def load_forward_checkpoint(directory: str | Path) -> Checkpoint:
+    """`load_checkpoint` for what writes or serves text: a backward model is refused, naming what to do."""
+    checkpoint = load_checkpoint(directory)
+    if checkpoint.model.config.direction == "backward":
+        raise CheckpointError(f"{directory} is a backward model: it reads text from its end, so it neither writes "
+                              "nor serves text itself; attach it to its forward checkpoint "
+                              "(lyricist backward --model FORWARD --from DIR)")
+    return checkpoint
+
+
+def attach_backward(directory: str | Path, backward: Checkpoint | None) -> Path:
+    """Make the forward checkpoint in `directory` carry `backward` (a checkpoint trained with direction
+    "backward" over the same tokenizer), or carry none (None); atomically, keeping every other file."""
+    forward = load_checkpoint(directory)
+    if forward.model.config.direction != "forward":
+        raise CheckpointError(f"{directory}: a backward model cannot carry another; give the forward checkpoint")
+    if backward is None:
+        return rewrite_checkpoint(directory, drop=(BACKWARD_CONFIG_FILE, BACKWARD_WEIGHTS_FILE))
+    if backward.model.config.direction != "backward":
+        raise CheckpointError(f"{backward.path}: not a backward model (train one with --set model.direction=backward)")
+    if backward.tokenizer.model_proto != forward.tokenizer.model_proto:
+        raise CheckpointError(f"{backward.path}: its tokenizer differs from {directory}'s; a backward model must "
+                              "read the same pieces (train it with --from the forward checkpoint)")
+    about = {"model": backward.model.config.to_dict(), "training": backward.training}
+    return rewrite_checkpoint(directory, {
+        BACKWARD_CONFIG_FILE: (json.dumps(about, indent=2, ensure_ascii=False) + "\n").encode(),
+        BACKWARD_WEIGHTS_FILE: safetensors.torch.save(stored_tensors(backward.model), metadata={"format": "pt"}),
+    })
+
+
+def _load_backward(directory: Path, contents: Mapping[str, bytes], forward: ModelConfig
+                   ) -> tuple[LanguageModel | None, dict[str, Any]]:
+    present = [name for name in (BACKWARD_CONFIG_FILE, BACKWARD_WEIGHTS_FILE) if name in contents]
+    if not present:
+        return None, {}
+    if len(present) == 1:
+        missing = BACKWARD_WEIGHTS_FILE if present[0] == BACKWARD_CONFIG_FILE else BACKWARD_CONFIG_FILE
+        raise CheckpointError(f"{directory / missing}: missing from {MANIFEST_FILE} beside {present[0]}")
+    path = directory / BACKWARD_CONFIG_FILE
+    try:
+        about = json.loads(contents[BACKWARD_CONFIG_FILE])
+        config = ModelConfig.from_dict(about["model"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: invalid model config: {error}") from None
+    if config.direction != "backward" or config.vocab_size != forward.vocab_size:
+        raise CheckpointError(f"{path}: not a backward model over this checkpoint's {forward.vocab_size} pieces")
+    model = LanguageModel(config)
+    _load_weights(model, directory / BACKWARD_WEIGHTS_FILE, contents[BACKWARD_WEIGHTS_FILE])
+    return model.eval(), about.get("training") or {}
 
 
 def rewrite_checkpoint(directory: str | Path, files: Mapping[str, bytes] | None = None,
-                       **model_config: Any) -> Path:
-    """Add (or replace) extra `files` in a checkpoint and change fields of its model config, atomically,
-    keeping every other file: what is set after training (the cache, the start context, statistics)."""
+                       drop: tuple[str, ...] = (), **model_config: Any) -> Path:
+    """Add (or replace) extra `files` in a checkpoint, leave out the extra files named in `drop`, and change
+    fields of its model config, atomically, keeping every other file: what is set after training (the cache,
+    the start context, statistics, a backward model)."""
     checkpoint = load_checkpoint(directory)
     manifest = _read_manifest(_readable_path(Path(directory)))
-    extra = {name: read_extra_file(directory, name) for name in manifest if name not in REQUIRED_FILES}
+    extra = {name: read_extra_file(directory, name) for name in manifest
+             if name not in REQUIRED_FILES and name not in drop}
     extra.update(files or {})
     model = checkpoint.model
     model.config = dataclasses.replace(model.config, **model_config)

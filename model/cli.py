@@ -9,7 +9,7 @@ import re
 import sys
 from importlib.metadata import entry_points
 
-from .checkpoint import CheckpointError, load_checkpoint, rewrite_checkpoint
+from .checkpoint import CheckpointError, attach_backward, load_checkpoint, load_forward_checkpoint, rewrite_checkpoint
 from .generation import generate
 from .sampling import SamplingParams
 
@@ -61,7 +61,7 @@ def _run_generate(args: argparse.Namespace) -> None:
         noise=args.noise,
         seed=args.seed,
     )
-    checkpoint = load_checkpoint(args.model)
+    checkpoint = load_forward_checkpoint(args.model)
     sys.stdout.write(args.prompt)
     for text in generate(checkpoint.model, checkpoint.tokenizer, args.prompt, args.max_new_tokens, params):
         sys.stdout.write(text)
@@ -92,6 +92,29 @@ def _run_start(args: argparse.Namespace) -> None:
     start = load_checkpoint(args.model).start_text
     shown = repr(start) if start is not None else "none (the start marker alone)"
     print(f"{args.model}: every text is read after {shown}")
+
+
+def add_backward_command(subcommands: argparse._SubParsersAction) -> None:
+    p = subcommands.add_parser("backward", help="show or set the backward model a checkpoint carries")
+    p.add_argument("--model", required=True, metavar="DIR", help="forward checkpoint directory (rewritten atomically)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--from", dest="backward", metavar="DIR",
+                      help="a checkpoint trained with --set model.direction=backward (docs/training.md)")
+    what.add_argument("--none", action="store_true", help="carry no backward model")
+    p.set_defaults(run=_run_backward)
+
+
+def _run_backward(args: argparse.Namespace) -> None:
+    if args.none or args.backward:
+        attach_backward(args.model, None if args.none else load_checkpoint(args.backward))
+    checkpoint = load_checkpoint(args.model)
+    if checkpoint.backward is None:
+        print(f"{args.model}: no backward model; the alternatives are ranked by this model alone")
+        return
+    facts = checkpoint.backward_training
+    trained = f", {facts['val_nats_per_char']:.4f} nats/char on its validation text read backward" \
+        if "val_nats_per_char" in facts else ""
+    print(f"{args.model}: carries a backward model ({checkpoint.backward.num_parameters():,} parameters{trained})")
 
 
 if __name__ == "__main__":

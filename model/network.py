@@ -31,6 +31,7 @@ from torch.func import functional_call
 from .memory import Attention, CacheConfig, Recall, State, empty_memory, read_ring, remember
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
+DIRECTIONS = ("forward", "backward")
 DROPOUT_MODES = ("locked", "naive")
 # A row's logits must not depend on the rows that share its batch, or a seeded request would change with the
 # traffic around it. A BLAS picks its kernel by the number of rows (MKL on AMD gives a lone row, as a GEMV, other
@@ -46,6 +47,14 @@ STEP_BLOCK_ROWS = 16
 # piece takes another path (a GEMV) and other bits. So a text read in slices is one pass as long as no slice is a
 # lone piece (`slice_end`), and a row read alongside other rows in one call gets other bits: each text alone.
 MIN_CALL_PIECES = 2
+
+
+def in_reading_order(config: ModelConfig, ids: list[int]) -> list[int]:
+    """A text's pieces (the start marker first) in the order the model reads them: as written, or for a backward
+    model the marker, then the pieces from the last to the first."""
+    if config.direction == "forward":
+        return ids
+    return ids[:1] + ids[:0:-1]
 
 
 @dataclass
@@ -81,6 +90,9 @@ class ModelConfig:
     # At inference, what the start marker stands for: the marker, then the pieces every text is read after (a
     # song's title line); [] or the marker alone: none. Set after training (docs/model.md, "The start of a text").
     start: list[int] = field(default_factory=list)
+    # "backward": trained on every text's pieces from the last to the first (`in_reading_order`), to read a gap's
+    # right side; the service uses such a model only beside a forward one (docs/songwriting.md).
+    direction: str = "forward"
 
     def __post_init__(self):
         if isinstance(self.dropout, dict):
@@ -106,6 +118,8 @@ class ModelConfig:
             problems.append(f"start must be a list of piece ids from 0 to vocab_size - 1, got {self.start!r}")
         if self.cell not in CELLS:
             problems.append(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.direction not in DIRECTIONS:
+            problems.append(f"direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}")
         for name in ("vocab_size", "layers", "embedding_size", "hidden_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .memory import State
-from .network import LanguageModel, evaluating, slice_end
+from .network import LanguageModel, evaluating, in_reading_order, slice_end
 from .steps import run_to_end
 from .tokenizer import Tokenizer
 from .units import count_units
@@ -89,7 +89,7 @@ def read_score(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_toke
     makes), for a look at the memory a score takes."""
     limit = slice_tokens or SLICE_TOKENS
     device = model.device
-    ids = tokenizer.encode(text, add_bos=True)
+    ids = in_reading_order(model.config, tokenizer.encode(text, add_bos=True))
     stream = torch.tensor(ids, device=device)
     # One block for the result, allocated first: small pieces kept between the slices' large short-lived
     # tensors would pin the heap above them (the process grew by hundreds of MB over a burst of long scores).

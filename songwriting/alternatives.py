@@ -13,7 +13,10 @@ or an empty span to insert at). Two passes, and at a line's end the stanza's rhy
    the pieces every version shares are read once (model.scoring `read_prefix`), then every version's own
    pieces side by side (`read_continuations`). `logprob` is the log probability of the text from its
    start to there with the candidate in place, as `/v1/score` would give it; `prob` is its share among the
-   candidates returned and the original.
+   candidates returned and the original. Where the checkpoint carries a backward model, that model reads each
+   version too, from the stanza's end back to the start of the line before the part's, and a candidate's weight
+   mixes the two readings (`BACKWARD_SHARE`): two estimates of one text's probability, the second reading the
+   right side first.
 3. **The stanza's rhyme, at a line's end.** Where the part ends its line, the words rhyming with the ends of
    the stanza's nearby lines join the proposals, and a candidate that rhymes so is weighed `RHYME_BONUS`
    (in log probability) in both rankings and in `prob`: the model reads pieces, not sounds, and keeps a
@@ -58,6 +61,8 @@ RIGHT_CHARS = 400  # the most right-hand text read with each candidate
 RHYME_BONUS = 4.0  # log-weight for a line end that rhymes with another in its stanza (fitted: docs/songwriting.md)
 RHYME_LINES = 4  # the stanza's lines either side of the part's whose ends count as its rhymes
 PROPOSAL_ROWS = 1024  # model rows one next-word search may spend
+BACKWARD_SHARE = 0.5  # the backward reading's share in a candidate's weight
+BACKWARD_LINES = 1  # lines before the part's that the backward model reads after the candidate
 PROPOSAL_TOLERANCE = 1e-3  # a proposal search follows pieces down to this share of the words' mass (constrained.py)
 _WORD = re.compile(r"(?:[^\W_]|['\u2019])+")
 _STANZA_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
@@ -71,11 +76,15 @@ class Alternative:
     syllables: int | None = None  # None: a word the dictionary lacks (the original only)
     stress: str | None = None
     rhymes_with: str | None = None  # the end of another line of the stanza it rhymes with (a line end only)
+    backward: float | None = None  # a backward model's log probability of what it reads with this in place
 
     @property
     def weight(self) -> float:
-        """What candidates are ranked by: the model's log probability, and the stanza's rhyme."""
-        return self.logprob + _rhyme_weight(self.rhymes_with)
+        """What candidates are ranked by: the model's log probability (mixed with a backward model's reading,
+        whose missing start is the same for every candidate), and the stanza's rhyme."""
+        reading = self.logprob if self.backward is None else (
+            (1 - BACKWARD_SHARE) * self.logprob + BACKWARD_SHARE * self.backward)
+        return reading + _rhyme_weight(self.rhymes_with)
 
     def as_dict(self) -> dict:
         return {"text": self.text, "prob": self.prob, "syllables": self.syllables, "stress": self.stress,
@@ -151,6 +160,7 @@ def alternative_steps(
     rhyme: str = "perfect",
     max_words: int | None = None,
     prompts: PromptCache | None = None,
+    backward: LanguageModel | None = None,
 ) -> Steps[AlternativesResult]:
     """Up to `n` replacements for text[start:end], best first (module docstring). `vocabulary`: the lower-case
     words a candidate may use (the model's training words the dictionary knows). Raises ValueError for a bad
@@ -193,11 +203,20 @@ def alternative_steps(
     prefix_logprob, *after = yield from read_prefix(model, before)
     # First every proposal with the rest of its line, then the best of them with the whole right side.
     near_logprobs = yield from _read_versions(model, tokenizer, text[line_start:start], left, versions, near, after)
-    kept = [0] + sorted(range(1, len(versions)),
-                        key=lambda i: -near_logprobs[i] - _rhyme_weight(rhyme_of[i]))[:RANKED]
+    backs: list[float | None] = [None] * len(versions)
+    if backward is not None:  # the whole right side for every proposal: it reads it once, before them
+        stanza_break = stanza.group() if stanza and len(right) == stanza.start() - end else ""
+        back_from = line_start
+        for _ in range(BACKWARD_LINES):
+            back_from = text.rfind("\n", 0, max(back_from - 1, 0)) + 1 if back_from else 0
+        backs = yield from _read_backward(backward, tokenizer, text[back_from:start], left, versions,
+                                          right + stanza_break)
+    near_weights = [Alternative(words, value, rhymes_with=rhyme, backward=back).weight
+                    for words, value, rhyme, back in zip(versions, near_logprobs, rhyme_of, backs)]
+    kept = [0] + sorted(range(1, len(versions)), key=lambda i: -near_weights[i])[:RANKED]
     versions = [versions[i] for i in kept]
     logprobs = yield from _read_versions(model, tokenizer, text[line_start:start], left, versions, right, after)
-    scored = [Alternative(words, prefix_logprob + value, rhymes_with=rhyme_of[i])
+    scored = [Alternative(words, prefix_logprob + value, rhymes_with=rhyme_of[i], backward=backs[i])
               for i, words, value in zip(kept, versions, logprobs)]
 
     first = scored[0]
@@ -306,6 +325,22 @@ def _read_versions(model, tokenizer, line_left: str, left: str, versions: list[s
     shared_logprob, logits, state = 0.0, *after
     if shared:
         shared_logprob, logits, state = yield from read_prefix(model, bodies[read[0]][:shared], (logits, state))
+    found = yield from read_continuations(model, logits, state, [bodies[i][shared:] for i in read])
+    for i, value in zip(read, found):
+        values[i] = shared_logprob + value
+    return values
+
+
+def _read_backward(model, tokenizer, line_left: str, left: str, versions: list[str], right: str) -> Steps[list[float]]:
+    """The backward model's log probability of each version of the text from the end of `right` back to the
+    start of `line_left`: the pieces all versions end with once, then each version's own."""
+    bodies = [tokenizer.encode(line_left + _in_place(left, words, right) + right)[::-1] for words in versions]
+    values = [0.0] * len(bodies)
+    read = [i for i, body in enumerate(bodies) if body]
+    if not read:
+        return values
+    shared = _shared_length([bodies[i] for i in read])
+    shared_logprob, logits, state = yield from read_prefix(model, [tokenizer.bos_id] + bodies[read[0]][:shared])
     found = yield from read_continuations(model, logits, state, [bodies[i][shared:] for i in read])
     for i, value in zip(read, found):
         values[i] = shared_logprob + value

@@ -57,7 +57,9 @@ def samples(model: LanguageModel, tokenizer: Tokenizer, count: int, tokens: int 
     params = [SamplingParams(temperature=0.8, seed=seed) for seed in range(count)]
     if next(model.parameters()).device.type != "cpu":  # the sampler's generators live on the CPU
         model = copy.deepcopy(model).cpu()
-    return ["".join(generate(model, tokenizer, "", tokens, p)) for p in params]
+    # A backward model writes a text from its end: its pieces are shown in the order they read.
+    order = reversed if model.config.direction == "backward" else iter
+    return ["".join(order(list(generate(model, tokenizer, "", tokens, p)))) for p in params]
 
 
 def _fine_tune_rows(facts: dict) -> str:

@@ -23,6 +23,7 @@ from lyricist.model import Checkpoint, LanguageModel, Tokenizer, load_checkpoint
 from lyricist.model import dynamic_eval
 from lyricist.model.checkpoint import stored_tensors
 from lyricist.model.memory import State
+from lyricist.model.network import in_reading_order
 from lyricist.model.words import WORDS_FILE, count_words, read_words, words_bytes
 from lyricist.model.scoring import score_text
 
@@ -65,13 +66,14 @@ class Trainer:
         if not corpus.validation_text.strip():
             raise CorpusError("the corpus is too small to hold out a validation text (10% of it); "
                               "or give one with --valid FILE")
-        train_ids = self.tokenizer.encode(corpus.train_text, add_bos=True)
+        train_ids = in_reading_order(config.model, self.tokenizer.encode(corpus.train_text, add_bos=True))
         rows = o.batch_size // self.replicas.world_size
         shard = slice(self.replicas.rank * rows, (self.replicas.rank + 1) * rows)
         epoch_ids = train_ids
         if o.rename_speakers:
             renamer = SpeakerRenamer(corpus.train_text, o.rename_speakers, config.seed)
-            epoch_ids = lambda epoch: self.tokenizer.encode(renamer.renamed(epoch), add_bos=True)  # noqa: E731
+            epoch_ids = lambda epoch: in_reading_order(  # noqa: E731
+                config.model, self.tokenizer.encode(renamer.renamed(epoch), add_bos=True))
         self.stream = BatchStream(epoch_ids, o.batch_size, o.bptt, o.variable_bptt, config.seed, shard)
         self.chars_per_token = len(corpus.train_text) / len(train_ids)
         words = Counter(count_words(corpus.train_text))

@@ -193,7 +193,7 @@ async def alternatives(body: p.AlternativesRequest, settings: Settings, registry
     result = await run_job(engine, lambda: alternative_steps(
         engine.model, engine.tokenizer, lexicon, phonology, body.text, body.start, body.end, vocabulary, n=body.n,
         syllables=body.syllables, stress=body.stress, rhymes_with=body.rhymes_with, rhyme=body.rhyme,
-        max_words=body.max_words, prompts=engine.prompts), settings)
+        max_words=body.max_words, prompts=engine.prompts, backward=engine.checkpoint.backward), settings)
     _count(engine, result.prompt_tokens)
     notes.update(prompt_tokens=result.prompt_tokens)
     return p.AlternativesResponse(
