@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .memory import CacheConfig
-from .network import LanguageModel, evaluating, slice_end
+from .network import LanguageModel, evaluating, in_reading_order, slice_end
 from .scoring import SLICE_TOKENS
 from .tokenizer import Tokenizer
 
@@ -35,12 +35,12 @@ CHUNK = 2048  # positions whose cache is computed at once
 def read_for_cache(model: LanguageModel, tokenizer: Tokenizer, text: str) -> tuple[torch.Tensor, torch.Tensor,
                                                                                       torch.Tensor]:
     """(log p_model of each true next piece (n,), each position's memory key (n, hidden), the pieces (n + 1,)),
-    the text read with the cache off."""
+    the text read with the cache off, in the model's reading order (a backward model's from its end)."""
     config = model.config
     off = dataclasses.replace(config, cache=CacheConfig())
     model.config = off
     try:
-        ids = torch.tensor(tokenizer.encode(text, add_bos=True), device=model.device)
+        ids = torch.tensor(in_reading_order(config, tokenizer.encode(text, add_bos=True)), device=model.device)
         logps, keys = [], []
         state, start = None, 0
         with evaluating(model):

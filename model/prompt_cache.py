@@ -62,6 +62,12 @@ class PromptCache:
             reading.read(slice_pieces)
         return reading.logits, reading.state
 
+    def keep(self, ids: list[int], state: State) -> None:
+        """Keep `state`, read elsewhere after `ids` with the cache mixed in, for the prompts that extend them
+        (at a CHUNK boundary, where a reader looks; elsewhere nothing is kept)."""
+        if ids and len(ids) % CHUNK == 0:
+            self._states[self.model.config.keeps_memory(True)].put(array("q", ids).tobytes(), state)
+
     def reader(self, ids: list[int], mix_cache: bool = True) -> PromptReading:
         """`ids` to be read a slice at a time (`PromptReading.read`); done at once when cached whole.
         `mix_cache` False: the logits without the continuous cache, for writing (`LanguageModel.step`)."""

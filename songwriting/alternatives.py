@@ -5,9 +5,10 @@ or an empty span to insert at). Two passes, and at a line's end the stanza's rhy
 
 1. **Proposals, from the left.** The model reads the text before the part and proposes replacements of 1 to
    `max_words` words, each word the exact next-word distribution over the words allowed
-   (constrained.py): the model's training words the dictionary knows (`words.json`), narrowed by
-   `syllables`, `stress` (meter.py) and `rhymes_with` (its last word). A longer replacement grows word by
-   word from the `BEAM` likeliest partial ones. The `POOL` likeliest complete ones go on.
+   (constrained.py): the model's training words the dictionary knows (`words.json`) and the text's own
+   dictionary words (a name, a word the model never read), narrowed by `syllables`, `stress` (meter.py) and
+   `rhymes_with` (its last word). A longer replacement grows word by word from the `BEAM` likeliest partial
+   ones. The `POOL` likeliest complete ones go on.
 2. **Ranking, with the right.** Each proposal is put in place and the text is scored up to the end of the
    part's stanza (at most `RIGHT_CHARS` characters after the part): the lines before the part's line and
    the pieces every version shares are read once (model.scoring `read_prefix`), then every version's own
@@ -36,15 +37,16 @@ from dataclasses import dataclass
 
 import torch
 
-from lyricist.model.network import LanguageModel
-from lyricist.model.prompt_cache import PromptCache
+from lyricist.model.memory import State
+from lyricist.model.network import MIN_CALL_PIECES, LanguageModel
+from lyricist.model.prompt_cache import CHUNK, PromptCache
 from lyricist.model.scoring import read_continuations, read_prefix
 from lyricist.model.steps import Steps, run_to_end
 from lyricist.model.tokenizer import Tokenizer
 from lyricist.model.units import is_word_char
 
 from .constrained import constrained_steps, surface_forms
-from .lexicon import MAX_SYLLABLES, Lexicon, add_word, lowest
+from .lexicon import MAX_SYLLABLES, Lexicon, add_word, is_whole_word, lowest
 from .lines import ConstraintError, check_stress
 from .meter import scansion
 from .phonology import Phonology
@@ -163,8 +165,9 @@ def alternative_steps(
     backward: LanguageModel | None = None,
 ) -> Steps[AlternativesResult]:
     """Up to `n` replacements for text[start:end], best first (module docstring). `vocabulary`: the lower-case
-    words a candidate may use (the model's training words the dictionary knows). Raises ValueError for a bad
-    part or value, ConstraintError when no word meets the constraints. One model call per step."""
+    words a candidate may use besides the text's own (the model's training words the dictionary knows). Raises
+    ValueError for a bad part or value, ConstraintError when no word meets the constraints. One model call per
+    step."""
     part_of_line(text, start, end)
     if not 1 <= n <= MAX_N:
         raise PartError("n", f"n must be from 1 to {MAX_N}, got {n}")
@@ -176,15 +179,19 @@ def alternative_steps(
     max_words = default_max_words(text[start:end]) if max_words is None else max_words
     if not 1 <= max_words <= MAX_WORDS:
         raise PartError("max_words", f"max_words must be from 1 to {MAX_WORDS}, got {max_words}")
+    vocabulary = vocabulary | _text_words(text, lexicon)
     rule = _PhraseRule(lexicon, vocabulary, syllables, stress, rhymes_with, rhyme)
     if max_words == 1 and not rule.next_words(1, last_word=True):
         wanted = [f"stress {stress!r}" if stress is not None else f"{syllables} syllables" if syllables else "",
                   f"a rhyme with {rhymes_with!r}" if rhymes_with is not None else ""]
         field = "stress" if stress is not None else "syllables" if syllables is not None else "rhymes_with"
-        raise ConstraintError(field, f"no word the model read in training has {' and '.join(w for w in wanted if w)}"
-                                     f" (with max_words 1)")
+        raise ConstraintError(field, f"no word the model read in training or the text uses has "
+                                     f"{' and '.join(w for w in wanted if w)} (with max_words 1)")
     prompts = prompts or PromptCache(model)
     left, original = text[:start], text[start:end]
+    line_start = text.rfind("\n", 0, start) + 1
+    prefix_logprob, *after = yield from _read_before(model, tokenizer.encode(text[:line_start], add_bos=True),
+                                                     prompts)
     proposals, rows = yield from _propose(model, tokenizer, rule, left, max_words, prompts)
     doubled = _neighbours(text, start, end)
     versions = [original] + [words for words, _ in proposals if words != original
@@ -192,15 +199,15 @@ def alternative_steps(
     versions += [words for words in _song_words(text, start, end, rule, versions) if not _doubles(words, doubled)]
     line_ends = _other_line_ends(text, start, end) if rhymes_with is None else []
     versions += [word for word in _rhyming_words(line_ends, rule, versions) if not _doubles(word, doubled)]
+    if not proposals and len(versions) == 1:
+        field = "rhymes_with" if rule.rhyming is not None else ("stress" if rule.stress else "syllables")
+        raise ConstraintError(field, "no replacement the model proposes or the text holds meets the constraints")
     rhyme_of = [_rhyme_in(words, line_ends, lexicon) for words in versions]
 
-    line_start = text.rfind("\n", 0, start) + 1
     stanza = _STANZA_BREAK.search(text, end)
     right = text[end:stanza.start() if stanza else len(text)][:RIGHT_CHARS]
     line_end = right.find("\n")
     near = right[: min(NEAR_CHARS, len(right) if line_end < 0 else line_end + 1)]
-    before = tokenizer.encode(text[:line_start], add_bos=True)
-    prefix_logprob, *after = yield from read_prefix(model, before)
     # First every proposal with the rest of its line, then the best of them with the whole right side.
     near_logprobs = yield from _read_versions(model, tokenizer, text[line_start:start], left, versions, near, after)
     backs: list[float | None] = [None] * len(versions)
@@ -230,6 +237,25 @@ def alternative_steps(
         alternative.syllables, alternative.stress = rule.sounds(alternative.text, phonology)
     read = len(tokenizer.encode(text[:end] + right, add_bos=True))
     return AlternativesResult(first, rank, shown, read, rows)
+
+
+def _text_words(text: str, lexicon: Lexicon) -> frozenset[str]:
+    """The dictionary words the text itself uses, lower-case: a songwriter's own words (a name, a word of today)
+    are candidates whether or not the model read them in training."""
+    return frozenset(word for word in map(str.lower, _WORD.findall(text))
+                     if word in lexicon.masks and is_whole_word(word))
+
+
+def _read_before(model, ids: list[int], prompts: PromptCache) -> Steps[tuple[float, torch.Tensor, State]]:
+    """`read_prefix` of the lines before the part's, the state at its last CHUNK boundary kept in the prompt
+    cache: the proposals then read the part's line after it, not the whole text again."""
+    boundary = (len(ids) - MIN_CALL_PIECES) // CHUNK * CHUNK
+    if boundary < CHUNK:
+        return (yield from read_prefix(model, ids))
+    head_logprob, logits, state = yield from read_prefix(model, ids[:boundary])
+    prompts.keep(ids[:boundary], state)
+    rest_logprob, logits, state = yield from read_prefix(model, ids[boundary:], (logits, state))
+    return head_logprob + rest_logprob, logits, state
 
 
 def _neighbours(text: str, start: int, end: int) -> tuple[str | None, str | None]:
@@ -383,8 +409,8 @@ class _PhraseRule:
                 raise ConstraintError("rhymes_with", f"no word in the dictionary rhymes with {rhymes_with!r} ({rhyme})")
             self.rhyming = frozenset(w for w in rhyming if w in vocabulary)
             if not self.rhyming:
-                raise ConstraintError("rhymes_with", f"no word the model read in training rhymes with "
-                                                     f"{rhymes_with!r} ({rhyme})")
+                raise ConstraintError("rhymes_with", f"no word the model read in training or the text uses rhymes "
+                                                     f"with {rhymes_with!r} ({rhyme})")
 
     def add(self, totals: int, word: str) -> int:
         scans = self.lexicon.scansions(word) if self.stress is not None else ()
@@ -449,7 +475,8 @@ class _Partial:
 
 def _propose(model, tokenizer, rule: _PhraseRule, left: str, max_words: int,
              prompts: PromptCache) -> Steps[tuple[list[tuple[str, float]], int]]:
-    """Complete replacements, likeliest first by the left side alone, and the model rows spent."""
+    """Complete replacements, likeliest first by the left side alone (none where every word that fits is too
+    unlikely to follow), and the model rows spent."""
     # The model proposes the next word after the left side without its trailing spaces: the word search counts
     # the spaces before a word itself, and a text that ends in a bare space reads to the model as a word cut off.
     base = left.rstrip(" \t")
@@ -488,8 +515,5 @@ def _propose(model, tokenizer, rule: _PhraseRule, left: str, max_words: int,
         partials = sorted(grown, key=lambda p: -p.logprob)[:BEAM]
         if not partials:
             break
-    if not complete:
-        field = "rhymes_with" if rule.rhyming is not None else ("stress" if rule.stress else "syllables")
-        raise ConstraintError(field, "no replacement the model proposes meets the constraints")
     return sorted(complete.values(), key=lambda item: -item[1]), rows
 

@@ -32,6 +32,12 @@ MAX_SYLLABLES = 24  # a line's ceiling (docs/api.md); a bit per count fits an in
 RhymeSet = Callable[[str, str], Iterable[str]]  # (target, "perfect" | "near") -> dictionary words rhyming with it
 
 
+def is_whole_word(word: str) -> bool:
+    """Not a fragment: a word of one letter is a, I or O, and a clipped one keeps two letters ('em, not 's)."""
+    letters = sum(c.isalpha() for c in word)
+    return letters >= 2 or word in ("a", "i", "o")
+
+
 def mask_of(counts: Iterable[int]) -> int:
     mask = 0
     for count in counts:

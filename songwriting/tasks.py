@@ -35,7 +35,7 @@ from lyricist.model.tokenizer import Tokenizer
 from lyricist.model.words import read_words
 
 from .constrained import ConstrainedPrediction, constrained_steps, surface_forms
-from .lexicon import Lexicon, counts_of, default_lexicon
+from .lexicon import Lexicon, counts_of, default_lexicon, is_whole_word
 from .lines import ConstraintError
 
 _LOCK = threading.Lock()
@@ -78,16 +78,10 @@ def end_words(checkpoint: Checkpoint) -> frozenset[str]:
     found = _END_WORDS.get(key)
     if found is None:
         lex, words = lexicon(), read_words(checkpoint.path)
-        found = frozenset(w for w in words if w in lex.masks and _whole(w)) if words else common_words(
+        found = frozenset(w for w in words if w in lex.masks and is_whole_word(w)) if words else common_words(
             checkpoint.tokenizer, lex)
         _END_WORDS[key] = found
     return found
-
-
-def _whole(word: str) -> bool:
-    """Not a fragment: a word of one letter is a, I or O, and a clipped one keeps two letters ('em, not 's)."""
-    letters = sum(c.isalpha() for c in word)
-    return letters >= 2 or word in ("a", "i", "o")
 
 
 def word_is_known(word: str) -> bool:

@@ -8,6 +8,7 @@ every rule must hold whatever the model likes); one uses the shipped songs model
 import math
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from lyricist.app.server import create_app
@@ -48,13 +49,19 @@ def score_logprob(client, text: str) -> float:
     return -response.json()["nll"]
 
 
-def test_each_logprob_is_the_whole_stanza_scored_with_the_candidate_in_place(client):
-    body = alternatives(client, text=STANZA, start=COLD[0], end=COLD[1], n=6)
+# stanzas before the part's: the lines before its line are read in two parts (docs/songwriting.md)
+LONG = "Over the hills and far away,\nThe morning light came in;\n\n" * 3 + STANZA
+
+
+@pytest.mark.parametrize("text", [STANZA, LONG])
+def test_each_logprob_is_the_whole_stanza_scored_with_the_candidate_in_place(client, text):
+    cold = (text.index("cold"), text.index("cold") + len("cold"))
+    body = alternatives(client, text=text, start=cold[0], end=cold[1], n=6)
     assert body["model"] == "tiny-lstm" and body["original"]["text"] == "cold"
     shown = body["alternatives"]
     assert 1 <= len(shown) <= 6 and len({a["text"].lower() for a in shown}) == len(shown)  # case variants merged
     for candidate in [*shown, body["original"]]:
-        expected = score_logprob(client, in_place(STANZA, *COLD, candidate["text"]))
+        expected = score_logprob(client, in_place(text, *cold, candidate["text"]))
         assert candidate["logprob"] == pytest.approx(expected, abs=1e-3), candidate
     logprobs = [a["logprob"] for a in shown]
     assert logprobs == sorted(logprobs, reverse=True)
@@ -190,6 +197,57 @@ def test_unmeetable_constraints_are_a_422_naming_the_constraint(client):
                                                      "rhymes_with": "orange", "max_words": 1})
     assert response.status_code == 422, response.text
     assert response.json()["error"]["param"] == "rhymes_with"
+
+
+def test_the_texts_own_words_are_candidates_though_the_model_never_read_them(served_checkpoint):
+    """A songwriter's own words (a name, a word of today) come back even where the model read none of them in
+    training: given no training words at all, the candidates are the text's words that fit, and nothing else."""
+    from lyricist.model import load_checkpoint
+    from lyricist.songwriting import tasks
+    from lyricist.songwriting.alternatives import generate_alternatives
+    from lyricist.songwriting.lines import ConstraintError
+    from lyricist.songwriting.phonology import Phonology
+
+    checkpoint = load_checkpoint(served_checkpoint)
+    model, tokenizer = checkpoint.model, checkpoint.tokenizer
+    lexicon, phonology = tasks.prepare(tokenizer), Phonology.load()
+    text = "We danced beside the radio\nUntil the morning light\n"
+    start = text.index("morning")
+    part = (text, start, start + len("morning"), frozenset())
+    three = generate_alternatives(model, tokenizer, lexicon, phonology, *part, n=32, syllables=3)
+    # the original is listed where it ranks in; the one other word of the text with three syllables
+    assert [a.text.lower() for a in three.alternatives if a is not three.original] == ["radio"]
+    one = generate_alternatives(model, tokenizer, lexicon, phonology, *part, n=32, syllables=1)
+    words = {w.lower() for w in WORD.findall(text)}
+    shown = {a.text.lower() for a in one.alternatives if a is not one.original}
+    assert shown and shown <= words - {"the"}, shown  # "the" would echo the word before the part
+    with pytest.raises(ConstraintError, match="the text uses has 5 syllables"):
+        generate_alternatives(model, tokenizer, lexicon, phonology, *part, syllables=5)
+
+
+def test_the_proposals_pick_up_where_the_lines_before_were_read(served_checkpoint):
+    """The lines before the part's are read once, in two parts: the figure of one reading, and the proposals
+    find the state kept between the parts in the prompt cache, proposing what a reading from the start would."""
+    from lyricist.model import load_checkpoint
+    from lyricist.model.prompt_cache import PromptCache
+    from lyricist.model.scoring import read_prefix
+    from lyricist.model.steps import run_to_end
+    from lyricist.songwriting import tasks
+    from lyricist.songwriting.alternatives import _PhraseRule, _propose, _read_before
+
+    checkpoint = load_checkpoint(served_checkpoint)
+    model, tokenizer = checkpoint.model, checkpoint.tokenizer
+    cold = LONG.index("cold")
+    before = tokenizer.encode(LONG[: LONG.rfind("\n", 0, cold) + 1], add_bos=True)
+    assert len(before) > 32
+    prompts = PromptCache(model)
+    in_parts, whole = run_to_end(_read_before(model, before, prompts)), run_to_end(read_prefix(model, before))
+    assert in_parts[0] == pytest.approx(whole[0], abs=1e-6) and torch.equal(in_parts[1], whole[1])
+    rule = _PhraseRule(tasks.prepare(tokenizer), tasks.end_words(checkpoint), 1, None, None, "perfect")
+    picked_up = run_to_end(_propose(model, tokenizer, rule, LONG[:cold], 1, prompts))
+    assert prompts.hits == 1
+    from_start = run_to_end(_propose(model, tokenizer, rule, LONG[:cold], 1, PromptCache(model)))
+    assert picked_up[0] and picked_up[0] == from_start[0]
 
 
 def test_the_alternatives_command(served_checkpoint, capsys):

@@ -148,10 +148,13 @@ def test_seeded_results_with_memory_are_the_same_bits_whatever_the_threads_slice
     assert tokens(threads, slice_tokens, company) == reference
 
 
-def test_the_tuned_cache_scores_as_the_tuner_said(tmp_path, tokenizer, shakespeare_text):
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_the_tuned_cache_scores_as_the_tuner_said(tmp_path, tokenizer, shakespeare_text, direction):
+    """Whichever way the model reads (a backward model from the text's end), the tuner reads the text as scoring
+    does, so the figure it reports for a setting is the one the text then scores."""
     model = LanguageModel(ModelConfig(vocab_size=tokenizer.vocab_size, layers=1, embedding_size=16,
-                                      hidden_size=24)).eval()
-    text = shakespeare_text[:3000] * 2  # a text that repeats itself: the cache must help
+                                      hidden_size=24, direction=direction)).eval()
+    text = shakespeare_text[:2500] + shakespeare_text[:3000]  # a text that repeats itself: the cache must help
     best, figures = tune(model, tokenizer, text, windows=(64, 256), thetas=(0.5, 2.0), lambdas=(0.1, 0.3),
                          match_cosines=(0.9, 0.99), match_lambdas=(0.5, 0.8), log=lambda line: None)
     assert best.lam > 0 and figures["nats_per_char_best"] < figures["nats_per_char_off"]
@@ -160,6 +163,8 @@ def test_the_tuned_cache_scores_as_the_tuner_said(tmp_path, tokenizer, shakespea
     save_cache_settings(path, best, figures)
     tuned = load_checkpoint(path)
     assert tuned.model.config.cache == best
+    off = score_text(model, tokenizer, text).metrics()
+    assert off["nats_per_char"] == pytest.approx(figures["nats_per_char_off"], rel=1e-6)
     score = score_text(tuned.model, tuned.tokenizer, text).metrics()
     assert score["nats_per_char"] == pytest.approx(figures["nats_per_char_best"], rel=1e-6)
     assert json.loads((path / "cache_tuning.json").read_text())["best"] == dataclasses.asdict(best)

@@ -16,6 +16,7 @@ from lyricist.model.checkpoint import MANIFEST_FILE, read_extra_file
 from lyricist.model.cli import main as lyricist_main
 from lyricist.training.config import OptimSettings, TrainConfig, load_config
 from lyricist.training.data import VALIDATION_FRACTION, read_corpus
+from lyricist.training.objective import bf16_runs_on
 from lyricist.training.run_state import LOG_FILE
 from lyricist.training.scheduled_sampling import teacher_forcing_probability
 from lyricist.training.trainer import Trainer
@@ -229,6 +230,7 @@ def test_scheduled_sampling_and_nt_asgd_train(corpus, tmp_path):
     assert any(e["event"] == "averaging_started" for e in log)
 
 
+@pytest.mark.skipif(not bf16_runs_on("cpu"), reason="this CPU runs no LSTM in bfloat16 (no AVX512-BF16 or AMX)")
 def test_bf16_runs_the_products_in_bfloat16_and_keeps_everything_stored_in_float32(corpus, tmp_path):
     def first_steps(precision: str):
         config = load_config(None, [*TINY, f"run.precision={precision!r}"])
@@ -245,6 +247,14 @@ def test_bf16_runs_the_products_in_bfloat16_and_keeps_everything_stored_in_float
     # The same seed and data: the same course, to bfloat16's rounding.
     assert half_losses != full_losses and half_losses == pytest.approx(full_losses, rel=0.01)
     assert half_losses[-1] < half_losses[0]
+
+
+@pytest.mark.skipif(bf16_runs_on("cpu"), reason="this CPU runs the LSTM in bfloat16")
+def test_bf16_is_refused_before_the_run_starts_where_the_cpu_cannot_run_it(corpus, tmp_path, capsys):
+    out = tmp_path / "bf16"
+    assert lyricist_main(train_args(corpus, out, "run.precision='bf16'")) != 0
+    assert "run.precision bf16" in capsys.readouterr().err
+    assert not out.exists()  # nothing was started, so nothing needs resuming
 
 
 def test_validation_split_is_the_benchmark_split():

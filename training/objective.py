@@ -4,6 +4,8 @@ regularisation (β: the squared change of the last layer's raw output from one s
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,3 +35,16 @@ class Objective(nn.Module):
         if self.tar and hidden.shape[1] > 1:
             loss = loss + self.tar * (hidden[:, 1:] - hidden[:, :-1]).pow(2).mean()
         return loss, cross_entropy.detach(), features.state.detached()
+
+
+@functools.cache
+def bf16_runs_on(device_type: str) -> bool:
+    """Whether this machine runs the LSTM kernel under bfloat16 autocast. A CPU's oneDNN has no bfloat16 LSTM
+    without AVX512-BF16 or AMX and fails at the first step, so a bf16 run is refused before it starts."""
+    lstm = nn.LSTM(8, 8).to(device_type)
+    try:
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            lstm(torch.zeros(2, 1, 8, device=device_type))
+    except RuntimeError:
+        return False
+    return True

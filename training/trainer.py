@@ -33,7 +33,7 @@ from .averaging import (asgd_average, make_optimizer, nt_asgd_switches, update_m
 from .config import TrainConfig
 from .data import BatchStream, Corpus, CorpusError
 from .distributed import Replicas, pick_device
-from .objective import Objective
+from .objective import Objective, bf16_runs_on
 from .rename_speakers import SpeakerRenamer
 from .run_state import (CARD_FILE, LOG_FILE, PLOT_FILE, STATE_FILE, TENSORS_FILE, Progress, join_optimizer_state,
                         split_optimizer_state)
@@ -53,6 +53,9 @@ class Trainer:
         if device.type == "cuda" and self.replicas.active:
             device = torch.device("cuda", self.replicas.local_rank)
         self.device = device
+        if config.run.precision == "bf16" and not bf16_runs_on(device.type):
+            raise ValueError(f"run.precision bf16: this machine's {device.type.upper()} cannot run the LSTM in "
+                             "bfloat16 (a CPU needs AVX512-BF16 or AMX); train with run.precision=fp32")
         if config.run.threads:
             torch.set_num_threads(config.run.threads)
         elif self.replicas.active and device.type == "cpu":
