@@ -61,6 +61,16 @@ class State:
             return State(self.rnn[:, :, rows])
         return State(self.rnn[:, :, rows], self.memory[rows], self.next_pieces[rows], self.length[rows])
 
+    def narrowed(self, pieces: int) -> State:
+        """The same state for reading at most `pieces` more pieces, its ring cut to the slots they will use where
+        no row's ring will have wrapped by then: the memory's work is per slot, and a short text fills few."""
+        if self.memory is None:
+            return self
+        used = int(self.length.max()) + pieces
+        if used >= self.memory.shape[1]:
+            return self
+        return State(self.rnn, self.memory[:, :used], self.next_pieces[:, :used], self.length)
+
     @staticmethod
     def stack(states: list[State]) -> State:
         rnn = torch.cat([s.rnn for s in states], dim=2)
@@ -233,6 +243,8 @@ def read_ring(outputs: Tensor, pieces: Tensor, state: State, normalise: Callable
     window = ring.shape[1]
     index = torch.arange(rows, device=ring.device)
     attended, weights, recalled, closeness = [], [], [], []
+    # each slot's length, kept as slots are written: the cosines need them at every position
+    slot_norms = ring.detach().float().norm(dim=2) if cache is not None and cache.match_lam else None
     tracked = torch.is_grad_enabled()  # dynamic evaluation differentiates through the ring: write a new one
     for t in range(time):
         if tracked and t:
@@ -256,9 +268,10 @@ def read_ring(outputs: Tensor, pieces: Tensor, state: State, normalise: Callable
             weights.append(torch.where(known.any(dim=1, keepdim=True), torch.softmax(scores, dim=-1),
                                        torch.zeros_like(scores)).nan_to_num(0.0))
             recalled.append(following.clone())
-            if cache.match_lam:
-                norms = ring.float().norm(dim=2) * normed.float().norm(dim=1, keepdim=True)
-                cosines = (products / norms.clamp_min(1e-12)).masked_fill(~known, -1.0)
+            if slot_norms is not None:
+                slot_norms[index, slot] = ring[index, slot].detach().float().norm(dim=1)
+                norms = slot_norms * normed.detach().float().norm(dim=1, keepdim=True)
+                cosines = (products.detach() / norms.clamp_min(1e-12)).masked_fill(~known, -1.0)
                 closeness.append(cosines.max(dim=1).values)
             else:
                 closeness.append(products.new_full((rows,), -1.0))

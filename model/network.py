@@ -365,8 +365,9 @@ class LanguageModel(nn.Module):
     def read_rows(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
         """Several texts side by side, one row each: (rows, time) ids -> the (rows, time, vocab) logits after
         each piece and the state after the last. For a caller whose batch is its own (the alternatives of a
-        part of a line, read with what follows them): its products are not cut into fixed blocks."""
-        features = self.features(tokens, state, None)
+        part of a line, read with what follows them): its products are not cut into fixed blocks, and the memory
+        of the state passed in is written over (a batch made for the call: `repeat_rows`, `select_rows`)."""
+        features = self.features(tokens, state, None, in_place=True)
         logits = self.decode(features.dropped.flatten(0, 1), None)
         if features.recall is not None:
             logits = features.recall.mix(logits, self.config.cache)

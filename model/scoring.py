@@ -152,7 +152,7 @@ def read_continuations(model: LanguageModel, logits: torch.Tensor, state: State,
         padded[i, : len(row)] = torch.tensor(row)
     lengths = torch.tensor([len(row) for row in rows])
     active = torch.arange(len(rows))
-    batch = model.repeat_rows(state, len(rows))
+    batch = model.repeat_rows(state.narrowed(longest), len(rows))
     position = 0  # the pieces before it are read; each row's piece at `position` is predicted, not yet read
     with torch.inference_mode(), evaluating(model):
         while True:

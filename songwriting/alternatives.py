@@ -9,15 +9,16 @@ or an empty span to insert at). Two passes, and at a line's end the stanza's rhy
    dictionary words (a name, a word the model never read), narrowed by `syllables`, `stress` (meter.py) and
    `rhymes_with` (its last word). A longer replacement grows word by word from the `BEAM` likeliest partial
    ones. The `POOL` likeliest complete ones go on.
-2. **Ranking, with the right.** Each proposal is put in place and the text is scored up to the end of the
-   part's stanza (at most `RIGHT_CHARS` characters after the part): the lines before the part's line and
-   the pieces every version shares are read once (model.scoring `read_prefix`), then every version's own
-   pieces side by side (`read_continuations`). `logprob` is the log probability of the text from its
-   start to there with the candidate in place, as `/v1/score` would give it; `prob` is its share among the
-   candidates returned and the original. Where the checkpoint carries a backward model, that model reads each
-   version too, from the stanza's end back to the start of the line before the part's, and a candidate's weight
-   mixes the two readings (`BACKWARD_SHARE`): two estimates of one text's probability, the second reading the
-   right side first.
+2. **Ranking, with the right.** Each proposal is put in place and read with the rest of its line (at most
+   `NEAR_CHARS`); the `RANKED` best by that are read again with the text up to the end of the part's stanza
+   (at most `RIGHT_CHARS` characters after the part). Each time the lines before the part's line and the
+   pieces every version shares are read once (model.scoring `read_prefix`), then every version's own pieces
+   side by side (`read_continuations`). `logprob` is the log probability of the text from its start to the
+   stanza's end with the candidate in place, as `/v1/score` would give it; `prob` is its share among the
+   candidates returned and the original. Where the checkpoint carries a backward model, that model reads the
+   `RANKED` too, from the stanza's end back to the start of the line before the part's, and a candidate's
+   weight mixes the two readings (`BACKWARD_SHARE`): two estimates of one text's probability, the second
+   reading the right side first. (Reading every proposal so, before the cut, found the same words.)
 3. **The stanza's rhyme, at a line's end.** Where the part ends its line, the words rhyming with the ends of
    the stanza's nearby lines join the proposals, and a candidate that rhymes so is weighed `RHYME_BONUS`
    (in log probability) in both rankings and in `prob`: the model reads pieces, not sounds, and keeps a
@@ -210,21 +211,21 @@ def alternative_steps(
     near = right[: min(NEAR_CHARS, len(right) if line_end < 0 else line_end + 1)]
     # First every proposal with the rest of its line, then the best of them with the whole right side.
     near_logprobs = yield from _read_versions(model, tokenizer, text[line_start:start], left, versions, near, after)
+    near_weights = [Alternative(words, value, rhymes_with=rhyme).weight
+                    for words, value, rhyme in zip(versions, near_logprobs, rhyme_of)]
+    kept = [0] + sorted(range(1, len(versions)), key=lambda i: -near_weights[i])[:RANKED]
+    versions = [versions[i] for i in kept]
+    logprobs = yield from _read_versions(model, tokenizer, text[line_start:start], left, versions, right, after)
     backs: list[float | None] = [None] * len(versions)
-    if backward is not None:  # the whole right side for every proposal: it reads it once, before them
+    if backward is not None:  # the whole right side for every version: it reads it once, before them
         stanza_break = stanza.group() if stanza and len(right) == stanza.start() - end else ""
         back_from = line_start
         for _ in range(BACKWARD_LINES):
             back_from = text.rfind("\n", 0, max(back_from - 1, 0)) + 1 if back_from else 0
         backs = yield from _read_backward(backward, tokenizer, text[back_from:start], left, versions,
                                           right + stanza_break)
-    near_weights = [Alternative(words, value, rhymes_with=rhyme, backward=back).weight
-                    for words, value, rhyme, back in zip(versions, near_logprobs, rhyme_of, backs)]
-    kept = [0] + sorted(range(1, len(versions)), key=lambda i: -near_weights[i])[:RANKED]
-    versions = [versions[i] for i in kept]
-    logprobs = yield from _read_versions(model, tokenizer, text[line_start:start], left, versions, right, after)
-    scored = [Alternative(words, prefix_logprob + value, rhymes_with=rhyme_of[i], backward=backs[i])
-              for i, words, value in zip(kept, versions, logprobs)]
+    scored = [Alternative(words, prefix_logprob + value, rhymes_with=rhyme_of[i], backward=back)
+              for i, words, value, back in zip(kept, versions, logprobs, backs)]
 
     first = scored[0]
     ranked = sorted(scored, key=lambda a: -a.weight)  # stable: the original first among equals

@@ -96,6 +96,24 @@ def test_the_cache_recalls_what_followed_before():
     torch.testing.assert_close(mixed.exp().sum(-1), torch.ones(len(text), dtype=mixed.dtype))
 
 
+def test_a_ring_cut_to_the_slots_a_read_will_use_reads_as_the_whole_ring():
+    """Texts read side by side after a short beginning each carry a copy of the ring; `narrowed` cuts it to the
+    slots the reading will fill, and the reading gives what the whole ring gives. A ring that would wrap is
+    kept whole."""
+    model = model_with({"cache": {**CACHE["cache"], "window": 64}})
+    with torch.inference_mode():
+        _, state = model.read(ids(20))
+        narrow = state.narrowed(10)
+        assert narrow.memory.shape[1] == narrow.next_pieces.shape[1] == 30 and state.memory.shape[1] == 64
+        assert state.narrowed(44) is state
+        rows = torch.stack([ids(10, seed=1), ids(10, seed=2)])
+        wide_logits, wide_state = model.read_rows(rows, model.repeat_rows(state, 2))
+        narrow_logits, narrow_state = model.read_rows(rows, model.repeat_rows(narrow, 2))
+    torch.testing.assert_close(narrow_logits, wide_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(narrow_state.memory, wide_state.memory[:, :30])
+    assert torch.equal(narrow_state.next_pieces, wide_state.next_pieces[:, :30])
+
+
 def test_a_state_with_memory_is_kept_and_found_by_the_prompt_cache():
     model = model_with(BOTH)
     prompt = ids(90, seed=7).tolist()

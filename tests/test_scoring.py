@@ -75,10 +75,13 @@ def test_a_texts_pieces_as_tokens_join_to_it_with_no_replacement_characters(toke
 
 
 @pytest.mark.parametrize("memory", [{}, {"attention": {"window": 12}},
-                                    {"attention": {"window": 12}, "cache": {"window": 20, "theta": 0.5, "lam": 0.2}}])
+                                    {"attention": {"window": 12}, "cache": {"window": 20, "theta": 0.5, "lam": 0.2}},
+                                    {"cache": {"window": 512, "theta": 0.5, "lam": 0.2, "match_cosine": 0.5,
+                                               "match_lam": 0.6}}])
 def test_texts_sharing_a_beginning_are_scored_as_each_alone(tokenizer, memory):
     """read_prefix reads the shared beginning once and read_continuations every text's own pieces side by side
-    (the alternatives for a part of a line): each total is the text's own score, with or without the memory."""
+    (the alternatives for a part of a line): each total is the text's own score, with or without the memory,
+    with a ring that wraps while they are read and with one cut to the slots they use (`State.narrowed`)."""
     from lyricist.model.network import LanguageModel, ModelConfig
     from lyricist.model.steps import run_to_end
 
