@@ -24,16 +24,24 @@ import httpx
 from processes import ROOT, start_server
 
 CHARS = 19_999  # under LYRICIST_MAX_PROMPT_CHARS (20,000)
+SONG = "\n".join(["la la la love"] * (CHARS // 14))
+MIDDLE = SONG.index("\n", CHARS // 2)  # the end of a line halfway
 BODIES = [
     ("/v1/analyze", {"text": "0" * CHARS}, "20k characters of 0"),
     ("/v1/analyze", {"text": "abc" * (CHARS // 3)}, "one 20k-letter 'word'"),
-    ("/v1/analyze", {"text": "\n".join(["la la la love"] * (CHARS // 14))}, "1,400 lines"),
+    ("/v1/analyze", {"text": SONG}, "1,400 lines"),
     ("/v1/score", {"text": "0" * CHARS}, "20k characters of 0"),
     ("/v1/predict", {"prompt": "0" * CHARS, "rhymes_with": "day"}, "20k-character prompt, rhymes_with"),
     ("/v1/predict", {"prompt": "la " * (CHARS // 3)}, "20k-character prompt"),
     ("/v1/lines", {"prompt": "la la la\n" * (CHARS // 9), "syllables": 8, "rhymes_with": "day", "n": 8},
      "20k-character prompt, 8 lines"),
     ("/v1/verse", {"prompt": "", "scheme": "ABABABABABABABAB", "syllables": 12}, "16-line verse"),
+    ("/v1/alternatives", {"text": SONG, "start": len(SONG) - 4, "end": len(SONG), "max_words": 4},
+     "20k-character song, its last word, up to 4 words"),
+    ("/v1/alternatives", {"text": SONG, "start": MIDDLE, "end": MIDDLE, "max_words": 4, "syllables": 24},
+     "20k-character song, an insert of 24 syllables in 4 words"),
+    ("/v1/alternatives", {"text": "0" * CHARS, "start": CHARS, "end": CHARS}, "after 20k characters of 0"),
+    ("/v1/embeddings", {"input": ["la " * (CHARS // 3)] * 64}, "64 texts of 20k characters"),
 ]
 
 
@@ -59,6 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=ROOT / "checkpoints" / "songs-lstm")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--only", help="the bodies of this path alone (e.g. /v1/alternatives)")
     args = parser.parse_args()
     print(f"reproduce: python bench/hostile.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}; "
           f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -74,7 +83,7 @@ def main() -> None:
         print(f"the 20-token generation alone: {min(alone) * 1e3:.0f} ms\n")
         print(f"{'body':<62} | answer (status) | the generation beside it")
         worst_body = worst_generation = 0.0
-        for path, body, what in BODIES:
+        for path, body, what in [b for b in BODIES if args.only in (None, b[0])]:
             for _ in range(args.rounds):
                 seconds, status, generation = asyncio.run(beside(base, path, body))
                 worst_body, worst_generation = max(worst_body, seconds), max(worst_generation, generation)

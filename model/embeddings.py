@@ -16,29 +16,41 @@ import torch
 from torch import Tensor
 
 from .network import LanguageModel, evaluating, slice_end
-from .steps import Steps
+from .steps import Pace, Steps
 from .tokenizer import Tokenizer
 
 NEIGHBOUR_WORDS = 10_000  # the most frequent training words a word's neighbours are drawn from
 
 
+SUM_BLOCK = 32  # pieces whose outputs are summed together, then the sums in order: no bit depends on the slices
+
+
 @torch.inference_mode()
 def text_vector(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_pieces: int = 256
                 ) -> Steps[tuple[Tensor, int]]:
-    """A text's unit vector and its count of pieces, a slice per step (model.steps)."""
+    """A text's unit vector and its count of pieces, a slice per step (model.steps), each as long as a step's
+    time allows."""
     ids = model.tokens(tokenizer.encode(text, add_bos=True))
     total = torch.zeros(model.config.hidden_size, dtype=torch.float64, device=model.device)
+    block: list[Tensor] = []  # the outputs of the block being gathered
     state, start, last = None, 0, None
+    pace = Pace(slice_pieces)
     with evaluating(model):
         while start < len(ids):
-            end = slice_end(start, len(ids), slice_pieces)
+            end = slice_end(start, len(ids), pace.next())
             features = model.features(ids[start:end].view(1, -1), state)
             state = features.state
             outputs = features.hidden[0].double()
-            total += outputs[1:].sum(dim=0) if start == 0 else outputs.sum(dim=0)  # the start marker is no piece
             last = outputs[-1]
+            block.extend(outputs[1:] if start == 0 else outputs)  # the start marker is no piece
+            while len(block) >= SUM_BLOCK:
+                total += torch.stack(block[:SUM_BLOCK]).sum(dim=0)
+                del block[:SUM_BLOCK]
+            pace.read(end - start)
             yield end - start
             start = end
+    if block:
+        total += torch.stack(block).sum(dim=0)
     pieces = len(ids) - 1
     vector = total / pieces if pieces else last  # an empty text: what the model makes of a text's start
     return torch.nn.functional.normalize(vector.float(), dim=0).cpu(), pieces

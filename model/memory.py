@@ -246,32 +246,39 @@ def read_ring(outputs: Tensor, pieces: Tensor, state: State, normalise: Callable
     # each slot's length, kept as slots are written: the cosines need them at every position
     slot_norms = ring.detach().float().norm(dim=2) if cache is not None and cache.match_lam else None
     tracked = torch.is_grad_enabled()  # dynamic evaluation differentiates through the ring: write a new one
+    positions = slot_positions(length, window)  # kept up to date as each slot is written
+    every_row_began = bool((length > 0).all())
     for t in range(time):
         if tracked and t:
             ring = ring.clone()
-        had_one = length > 0
-        previous = (length - 1) % window
-        following[index[had_one], previous[had_one]] = pieces[had_one, t]
+        if t or every_row_began:
+            following[index, (length - 1) % window] = pieces[:, t]
+        else:
+            had_one = length > 0
+            previous = (length - 1) % window
+            following[index[had_one], previous[had_one]] = pieces[had_one, t]
         slot = length % window
         normed = normalise(outputs[:, t])
         ring[index, slot] = normed.to(ring.dtype)
         following[index, slot] = NO_PIECE
+        positions[index, slot] = length
         length = length + 1
-        positions = slot_positions(length, window)
         if attention is not None:
             within = (positions >= 0) & (positions > (length - 1 - attention.window).unsqueeze(1))
             attended.append(attention.one(outputs[:, t], normed, ring, within, blocks))
         if cache is not None:
-            known = (following >= 0) & (positions > (length - 1 - cache.window).unsqueeze(1))
+            known = following >= 0
+            if cache.window < window:  # a slot holds one of the last `window` positions: all are in a wider window
+                known &= positions > (length - 1 - cache.window).unsqueeze(1)
+            unknown = ~known
             products = torch.einsum("rh,rwh->rw", normed.float(), ring.float())
-            scores = (products * cache.theta).masked_fill(~known, float("-inf"))
-            weights.append(torch.where(known.any(dim=1, keepdim=True), torch.softmax(scores, dim=-1),
-                                       torch.zeros_like(scores)).nan_to_num(0.0))
+            scores = (products * cache.theta).masked_fill(unknown, float("-inf"))
+            weights.append(torch.softmax(scores, dim=-1).nan_to_num(0.0))  # nothing known: all -inf, NaN, 0
             recalled.append(following.clone())
             if slot_norms is not None:
                 slot_norms[index, slot] = ring[index, slot].detach().float().norm(dim=1)
                 norms = slot_norms * normed.detach().float().norm(dim=1, keepdim=True)
-                cosines = (products.detach() / norms.clamp_min(1e-12)).masked_fill(~known, -1.0)
+                cosines = (products.detach() / norms.clamp_min(1e-12)).masked_fill(unknown, -1.0)
                 closeness.append(cosines.max(dim=1).values)
             else:
                 closeness.append(products.new_full((rows,), -1.0))

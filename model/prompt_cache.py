@@ -28,6 +28,7 @@ from torch import Tensor
 
 from .memory import State
 from .network import MIN_CALL_PIECES, LanguageModel, slice_end
+from .steps import Pace, Steps
 
 CHUNK = 16  # the state is kept at multiples of CHUNK pieces
 SLICE = 256  # the most pieces one call reads
@@ -114,6 +115,14 @@ class PromptReading:
     @property
     def remaining(self) -> int:
         return len(self.ids) - self.position
+
+    def steps(self, most: int = SLICE) -> Steps[None]:
+        """Read to the end, a slice per step, each as long as a step's time allows (model.steps `Pace`)."""
+        pace = Pace(most)
+        while not self.done:
+            pieces = self.read(pace.next())
+            pace.read(pieces)
+            yield pieces
 
     @torch.inference_mode()
     def read(self, limit: int = SLICE) -> int:

@@ -13,8 +13,9 @@ memory is bounded by the slice, never by the text. Any cut into calls of at
 least 2 pieces reads the text as one pass does (model.network, `slice_end`),
 and `decode`'s rows do not depend on their neighbours, so no figure depends on
 the slice size. `read_score` is the same reading one slice per step (the
-engine interleaves the slices of a long text with other work); `score_text`
-runs it to its end.
+engine interleaves the slices of a long text with other work), each slice as
+long as a step's time allows (model.steps `Pace`); `score_text` runs it to its
+end.
 
 `read_prefix` and `read_continuations` score several texts that share their
 beginning (the alternatives for a part of a line): the shared pieces once,
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 
 from .memory import State
 from .network import LanguageModel, evaluating, in_reading_order, slice_end
-from .steps import run_to_end
+from .steps import Pace, run_to_end
 from .tokenizer import Tokenizer
 from .units import count_units
 
@@ -87,7 +88,7 @@ def read_score(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_toke
     """`score_text` one slice per step: each step reads one slice in one call and yields how many pieces it
     read; the generator returns the Score. `observe` is handed each slice's logits (the largest tensor a slice
     makes), for a look at the memory a score takes."""
-    limit = slice_tokens or SLICE_TOKENS
+    pace = Pace(slice_tokens or SLICE_TOKENS)
     device = model.device
     ids = in_reading_order(model.config, tokenizer.encode(text, add_bos=True))
     stream = torch.tensor(ids, device=device)
@@ -96,19 +97,24 @@ def read_score(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_toke
     logprobs = torch.empty(len(ids) - 1, dtype=torch.float64, device=device)
     state, start = None, 0
     while start < len(ids) - 1:
-        end = slice_end(start, len(ids) - 1, limit)
+        end = slice_end(start, len(ids) - 1, pace.next())
         with torch.inference_mode(), evaluating(model):
             logits, state = model.read(stream[start:end], state, every_piece=True, block_rows=SCORE_BLOCK_ROWS)
             if observe is not None:
                 observe(logits)
             logprobs[start:end] = -F.cross_entropy(logits.double(), stream[start + 1 : end + 1], reduction="none")
             del logits
+        pace.read(end - start)
         yield end - start
         start = end
     return Score(ids[1:], logprobs.cpu(), len(text), count_units(text))
 
 
-CONTINUATION_POSITIONS = 16  # positions of every row per call of read_continuations: its turns are short
+# The rows and positions one call of read_continuations reads: a step of at most 256 of a row's pieces stays
+# short (about 30 ms where each row carries a full memory), and the schedule is fixed, so a figure never depends
+# on the machine's speed.
+CONTINUATION_ROWS = 32
+CONTINUATION_POSITIONS = 8
 
 
 def read_prefix(model: LanguageModel, ids: list[int], after: tuple[torch.Tensor, State] | None = None,
@@ -116,36 +122,51 @@ def read_prefix(model: LanguageModel, ids: list[int], after: tuple[torch.Tensor,
     """The log probability of `ids`, the (1, vocab) logits after the last and the state after it; one slice per
     step, as `read_score` reads. From the start of a text (`after` None) `ids[0]` is the start marker, read but
     not predicted; `after`: the (logits, state) where an earlier read stopped, `ids` its continuation."""
-    limit = slice_tokens or SLICE_TOKENS
+    pace = Pace(slice_tokens or SLICE_TOKENS)
     stream = torch.tensor(ids, device=model.device)
-    total, logits, state = 0.0, None, None
+    # each piece's log probability, summed at the end: the total's rounding does not depend on the slices
+    logprobs = torch.zeros(len(ids), dtype=torch.float64, device=model.device)
+    logits, state = None, None
     if after is not None:
         logits, state = after
-        total = float(torch.log_softmax(logits.double(), -1)[0, ids[0]])
+        logprobs[0] = torch.log_softmax(logits.double(), -1)[0, ids[0]]
     start = 0
     while start < len(ids):
-        end = slice_end(start, len(ids), limit)
+        end = slice_end(start, len(ids), pace.next())
         with torch.inference_mode(), evaluating(model):
             every, state = model.read(stream[start:end], state, every_piece=True, block_rows=SCORE_BLOCK_ROWS)
             targets = stream[start + 1 : end + 1]
             if len(targets):
-                total -= float(F.cross_entropy(every[: len(targets)].double(), targets, reduction="sum"))
+                logprobs[start + 1 : end + 1] = -F.cross_entropy(every[: len(targets)].double(), targets,
+                                                                 reduction="none")
             logits = every[-1:]
+        pace.read(end - start)
         yield end - start
         start = end
-    return total, logits, state
+    return float(logprobs.sum()), logits, state
 
 
 def read_continuations(model: LanguageModel, logits: torch.Tensor, state: State, rows: list[list[int]]
                        ) -> Generator[int, None, list[float]]:
     """Each row's log probability: its pieces read after `state` (`logits` the (1, vocab) logits there). The
-    rows run side by side, CONTINUATION_POSITIONS positions a call, a row leaving the batch once read; each
-    step yields the pieces it read."""
+    rows run side by side, CONTINUATION_ROWS of them CONTINUATION_POSITIONS positions a call (a fixed schedule,
+    so the bits of a row do not depend on the clock), a row leaving the batch once read; each step yields the
+    pieces it read."""
     if any(not row for row in rows):
         raise ValueError("every continuation has at least one piece")
-    device = model.device
     first = torch.log_softmax(logits.double(), -1)[0]
     totals = [float(first[row[0]]) for row in rows]
+    for group in range(0, len(rows), CONTINUATION_ROWS):
+        found = yield from _read_side_by_side(model, state, rows[group:group + CONTINUATION_ROWS])
+        for i, value in enumerate(found, group):
+            totals[i] += value
+    return totals
+
+
+def _read_side_by_side(model: LanguageModel, state: State, rows: list[list[int]]) -> Generator[int, None, list[float]]:
+    """The log probability of each row's pieces after its first (which `state`'s logits predict)."""
+    device = model.device
+    totals = [0.0] * len(rows)
     longest = max(len(row) for row in rows)
     padded = torch.zeros(len(rows), longest, dtype=torch.long)
     for i, row in enumerate(rows):

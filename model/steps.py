@@ -4,11 +4,15 @@ read, a songwriting search: docs/serving.md); outside it, `run_to_end` runs one 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 from typing import TypeVar
 
 T = TypeVar("T")
 Steps = Generator[int, None, T]
+
+STEP_SECONDS = 0.03  # what a step of one text's reading aims to take: a stream beside it waits that long a token
+FIRST_PIECES = 32  # a reading's first call, before its pace is known
 
 
 def run_to_end(steps: Steps[T]) -> T:
@@ -17,3 +21,25 @@ def run_to_end(steps: Steps[T]) -> T:
             next(steps)
         except StopIteration as done:
             return done.value
+
+
+class Pace:
+    """How many pieces the next call of one text's reading may read, so that a step takes about STEP_SECONDS.
+    A text gives the same bits however it is cut into calls (model.network, `slice_end`), so the cut may follow
+    the clock: a model with a memory reads a piece several times slower than one without, and no one slice size
+    suits both. `most`: the caller's limit (memory)."""
+
+    def __init__(self, most: int, least: int = 2):
+        self.most, self.least = most, least
+        self.pieces = max(least, min(FIRST_PIECES, most))
+        self._started = 0.0
+
+    def next(self) -> int:
+        self._started = time.perf_counter()
+        return self.pieces
+
+    def read(self, pieces: int) -> None:
+        """The call begun at `next` read `pieces`."""
+        seconds = time.perf_counter() - self._started
+        if pieces > 1 and seconds > 0:
+            self.pieces = max(self.least, min(self.most, int(pieces / seconds * STEP_SECONDS)))

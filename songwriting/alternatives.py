@@ -66,6 +66,7 @@ RHYME_LINES = 4  # the stanza's lines either side of the part's whose ends count
 PROPOSAL_ROWS = 1024  # model rows one next-word search may spend
 BACKWARD_SHARE = 0.5  # the backward reading's share in a candidate's weight
 BACKWARD_LINES = 1  # lines before the part's that the backward model reads after the candidate
+BACKWARD_LEFT_CHARS = 200  # ... at most this much of them (a line may be a whole pasted paragraph)
 PROPOSAL_TOLERANCE = 1e-3  # a proposal search follows pieces down to this share of the words' mass (constrained.py)
 _WORD = re.compile(r"(?:[^\W_]|['\u2019])+")
 _STANZA_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
@@ -191,8 +192,8 @@ def alternative_steps(
     prompts = prompts or PromptCache(model)
     left, original = text[:start], text[start:end]
     line_start = text.rfind("\n", 0, start) + 1
-    prefix_logprob, *after = yield from _read_before(model, tokenizer.encode(text[:line_start], add_bos=True),
-                                                     prompts)
+    head = _last_cut(text, line_start, start)  # the text before it is the same in every version: read once
+    prefix_logprob, *after = yield from _read_before(model, tokenizer.encode(text[:head], add_bos=True), prompts)
     proposals, rows = yield from _propose(model, tokenizer, rule, left, max_words, prompts)
     doubled = _neighbours(text, start, end)
     versions = [original] + [words for words, _ in proposals if words != original
@@ -209,22 +210,31 @@ def alternative_steps(
     right = text[end:stanza.start() if stanza else len(text)][:RIGHT_CHARS]
     line_end = right.find("\n")
     near = right[: min(NEAR_CHARS, len(right) if line_end < 0 else line_end + 1)]
-    # First every proposal with the rest of its line, then the best of them with the whole right side.
-    near_logprobs = yield from _read_versions(model, tokenizer, text[line_start:start], left, versions, near, after)
+    # First every proposal with the rest of its line, then the best of them with the whole right side; the pieces
+    # every version of both begins with are read once.
+    near_bodies = [tokenizer.encode(text[head:start] + _in_place(left, words, near) + near) for words in versions]
+    right_bodies = [tokenizer.encode(text[head:start] + _in_place(left, words, right) + right) for words in versions]
+    bodies = near_bodies + right_bodies
+    shared, shared_logprob = (0 if not all(bodies) else _shared_length(bodies)), 0.0
+    if shared:
+        shared_logprob, *after = yield from read_prefix(model, bodies[0][:shared], tuple(after))
+    near_logprobs = yield from _read_versions(model, [body[shared:] for body in near_bodies], after)
     near_weights = [Alternative(words, value, rhymes_with=rhyme).weight
                     for words, value, rhyme in zip(versions, near_logprobs, rhyme_of)]
     kept = [0] + sorted(range(1, len(versions)), key=lambda i: -near_weights[i])[:RANKED]
     versions = [versions[i] for i in kept]
-    logprobs = yield from _read_versions(model, tokenizer, text[line_start:start], left, versions, right, after)
+    logprobs = yield from _read_versions(model, [right_bodies[i][shared:] for i in kept], after)
     backs: list[float | None] = [None] * len(versions)
     if backward is not None:  # the whole right side for every version: it reads it once, before them
         stanza_break = stanza.group() if stanza and len(right) == stanza.start() - end else ""
         back_from = line_start
         for _ in range(BACKWARD_LINES):
             back_from = text.rfind("\n", 0, max(back_from - 1, 0)) + 1 if back_from else 0
+        if start - back_from > BACKWARD_LEFT_CHARS:
+            back_from = _first_cut(text, start - BACKWARD_LEFT_CHARS, start)
         backs = yield from _read_backward(backward, tokenizer, text[back_from:start], left, versions,
                                           right + stanza_break)
-    scored = [Alternative(words, prefix_logprob + value, rhymes_with=rhyme_of[i], backward=back)
+    scored = [Alternative(words, prefix_logprob + shared_logprob + value, rhymes_with=rhyme_of[i], backward=back)
               for i, words, value, back in zip(kept, versions, logprobs, backs)]
 
     first = scored[0]
@@ -338,23 +348,15 @@ def _song_words(text: str, start: int, end: int, rule: _PhraseRule, proposed: li
     return list(found.values())
 
 
-def _read_versions(model, tokenizer, line_left: str, left: str, versions: list[str], right: str,
-                   after: list) -> Steps[list[float]]:
-    """The log probability of each version of the line from its start to the end of `right`, read after the
-    lines before it (`after`: the logits and state there): the pieces all versions share once, then each
-    version's own side by side."""
-    bodies = [tokenizer.encode(line_left + _in_place(left, words, right) + right) for words in versions]
+def _read_versions(model, bodies: list[list[int]], after: list) -> Steps[list[float]]:
+    """The log probability of each version's own pieces (`bodies`), read side by side after the pieces they all
+    begin with (`after`: the logits and state there)."""
     values = [0.0] * len(bodies)  # a version with no pieces (nothing there, nothing after): nothing to read
     read = [i for i, body in enumerate(bodies) if body]
-    if not read:
-        return values
-    shared = _shared_length([bodies[i] for i in read])
-    shared_logprob, logits, state = 0.0, *after
-    if shared:
-        shared_logprob, logits, state = yield from read_prefix(model, bodies[read[0]][:shared], (logits, state))
-    found = yield from read_continuations(model, logits, state, [bodies[i][shared:] for i in read])
-    for i, value in zip(read, found):
-        values[i] = shared_logprob + value
+    if read:
+        found = yield from read_continuations(model, *after, [bodies[i] for i in read])
+        for i, value in zip(read, found):
+            values[i] = value
     return values
 
 
@@ -372,6 +374,23 @@ def _read_backward(model, tokenizer, line_left: str, left: str, versions: list[s
     for i, value in zip(read, found):
         values[i] = shared_logprob + value
     return values
+
+
+def _last_cut(text: str, lowest: int, highest: int) -> int:
+    """The last place in text[lowest:highest] where the pieces of what comes before it do not depend on what comes
+    after it (the tokenizer splits before a space that follows a non-space; docs/tokenizer.md), else `lowest`."""
+    for at in range(highest - 1, lowest, -1):
+        if text[at] == " " and not text[at - 1].isspace():
+            return at
+    return lowest
+
+
+def _first_cut(text: str, lowest: int, highest: int) -> int:
+    """The first such place in text[lowest:highest], else `lowest` (a run of text with no space)."""
+    for at in range(max(lowest, 1), highest):
+        if text[at] == " " and not text[at - 1].isspace():
+            return at
+    return lowest
 
 
 def _in_place(left: str, words: str, right: str) -> str:

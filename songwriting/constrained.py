@@ -41,13 +41,14 @@ are left out.
 from __future__ import annotations
 
 import codecs
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 from lyricist.model.network import LanguageModel, evaluating
 from lyricist.model.prediction import entropy, next_piece_probs
-from lyricist.model.prompt_cache import SLICE, PromptCache
+from lyricist.model.prompt_cache import PromptCache
 from lyricist.model.sampling import keep_only
 from lyricist.model.steps import Steps, run_to_end
 from lyricist.model.tokenizer import Tokenizer
@@ -62,6 +63,10 @@ MAX_ROWS = 2048  # model rows per request (a row is one trie node)
 FRAGMENT_SHARE = 1e-2  # of the tolerance: a byte-piece continuation after a word is followed above this
 MAX_LEAD_DEPTH = 3  # whitespace-only pieces a path may start with
 CHUNK_ROWS = 1024  # rows per model call (memory); a level may take several
+# ... where every row carries its own copy of the song's memory (model/memory.py), a step's cost is mostly the
+# copies: fewer rows a call keep a step short (a stream beside it waits for one)
+CHUNK_ROWS_WITH_MEMORY = 32
+KEPT_SETS = 16  # word sets whose checked form and first trie levels are kept (a request's searches share theirs)
 
 
 @dataclass
@@ -140,6 +145,25 @@ class _Tables:
         self.lead_starts = {lead: (v.start_lead_id == lead_id[lead]) & starts for lead in self.leads}
         self._spellings: dict[str, tuple[int, ...]] = {}
         self._after_pending: dict[bytes, tuple[Tensor, Tensor]] = {}
+        # Most of a search's own work is laying out every word's path below the whitespace nodes; a request asks
+        # about the same set again and again (each partial line, each proposal), so those levels are kept.
+        self._word_sets: OrderedDict[tuple[str, ...], tuple[str, ...]] = OrderedDict()
+        self._levels: OrderedDict[tuple, list[tuple[int, str | None, bool, list]]] = OrderedDict()
+
+    def word_set(self, words: Iterable[str]) -> tuple[str, ...]:
+        """`words` without repeats, each checked to be one word unit (ValueError otherwise)."""
+        given = tuple(words)
+        found = _kept(self._word_sets, given)
+        if found is None:
+            for word in given:
+                if not word or not all(is_word_char(c) for c in word):
+                    raise ValueError(f"not one word unit: {word!r}")
+            found = _keep(self._word_sets, given, tuple(dict.fromkeys(given)))
+        return found
+
+    def level(self, key: tuple, build) -> list[tuple[int, str | None, bool, list]]:
+        found = _kept(self._levels, key)
+        return found if found is not None else _keep(self._levels, key, build())
 
     def after_pending(self, pending: bytes) -> tuple[Tensor, Tensor]:
         """After a word and the first bytes `pending` of a character: the pieces that end the word (they
@@ -161,6 +185,20 @@ class _Tables:
             if len(self._spellings) < 1_000_000:
                 self._spellings[text] = path
         return path
+
+
+def _kept(kept: OrderedDict, key):
+    found = kept.get(key)
+    if found is not None:
+        kept.move_to_end(key)
+    return found
+
+
+def _keep(kept: OrderedDict, key, value):
+    kept[key] = value
+    if len(kept) > KEPT_SETS:
+        kept.popitem(last=False)
+    return value
 
 
 _TABLES: dict[int, _Tables] = {}
@@ -202,10 +240,7 @@ def constrained_steps(model: LanguageModel, tokenizer: Tokenizer, prompt: str, w
                       floor: float = 0.0, max_rows: int = MAX_ROWS,
                       prompts: PromptCache | None = None) -> Steps[ConstrainedPrediction]:
     """`constrained_next_words` one model call per step (model.steps): the engine interleaves them."""
-    words = list(dict.fromkeys(words))
-    for word in words:
-        if not word or not all(is_word_char(c) for c in word):
-            raise ValueError(f"not one word unit: {word!r}")
+    words = tables(tokenizer).word_set(words)
     with evaluating(model):
         return (yield from _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance, floor,
                                         max_rows, prompts))
@@ -215,8 +250,7 @@ def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance,
     t = tables(tokenizer)
     ids, typed = tokenizer.encode_prompt(prompt)
     reading = (prompts or PromptCache(model)).reader(ids)
-    while not reading.done:
-        yield reading.read(SLICE)
+    yield from reading.steps()
     logits, state = reading.logits, reading.state
     if typed:  # the words after the prompt's final space
         logits = keep_only(logits, tokenizer.pieces_beginning(typed))
@@ -228,17 +262,18 @@ def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance,
     batches = [state]  # states of stepped nodes: a node's state is row row[1] of batches[row[0]]
     stepped = [(root, root_probs)]
     rows = 0
+    chunk_rows = CHUNK_ROWS if state.memory is None else CHUNK_ROWS_WITH_MEMORY
     while stepped:
         candidates = []
         for node, node_probs in stepped:
             candidates.extend(search.visit(node, node_probs))
         followed = _follow(search, candidates, tolerance, floor, max(0, max_rows - rows))
         stepped = []
-        for start in range(0, len(followed), CHUNK_ROWS):
-            chunk = followed[start:start + CHUNK_ROWS]
+        for start in range(0, len(followed), chunk_rows):
+            chunk = followed[start:start + chunk_rows]
             state = model.stack_rows([model.select_rows(batches[n.parent.row[0]], slice(n.parent.row[1], n.parent.row[1] + 1))
                                       for n in chunk])
-            logits, state = model.step(model.tokens([n.piece for n in chunk]), state)
+            logits, state = model.step(model.tokens([n.piece for n in chunk]), state, in_place=True)  # stacked anew
             chunk_probs = next_piece_probs(logits, temperature).cpu()
             batches.append(state)
             for row, node in enumerate(chunk):
@@ -271,7 +306,7 @@ def _follow(search: _TrieSearch, candidates: list[_Node], tolerance: float, floo
 
 
 class _TrieSearch:
-    def __init__(self, t: _Tables, words: list[str], floor: float, tolerance: float):
+    def __init__(self, t: _Tables, words: tuple[str, ...], floor: float, tolerance: float):
         self.t, self.words, self.floor = t, words, floor
         # A character spread over byte pieces after a word is followed only above this; below, it is bounded.
         self.fragment_floor = max(floor, tolerance * FRAGMENT_SHARE)
@@ -320,21 +355,18 @@ class _TrieSearch:
     # -- the trie -----------------------------------------------------------------------------
 
     def _add_paths(self, node: _Node, node_probs: Tensor, children: dict[int, _Node]) -> None:
-        """The path of every word of the set after every lead tried from whitespace node `node`, and its
-        whitespace children."""
+        """The children of whitespace node `node`: its whitespace children, and the next piece of the path of
+        every word of the set after every lead tried from it."""
         t = self.t
-        base = node.data.decode()
-        prefix = node.path()
+        leads = []
         for lead in t.leads:
             bound = node.prob * float(node_probs[t.lead_starts[lead]].sum())
             if bound <= self.floor:
                 self.unresolved += bound
-                continue
-            for word in self.words:
-                self._enter(node, prefix, base + lead + word, word)
-            for start in self.mixed_starts:
-                self._enter(node, prefix, base + lead + start, None)
+            else:
+                leads.append(lead)
         if node.depth < MAX_LEAD_DEPTH:
+            prefix = node.path()
             for piece in t.whitespace_ids:
                 data = node.data + t.v.piece_bytes[piece]
                 if t.spelling(data.decode()) == prefix + (piece,):
@@ -342,13 +374,33 @@ class _TrieSearch:
                     child.whitespace = True
         else:  # deeper whitespace: bounded by its mass
             self.unresolved += node.prob * float(node_probs[t.whitespace_ids].sum())
+        level = t.level((self.words, node.data, tuple(leads)), lambda: self._level(node, leads))
+        for piece, word, mixed, deeper in level:  # `deeper` is shared with later searches: read, never changed
+            child = children[piece] = _Node(node, piece, node.data + t.v.piece_bytes[piece], node.depth + 1)
+            child.word, child.mixed, child.entries = word, mixed, deeper
 
-    def _enter(self, node: _Node, prefix: tuple[int, ...], text: str, word: str | None) -> None:
-        path = self.t.spelling(text)
-        depth = len(prefix)
-        if len(path) > depth and path[depth] not in self.t.whitespace_set and path[:depth] == prefix:
-            node.entries.append((path, word))
-        # else its whitespace is spelled through another whitespace node
+    def _level(self, node: _Node, leads: list[str]) -> list[tuple[int, str | None, bool, list]]:
+        """Below whitespace node `node`, by next piece: the word of the set that piece ends, whether it ends a
+        word beginning a mixed piece may finish, and the paths that go on through it (path, word)."""
+        t = self.t
+        prefix, base, depth = node.path(), node.data.decode(), node.depth
+        paths = [(base + lead + word, word) for lead in leads for word in self.words]
+        paths += [(base + lead + start, None) for lead in leads for start in self.mixed_starts]
+        by_piece: dict[int, list] = {}  # piece -> [word, mixed, deeper]
+        for text, word in paths:
+            path = t.spelling(text)
+            # a path whose whitespace is spelled through another whitespace node is that node's
+            if len(path) <= depth or path[depth] in t.whitespace_set or path[:depth] != prefix:
+                continue
+            group = by_piece.setdefault(path[depth], [None, False, []])
+            if len(path) == depth + 1:
+                if word is None:
+                    group[1] = True
+                else:
+                    group[0] = word
+            else:
+                group[2].append((path, word))
+        return [(piece, word, mixed, deeper) for piece, (word, mixed, deeper) in by_piece.items()]
 
     # -- a character over several byte pieces ---------------------------------------------------
 

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 
 import torch
 from lyricist.model.network import LanguageModel, evaluating
-from lyricist.model.prompt_cache import SLICE, PromptCache
+from lyricist.model.prompt_cache import PromptCache
 from lyricist.model.sampling import (
     SamplingParams,
     filter_logits,
@@ -608,8 +608,7 @@ class _Search:
     def read_prompt(self) -> Steps[None]:
         """The prompt, a slice per step (the same bits as one read: model.prompt_cache)."""
         reading = self.prompts.reader(self.prompt_ids, mix_cache=False)  # writing: the model's own (step)
-        while not reading.done:
-            yield reading.read(SLICE)
+        yield from reading.steps()
         self.prompt_logits, self.prompt_state = reading.logits, reading.state
 
     def run_round(self, count: int, max_rows: int) -> Steps[None]:

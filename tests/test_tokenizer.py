@@ -36,6 +36,18 @@ def test_incremental_decoding_of_any_ids_equals_decode(tokenizer, ids):
     assert "".join(decoder.push(i) for i in ids) + decoder.flush() == tokenizer.decode(ids)
 
 
+@hypothesis_settings
+@given(left=any_text, right=any_text)
+def test_a_text_cut_before_a_space_that_follows_a_non_space_encodes_as_its_two_parts(tokenizer, left, right):
+    # sentencepiece splits before each space: what follows such a cut never changes the pieces before it
+    # (/v1/alternatives reads the part of a line before a gap once for every candidate: docs/tokenizer.md)
+    left = (left or "a").rstrip() or "a"
+    if left[-1].isspace():
+        left += "a"
+    right = " " + right
+    assert tokenizer.encode(left + right) == tokenizer.encode(left) + tokenizer.encode(right)
+
+
 def test_whole_corpus_round_trips(tokenizer, shakespeare_text):
     ids = tokenizer.encode(shakespeare_text)
     assert len(ids) < len(shakespeare_text) / 2  # it learned real pieces, not just characters

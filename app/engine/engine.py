@@ -148,9 +148,7 @@ class ModelEngine:
         ids = self.tokenizer.encode(prompt, add_bos=True) if isinstance(prompt, str) else prompt
 
         def steps() -> Generator[int, None, None]:
-            reading = self.prompts.reader(ids)
-            while not reading.done:
-                yield reading.read(self.slice_tokens)
+            yield from self.prompts.reader(ids).steps(self.slice_tokens)
 
         await self.read(steps, "prompt")
 
