@@ -41,7 +41,7 @@ BODIES = [
     ("/v1/alternatives", {"text": SONG, "start": MIDDLE, "end": MIDDLE, "max_words": 4, "syllables": 24},
      "20k-character song, an insert of 24 syllables in 4 words"),
     ("/v1/alternatives", {"text": "0" * CHARS, "start": CHARS, "end": CHARS}, "after 20k characters of 0"),
-    ("/v1/embeddings", {"input": ["la " * (CHARS // 3)] * 64}, "64 texts of 20k characters"),
+    ("/v1/embeddings", {"input": ["la " * 6000] * 10}, "10 texts of 18k characters (the largest body accepted)"),
 ]
 
 

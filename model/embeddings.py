@@ -28,16 +28,15 @@ SUM_BLOCK = 32  # pieces whose outputs are summed together, then the sums in ord
 @torch.inference_mode()
 def text_vector(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_pieces: int = 256
                 ) -> Steps[tuple[Tensor, int]]:
-    """A text's unit vector and its count of pieces, a slice per step (model.steps), each as long as a step's
-    time allows."""
+    """A text's unit vector and its count of pieces, a slice per step (model.steps)."""
     ids = model.tokens(tokenizer.encode(text, add_bos=True))
     total = torch.zeros(model.config.hidden_size, dtype=torch.float64, device=model.device)
     block: list[Tensor] = []  # the outputs of the block being gathered
-    state, start, last = None, 0, None
+    state, start, last, seconds = None, 0, None, None
     pace = Pace(slice_pieces)
     with evaluating(model):
         while start < len(ids):
-            end = slice_end(start, len(ids), pace.next())
+            end = slice_end(start, len(ids), pace.next(seconds))
             features = model.features(ids[start:end].view(1, -1), state)
             state = features.state
             outputs = features.hidden[0].double()
@@ -47,7 +46,7 @@ def text_vector(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_pie
                 total += torch.stack(block[:SUM_BLOCK]).sum(dim=0)
                 del block[:SUM_BLOCK]
             pace.read(end - start)
-            yield end - start
+            seconds = yield end - start
             start = end
     if block:
         total += torch.stack(block).sum(dim=0)

@@ -234,55 +234,84 @@ def read_ring(outputs: Tensor, pieces: Tensor, state: State, normalise: Callable
     """Inference over the ring, position by position: `outputs` (rows, time, hidden) of the last recurrent
     layer for `pieces` (rows, time) read after `state`. Returns the outputs with attention added, the state
     with the memory updated, and what the cache recalled at each position (None without a cache). Each
-    position's work has the same shape however the text is cut, so the bits do not depend on the cut;
-    `blocks` runs a row-wise product in fixed blocks of rows (the batch-invariant products)."""
-    ring, following, length = state.memory, state.next_pieces, state.length
-    if not in_place:
-        ring, following = ring.clone(), following.clone()
+    position's products have the same shape however the text is cut, so the bits do not depend on the cut;
+    the rest of the cache's work (its weights, the match cosines: per slot or per row of slots) is done for
+    all positions at once after them. `blocks` runs a row-wise product in fixed blocks of rows (the
+    batch-invariant products)."""
+    window = state.memory.shape[1]
+    if outputs.shape[1] >= window:  # the positions of one part must not share a slot (_after_each)
+        first = read_ring(outputs[:, :window - 1], pieces[:, :window - 1], state, normalise, attention, cache,
+                          blocks, in_place)
+        rest = read_ring(outputs[:, window - 1:], pieces[:, window - 1:], first[1], normalise, attention, cache,
+                         blocks, in_place=True)
+        recall = None if cache is None else Recall(*(torch.cat([a, b], dim=1) for a, b in zip(
+            (first[2].weights, first[2].pieces, first[2].closeness), (rest[2].weights, rest[2].pieces,
+                                                                       rest[2].closeness))))
+        return torch.cat([first[0], rest[0]], dim=1), rest[1], recall
+    ring, length = (state.memory if in_place else state.memory.clone()), state.length
     rows, time = outputs.shape[0], outputs.shape[1]
-    window = ring.shape[1]
     index = torch.arange(rows, device=ring.device)
-    attended, weights, recalled, closeness = [], [], [], []
-    # each slot's length, kept as slots are written: the cosines need them at every position
-    slot_norms = ring.detach().float().norm(dim=2) if cache is not None and cache.match_lam else None
+    steps = torch.arange(time, device=ring.device)
+    slots = (length.unsqueeze(1) + steps) % window  # (rows, time): where each position is written
+    matching = cache is not None and bool(cache.match_lam)
     tracked = torch.is_grad_enabled()  # dynamic evaluation differentiates through the ring: write a new one
-    positions = slot_positions(length, window)  # kept up to date as each slot is written
-    every_row_began = bool((length > 0).all())
+    positions = slot_positions(length, window) if attention is not None else None
+    attended, products, written_norms, output_norms = [], [], [], []
     for t in range(time):
         if tracked and t:
             ring = ring.clone()
-        if t or every_row_began:
-            following[index, (length - 1) % window] = pieces[:, t]
-        else:
-            had_one = length > 0
-            previous = (length - 1) % window
-            following[index[had_one], previous[had_one]] = pieces[had_one, t]
-        slot = length % window
+        slot = slots[:, t]
         normed = normalise(outputs[:, t])
         ring[index, slot] = normed.to(ring.dtype)
-        following[index, slot] = NO_PIECE
-        positions[index, slot] = length
-        length = length + 1
         if attention is not None:
-            within = (positions >= 0) & (positions > (length - 1 - attention.window).unsqueeze(1))
+            positions[index, slot] = length + t
+            within = (positions >= 0) & (positions > (length + t - attention.window).unsqueeze(1))
             attended.append(attention.one(outputs[:, t], normed, ring, within, blocks))
         if cache is not None:
-            known = following >= 0
-            if cache.window < window:  # a slot holds one of the last `window` positions: all are in a wider window
-                known &= positions > (length - 1 - cache.window).unsqueeze(1)
-            unknown = ~known
-            products = torch.einsum("rh,rwh->rw", normed.float(), ring.float())
-            scores = (products * cache.theta).masked_fill(unknown, float("-inf"))
-            weights.append(torch.softmax(scores, dim=-1).nan_to_num(0.0))  # nothing known: all -inf, NaN, 0
-            recalled.append(following.clone())
-            if slot_norms is not None:
-                slot_norms[index, slot] = ring[index, slot].detach().float().norm(dim=1)
-                norms = slot_norms * normed.detach().float().norm(dim=1, keepdim=True)
-                cosines = (products.detach() / norms.clamp_min(1e-12)).masked_fill(unknown, -1.0)
-                closeness.append(cosines.max(dim=1).values)
-            else:
-                closeness.append(products.new_full((rows,), -1.0))
+            products.append(torch.einsum("rh,rwh->rw", normed.float(), ring.float()))
+            if matching:
+                written_norms.append(torch.linalg.vector_norm(ring[index, slot].detach().float(), dim=1))
+                output_norms.append(torch.linalg.vector_norm(normed.detach().float(), dim=1, keepdim=True))
+    # The piece that followed each slot, after each position: the piece read last before the slice learns its
+    # next one first; each position then fills in the one before it, and is its own slot's latest output, its
+    # next piece not known yet.
+    following = state.next_pieces.clone()
+    began = length > 0
+    following[index[began], ((length - 1) % window)[began]] = pieces[began, 0]
+    next_pieces = torch.cat([pieces[:, 1:], pieces.new_full((rows, 1), NO_PIECE)], dim=1)
+    following_after = _after_each(following, slots, next_pieces, own=NO_PIECE)
     new_outputs = torch.stack(attended, dim=1) if attention is not None else outputs
-    recall = (Recall(torch.stack(weights, dim=1), torch.stack(recalled, dim=1), torch.stack(closeness, dim=1))
-              if cache is not None else None)
-    return new_outputs, State(state.rnn, ring, following, length), recall
+    new_state = State(state.rnn, ring, following_after[:, -1].clone(), length + time)
+    if cache is None:
+        return new_outputs, new_state, None
+    every = torch.stack(products, dim=1)  # (rows, time, window)
+    known = following_after >= 0
+    if cache.window < window:  # a slot holds one of the last `window` positions: all are in a wider window
+        read_to = length.unsqueeze(1) + steps  # each position
+        slot_at = _after_each(slot_positions(length, window), slots, read_to)
+        known &= slot_at > (read_to - cache.window).unsqueeze(2)
+    unknown = ~known
+    scores = (every * cache.theta).masked_fill(unknown, float("-inf"))
+    weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # nothing known: all -inf, NaN, 0
+    if matching:
+        slot_norms = torch.linalg.vector_norm(state.memory.detach().float(), dim=2)
+        norms = _after_each(slot_norms, slots, torch.stack(written_norms, dim=1)) * torch.stack(output_norms, dim=1)
+        cosines = (every.detach() / norms.clamp_min(1e-12)).masked_fill(unknown, -1.0)
+        closeness = cosines.max(dim=2).values
+    else:
+        closeness = every.new_full((rows, time), -1.0)
+    return new_outputs, new_state, Recall(weights, following_after, closeness)
+
+
+def _after_each(before: Tensor, slots: Tensor, values: Tensor, own: int | None = None) -> Tensor:
+    """(rows, time, window): `before` (rows, window) as it stands after each position t of a slice, position j
+    having written values[:, j] at slots[:, j] (one slice's slots are distinct); `own`: what position t holds at
+    its own slot instead, where that differs."""
+    rows, time = slots.shape
+    after = before.unsqueeze(1).repeat(1, time, 1)
+    at, written = torch.tril_indices(time, time, device=before.device)  # each position t, and each j <= t
+    chosen = values[:, written]
+    if own is not None:
+        chosen = torch.where(at == written, own, chosen)
+    after[torch.arange(rows, device=before.device).unsqueeze(1), at, slots[:, written]] = chosen
+    return after

@@ -117,12 +117,12 @@ class PromptReading:
         return len(self.ids) - self.position
 
     def steps(self, most: int = SLICE) -> Steps[None]:
-        """Read to the end, a slice per step, each as long as a step's time allows (model.steps `Pace`)."""
-        pace = Pace(most)
+        """Read to the end, a slice per step (as long as the engine's time for it allows: model.steps)."""
+        pace, seconds = Pace(most), None
         while not self.done:
-            pieces = self.read(pace.next())
+            pieces = self.read(pace.next(seconds))
             pace.read(pieces)
-            yield pieces
+            seconds = yield pieces
 
     @torch.inference_mode()
     def read(self, limit: int = SLICE) -> int:

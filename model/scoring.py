@@ -13,9 +13,9 @@ memory is bounded by the slice, never by the text. Any cut into calls of at
 least 2 pieces reads the text as one pass does (model.network, `slice_end`),
 and `decode`'s rows do not depend on their neighbours, so no figure depends on
 the slice size. `read_score` is the same reading one slice per step (the
-engine interleaves the slices of a long text with other work), each slice as
-long as a step's time allows (model.steps `Pace`); `score_text` runs it to its
-end.
+engine interleaves the slices of a long text with other work; beside running
+streams each slice is as long as a step's time allows, model.steps `Pace`);
+`score_text` runs it to its end.
 
 `read_prefix` and `read_continuations` score several texts that share their
 beginning (the alternatives for a part of a line): the shared pieces once,
@@ -95,9 +95,9 @@ def read_score(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_toke
     # One block for the result, allocated first: small pieces kept between the slices' large short-lived
     # tensors would pin the heap above them (the process grew by hundreds of MB over a burst of long scores).
     logprobs = torch.empty(len(ids) - 1, dtype=torch.float64, device=device)
-    state, start = None, 0
+    state, start, seconds = None, 0, None
     while start < len(ids) - 1:
-        end = slice_end(start, len(ids) - 1, pace.next())
+        end = slice_end(start, len(ids) - 1, pace.next(seconds))
         with torch.inference_mode(), evaluating(model):
             logits, state = model.read(stream[start:end], state, every_piece=True, block_rows=SCORE_BLOCK_ROWS)
             if observe is not None:
@@ -105,7 +105,7 @@ def read_score(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_toke
             logprobs[start:end] = -F.cross_entropy(logits.double(), stream[start + 1 : end + 1], reduction="none")
             del logits
         pace.read(end - start)
-        yield end - start
+        seconds = yield end - start
         start = end
     return Score(ids[1:], logprobs.cpu(), len(text), count_units(text))
 
@@ -130,9 +130,9 @@ def read_prefix(model: LanguageModel, ids: list[int], after: tuple[torch.Tensor,
     if after is not None:
         logits, state = after
         logprobs[0] = torch.log_softmax(logits.double(), -1)[0, ids[0]]
-    start = 0
+    start, seconds = 0, None
     while start < len(ids):
-        end = slice_end(start, len(ids), pace.next())
+        end = slice_end(start, len(ids), pace.next(seconds))
         with torch.inference_mode(), evaluating(model):
             every, state = model.read(stream[start:end], state, every_piece=True, block_rows=SCORE_BLOCK_ROWS)
             targets = stream[start + 1 : end + 1]
@@ -141,7 +141,7 @@ def read_prefix(model: LanguageModel, ids: list[int], after: tuple[torch.Tensor,
                                                                  reduction="none")
             logits = every[-1:]
         pace.read(end - start)
-        yield end - start
+        seconds = yield end - start
         start = end
     return float(logprobs.sum()), logits, state
 

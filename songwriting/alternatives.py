@@ -67,6 +67,7 @@ PROPOSAL_ROWS = 1024  # model rows one next-word search may spend
 BACKWARD_SHARE = 0.5  # the backward reading's share in a candidate's weight
 BACKWARD_LINES = 1  # lines before the part's that the backward model reads after the candidate
 BACKWARD_LEFT_CHARS = 200  # ... at most this much of them (a line may be a whole pasted paragraph)
+ENCODE_STEP_CHARS = 100_000  # characters of versions encoded between two steps (model.steps)
 PROPOSAL_TOLERANCE = 1e-3  # a proposal search follows pieces down to this share of the words' mass (constrained.py)
 _WORD = re.compile(r"(?:[^\W_]|['\u2019])+")
 _STANZA_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
@@ -212,9 +213,9 @@ def alternative_steps(
     near = right[: min(NEAR_CHARS, len(right) if line_end < 0 else line_end + 1)]
     # First every proposal with the rest of its line, then the best of them with the whole right side; the pieces
     # every version of both begins with are read once.
-    near_bodies = [tokenizer.encode(text[head:start] + _in_place(left, words, near) + near) for words in versions]
-    right_bodies = [tokenizer.encode(text[head:start] + _in_place(left, words, right) + right) for words in versions]
-    bodies = near_bodies + right_bodies
+    bodies = yield from _encoded(tokenizer, [text[head:start] + _in_place(left, words, side) + side
+                                             for side in (near, right) for words in versions])
+    near_bodies, right_bodies = bodies[:len(versions)], bodies[len(versions):]
     shared, shared_logprob = (0 if not all(bodies) else _shared_length(bodies)), 0.0
     if shared:
         shared_logprob, *after = yield from read_prefix(model, bodies[0][:shared], tuple(after))
@@ -402,13 +403,30 @@ def _in_place(left: str, words: str, right: str) -> str:
     return before + words + after
 
 
-def _shared_length(bodies: Sequence[Sequence[int]]) -> int:
+def _encoded(tokenizer: Tokenizer, texts: list[str]) -> Steps[list[list[int]]]:
+    """Each text's pieces, with a step (no model call) after every ENCODE_STEP_CHARS characters: the versions of
+    a part of a very long line take a while to encode, and others wait for a step to end."""
+    found, since = [], 0
+    for text in texts:
+        found.append(tokenizer.encode(text))
+        since += len(text)
+        if since >= ENCODE_STEP_CHARS:
+            since = 0
+            yield 0
+    return found
+
+
+def _shared_length(bodies: Sequence[list[int]]) -> int:
     """Pieces every version begins with, leaving each at least one of its own."""
-    limit = min(len(body) for body in bodies) - 1
-    shared = 0
-    while shared < limit and all(body[shared] == bodies[0][shared] for body in bodies):
-        shared += 1
-    return shared
+    first, shared = bodies[0], min(len(body) for body in bodies) - 1
+    for body in bodies[1:]:
+        if body[:shared] != first[:shared]:  # the first difference, by halves (a slice compares at C speed)
+            low, high = 0, shared
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (middle, high) if body[:middle] == first[:middle] else (low, middle)
+            shared = low
+    return max(shared, 0)
 
 
 class _PhraseRule:

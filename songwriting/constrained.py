@@ -66,7 +66,8 @@ CHUNK_ROWS = 1024  # rows per model call (memory); a level may take several
 # ... where every row carries its own copy of the song's memory (model/memory.py), a step's cost is mostly the
 # copies: fewer rows a call keep a step short (a stream beside it waits for one)
 CHUNK_ROWS_WITH_MEMORY = 32
-KEPT_SETS = 16  # word sets whose checked form and first trie levels are kept (a request's searches share theirs)
+KEPT_SETS = 64  # word sets checked, and trie levels below whitespace, kept (a request's searches share theirs)
+LAY_OUT_PATHS = 8192  # paths laid out between two steps, the first time a word set is searched
 
 
 @dataclass
@@ -164,6 +165,9 @@ class _Tables:
     def level(self, key: tuple, build) -> list[tuple[int, str | None, bool, list]]:
         found = _kept(self._levels, key)
         return found if found is not None else _keep(self._levels, key, build())
+
+    def kept_level(self, key: tuple) -> list[tuple[int, str | None, bool, list]] | None:
+        return self._levels.get(key)
 
     def after_pending(self, pending: bytes) -> tuple[Tensor, Tensor]:
         """After a word and the first bytes `pending` of a character: the pieces that end the word (they
@@ -265,7 +269,14 @@ def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance,
     chunk_rows = CHUNK_ROWS if state.memory is None else CHUNK_ROWS_WITH_MEMORY
     while stepped:
         candidates = []
+        paths = 0  # paths sorted since the last step: a level below a large word set takes a while to visit
         for node, node_probs in stepped:
+            if node.whitespace:  # the first time a word set is searched, laying out its paths takes a while
+                yield from search.lay_out(node, node_probs)
+            paths += len(node.entries)
+            if paths > LAY_OUT_PATHS:
+                paths = 0
+                yield 0
             candidates.extend(search.visit(node, node_probs))
         followed = _follow(search, candidates, tolerance, floor, max(0, max_rows - rows))
         stepped = []
@@ -354,17 +365,32 @@ class _TrieSearch:
 
     # -- the trie -----------------------------------------------------------------------------
 
+    def _leads(self, node: _Node, node_probs: Tensor) -> tuple[list[str], float]:
+        """The leads tried from whitespace node `node`, and the mass bounded under those that are not."""
+        leads, bounded = [], 0.0
+        for lead in self.t.leads:
+            bound = node.prob * float(node_probs[self.t.lead_starts[lead]].sum())
+            if bound <= self.floor:
+                bounded += bound
+            else:
+                leads.append(lead)
+        return leads, bounded
+
+    def lay_out(self, node: _Node, node_probs: Tensor) -> Steps[None]:
+        """The level below whitespace node `node` made and kept (`_Tables.level`) if it is not yet, a step (no
+        model call) after every LAY_OUT_PATHS paths."""
+        leads, _ = self._leads(node, node_probs)
+        key = (self.words, node.data, tuple(leads))
+        if self.t.kept_level(key) is None:
+            level = yield from self._level(node, leads)
+            self.t.level(key, lambda: level)
+
     def _add_paths(self, node: _Node, node_probs: Tensor, children: dict[int, _Node]) -> None:
         """The children of whitespace node `node`: its whitespace children, and the next piece of the path of
         every word of the set after every lead tried from it."""
         t = self.t
-        leads = []
-        for lead in t.leads:
-            bound = node.prob * float(node_probs[t.lead_starts[lead]].sum())
-            if bound <= self.floor:
-                self.unresolved += bound
-            else:
-                leads.append(lead)
+        leads, bounded = self._leads(node, node_probs)
+        self.unresolved += bounded
         if node.depth < MAX_LEAD_DEPTH:
             prefix = node.path()
             for piece in t.whitespace_ids:
@@ -374,12 +400,12 @@ class _TrieSearch:
                     child.whitespace = True
         else:  # deeper whitespace: bounded by its mass
             self.unresolved += node.prob * float(node_probs[t.whitespace_ids].sum())
-        level = t.level((self.words, node.data, tuple(leads)), lambda: self._level(node, leads))
+        level = t.level((self.words, node.data, tuple(leads)), lambda: run_to_end(self._level(node, leads)))
         for piece, word, mixed, deeper in level:  # `deeper` is shared with later searches: read, never changed
             child = children[piece] = _Node(node, piece, node.data + t.v.piece_bytes[piece], node.depth + 1)
             child.word, child.mixed, child.entries = word, mixed, deeper
 
-    def _level(self, node: _Node, leads: list[str]) -> list[tuple[int, str | None, bool, list]]:
+    def _level(self, node: _Node, leads: list[str]) -> Steps[list[tuple[int, str | None, bool, list]]]:
         """Below whitespace node `node`, by next piece: the word of the set that piece ends, whether it ends a
         word beginning a mixed piece may finish, and the paths that go on through it (path, word)."""
         t = self.t
@@ -387,7 +413,9 @@ class _TrieSearch:
         paths = [(base + lead + word, word) for lead in leads for word in self.words]
         paths += [(base + lead + start, None) for lead in leads for start in self.mixed_starts]
         by_piece: dict[int, list] = {}  # piece -> [word, mixed, deeper]
-        for text, word in paths:
+        for number, (text, word) in enumerate(paths, 1):
+            if number % LAY_OUT_PATHS == 0:
+                yield 0
             path = t.spelling(text)
             # a path whose whitespace is spelled through another whitespace node is that node's
             if len(path) <= depth or path[depth] in t.whitespace_set or path[:depth] != prefix:

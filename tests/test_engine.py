@@ -290,6 +290,32 @@ def test_a_small_request_finishes_while_a_long_prompt_is_still_being_read(slicin
     assert long_end.reason == "length" and long_end.completion_tokens == 3
 
 
+def test_a_sliced_job_is_given_a_step_time_while_streams_run_and_a_whole_slice_alone(slicing_engine):
+    # A reading sets the length of its next slice by what the engine sends it (model.steps): a stream waits for
+    # one step of it before each token, so beside streams a step gets STEP_SECONDS; alone, a whole slice.
+    from lyricist.model.steps import STEP_SECONDS
+
+    engine = slicing_engine
+
+    def recording(sent):
+        def steps():
+            for _ in range(4):
+                sent.append((yield 1))
+        return steps
+
+    async def go():
+        alone, beside = [], []
+        await engine.read(recording(alone), "job")
+        stream = engine.submit(GenerationRequest("", 100000, SamplingParams(temperature=1.0)))
+        await wait_for(lambda: len(engine.batch.sequences) == 1)
+        await engine.read(recording(beside), "job")
+        stream.cancel()
+        return alone, beside
+
+    alone, beside = run(go())
+    assert alone == [None] * 4 and beside == [STEP_SECONDS] * 4
+
+
 def test_a_small_request_is_answered_while_a_long_text_is_scored(slicing_engine, shakespeare_text):
     engine = slicing_engine
     text = shakespeare_text[:60000]

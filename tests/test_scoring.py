@@ -4,20 +4,12 @@ import pytest
 import torch
 
 import lyricist.model.scoring as scoring
-import lyricist.model.steps as steps
 from lyricist.model.scoring import score_text
 
 from .helpers import tiny_model
 
 
-@pytest.fixture
-def fixed_slices(monkeypatch):
-    """Every call reads the slice asked for, whatever the clock says."""
-    monkeypatch.setattr(steps, "FIRST_PIECES", 10**9)
-    monkeypatch.setattr(steps, "STEP_SECONDS", 1e9)
-
-
-def test_the_figure_does_not_depend_on_how_the_text_is_cut(tokenizer, shakespeare_text, fixed_slices):
+def test_the_figure_does_not_depend_on_how_the_text_is_cut(tokenizer, shakespeare_text):
     # The state is carried through the whole text, and any cut into calls of at least 2 pieces reads it as one
     # pass does, so reading it 1024, 256 or 7 pieces at a time gives the same log-probabilities, to the bit.
     model = tiny_model(tokenizer.vocab_size, seed=4).eval()
@@ -29,23 +21,29 @@ def test_the_figure_does_not_depend_on_how_the_text_is_cut(tokenizer, shakespear
         assert torch.equal(cut.logprobs, whole.logprobs), slice_tokens
 
 
-def test_the_slices_follow_the_clock_and_change_no_figure(tokenizer, shakespeare_text, monkeypatch):
-    # A slice is as long as a step's time allows (model.steps.Pace): a slower model reads fewer pieces a step,
-    # within the limit asked for, and the figures stay those of one pass.
+def test_the_slices_follow_the_time_a_step_is_given_and_change_no_figure(tokenizer, shakespeare_text):
+    # The engine sends each step of a reading the seconds it may take (beside running streams): the slices are
+    # then as long as that allows at the rate the last one was read (model.steps.Pace), within the limit asked
+    # for, and the figures stay those of one pass.
     model = tiny_model(tokenizer.vocab_size, seed=4).eval()
     text = shakespeare_text[:6000]
     whole = score_text(model, tokenizer, text, slice_tokens=100_000)
-    for seconds in (1e-7, 1e9):
-        monkeypatch.setattr(steps, "STEP_SECONDS", seconds)
+    for seconds, allowed in ((1e-7, range(3, 5)), (1e9, range(200, 201))):
         sizes = []
-        cut = score_text(model, tokenizer, text, slice_tokens=200, observe=lambda logits, sizes=sizes: sizes.append(len(logits)))
+        reading = scoring.read_score(model, tokenizer, text, slice_tokens=200,
+                                     observe=lambda logits, sizes=sizes: sizes.append(len(logits)))
+        next(reading)
+        try:
+            while True:
+                reading.send(seconds)
+        except StopIteration as done:
+            cut = done.value
         assert torch.equal(cut.logprobs, whole.logprobs), seconds
-        assert sizes[0] == steps.FIRST_PIECES and max(sizes) <= 200 and sum(sizes) == len(whole.token_ids)
-        later = sizes[1:-1]  # the last is what is left
-        assert all(size <= 4 for size in later) if seconds < 1 else all(size == 200 for size in later), sizes
+        assert sizes[0] == 200 and sum(sizes) == len(whole.token_ids)  # the first step: a whole slice
+        assert all(size in allowed for size in sizes[1:-1]), sizes  # the last is what is left
 
 
-def test_a_long_text_is_scored_in_memory_bounded_by_the_slice(tokenizer, shakespeare_text, fixed_slices):
+def test_a_long_text_is_scored_in_memory_bounded_by_the_slice(tokenizer, shakespeare_text):
     # No tensor of tokens x vocabulary for the whole text: each slice's logits are the largest a score makes.
     model = tiny_model(tokenizer.vocab_size, seed=4).eval()
     text = shakespeare_text[:20000]

@@ -29,6 +29,7 @@ from lyricist.model.prediction import Prediction, predict
 from lyricist.model.prompt_cache import SLICE, PromptCache
 from lyricist.model.sampling import make_generator, random_seed
 from lyricist.model.scoring import Score, read_score
+from lyricist.model.steps import STEP_SECONDS
 
 from ..metrics import Metrics
 from .batch import RunningBatch
@@ -217,7 +218,7 @@ class ModelEngine:
                     if self.reading:
                         # Beside running streams, shorter slices: a stream's next token waits for one of them.
                         budget = min(self.slice_tokens, SLICE_BESIDE_STREAMS) if self.batch else self.slice_tokens
-                        self._join(self.reading.read_round(budget, finish))
+                        self._join(self.reading.read_round(budget, finish, STEP_SECONDS if self.batch else None))
                     if self.batch:
                         self._step(events)
                 except Exception:  # a bug must not kill the worker: end the batch, keep serving

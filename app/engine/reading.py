@@ -53,10 +53,11 @@ class ReadingQueue:
                 self.rows += 1
         return ready
 
-    def read_round(self, budget: int, finish: Finish) -> list[Sequence]:
+    def read_round(self, budget: int, finish: Finish, step_seconds: float | None = None) -> list[Sequence]:
         """One round: the texts take turns, one slice (one call) each, in order, until `budget` pieces are read;
-        one not done goes to the back. A cancelled or expired sequence, or a job whose awaiter left, is dropped
-        before its turn and frees its slot. Returns the sequences whose prompts are now read."""
+        one not done goes to the back. A job's step is sent `step_seconds`, the time it may take (None: a whole
+        slice; model.steps). A cancelled or expired sequence, or a job whose awaiter left, is dropped before its
+        turn and frees its slot. Returns the sequences whose prompts are now read."""
         now = time.monotonic()
         for item in [i for i in self.items if i.cancelled or (isinstance(i, Sequence) and i.deadline < now)]:
             if isinstance(item, Job) and item.steps is not None:
@@ -92,7 +93,9 @@ class ReadingQueue:
                 try:
                     if item.steps is None:
                         item.steps = item.fn()
-                    pieces = next(item.steps)
+                        pieces = next(item.steps)
+                    else:
+                        pieces = item.steps.send(step_seconds)
                     budget -= pieces
                     self.account(item.work, pieces, time.perf_counter() - turn_started)
                 except StopIteration as done:
