@@ -11,14 +11,15 @@ or an empty span to insert at). Two passes, and at a line's end the stanza's rhy
    ones. The `POOL` likeliest complete ones go on.
 2. **Ranking, with the right.** Each proposal is put in place and read with the rest of its line (at most
    `NEAR_CHARS`); the `RANKED` best by that are read again with the text up to the end of the part's stanza
-   (at most `RIGHT_CHARS` characters after the part). Each time the lines before the part's line and the
-   pieces every version shares are read once (model.scoring `read_prefix`), then every version's own pieces
-   side by side (`read_continuations`). `logprob` is the log probability of the text from its start to the
-   stanza's end with the candidate in place, as `/v1/score` would give it; `prob` is its share among the
+   (at most `RIGHT_CHARS` characters after the part). The text before the part, up to the last place where
+   the tokenizer's pieces cannot depend on what follows (`_last_cut`), is read once, and so are the pieces
+   every version of both readings shares after it (model.scoring `read_prefix`); then every version's own
+   pieces side by side (`read_continuations`). `logprob` is the log probability of the text from its start to
+   the stanza's end with the candidate in place, as `/v1/score` would give it; `prob` is its share among the
    candidates returned and the original. Where the checkpoint carries a backward model, that model reads the
-   `RANKED` too, from the stanza's end back to the start of the line before the part's, and a candidate's
-   weight mixes the two readings (`BACKWARD_SHARE`): two estimates of one text's probability, the second
-   reading the right side first. (Reading every proposal so, before the cut, found the same words.)
+   `RANKED` too, from the stanza's end back to the start of the line before the part's (at most
+   `BACKWARD_LEFT_CHARS` before the part), and a candidate's weight mixes the two readings
+   (`BACKWARD_SHARE`): two estimates of one text's probability, the second reading the right side first. (Reading every proposal so, before the cut, found the same words.)
 3. **The stanza's rhyme, at a line's end.** Where the part ends its line, the words rhyming with the ends of
    the stanza's nearby lines join the proposals, and a candidate that rhymes so is weighed `RHYME_BONUS`
    (in log probability) in both rankings and in `prob`: the model reads pieces, not sounds, and keeps a

@@ -51,9 +51,13 @@ def score_logprob(client, text: str) -> float:
 
 # stanzas before the part's: the lines before its line are read in two parts (docs/songwriting.md)
 LONG = "Over the hills and far away,\nThe morning light came in;\n\n" * 3 + STANZA
+# the part late in a long line: the text before the last space ahead of it is read once (docs/tokenizer.md);
+# and after 900 characters with no space, where no such place is and the versions share all but their ends
+LONG_LINE = "la " * 300 + STANZA
+NO_SPACE = "0" * 900 + "," + STANZA[STANZA.index("cold"):]
 
 
-@pytest.mark.parametrize("text", [STANZA, LONG])
+@pytest.mark.parametrize("text", [STANZA, LONG, LONG_LINE, NO_SPACE])
 def test_each_logprob_is_the_whole_stanza_scored_with_the_candidate_in_place(client, text):
     cold = (text.index("cold"), text.index("cold") + len("cold"))
     body = alternatives(client, text=text, start=cold[0], end=cold[1], n=6)

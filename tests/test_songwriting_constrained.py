@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from lyricist.songwriting.constrained import constrained_next_words, surface_forms
+from lyricist.songwriting import constrained
+from lyricist.songwriting.constrained import constrained_next_words, constrained_steps, surface_forms
 from lyricist.model.prediction import next_piece_probs, predict
 from lyricist.model.units import LINE_BREAKS, is_word_char
 
@@ -71,6 +72,21 @@ def test_equals_brute_force_and_predict(tokenizer, prompt):
             assert result.probs[word] == pytest.approx(listed[word], abs=1.1e-3)
             compared += 1
     assert compared >= 3
+
+
+def test_a_word_set_searched_again_gives_the_same_figures_from_its_kept_levels(tokenizer, monkeypatch):
+    # The first search of a word set lays out its paths below the whitespace nodes over several steps and keeps
+    # them (constrained._Tables.level); the next searches of the set, from any prompt, read them as they are.
+    monkeypatch.setattr(constrained, "LAY_OUT_PATHS", 4)
+    model = peaked_model(tokenizer)
+    words = [f"{w}{n}" for w in WORDS for n in ("", "s", "ed")]
+    constrained.tables(tokenizer)._levels.clear()
+    assert 0 in list(constrained_steps(model, tokenizer, "the", words, tolerance=0.0, max_rows=100_000))
+    for prompt in ("the", "JULIET:\n"):
+        kept = constrained_next_words(model, tokenizer, prompt, words, tolerance=0.0, max_rows=100_000)
+        constrained.tables(tokenizer)._levels.clear()
+        fresh = constrained_next_words(model, tokenizer, prompt, words, tolerance=0.0, max_rows=100_000)
+        assert kept.probs == fresh.probs and kept.rows == fresh.rows and kept.probs
 
 
 @pytest.mark.parametrize("prompt", ["KING:\nO my", "KING:\nO my "])
