@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from .memory import State
 from .network import LanguageModel, evaluating, in_reading_order, slice_end
-from .steps import Pace, run_to_end
+from .steps import Pace, Steps, run_to_end
 from .tokenizer import Tokenizer
 from .units import count_units
 
@@ -84,7 +84,7 @@ def score_text(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_toke
 
 
 def read_score(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_tokens: int | None = None,
-               observe: Callable[[torch.Tensor], None] | None = None) -> Generator[int, None, Score]:
+               observe: Callable[[torch.Tensor], None] | None = None) -> Steps[Score]:
     """`score_text` one slice per step: each step reads one slice in one call and yields how many pieces it
     read; the generator returns the Score. `observe` is handed each slice's logits (the largest tensor a slice
     makes), for a look at the memory a score takes."""
@@ -118,7 +118,7 @@ CONTINUATION_POSITIONS = 8
 
 
 def read_prefix(model: LanguageModel, ids: list[int], after: tuple[torch.Tensor, State] | None = None,
-                slice_tokens: int | None = None) -> Generator[int, None, tuple[float, torch.Tensor, State]]:
+                slice_tokens: int | None = None) -> Steps[tuple[float, torch.Tensor, State]]:
     """The log probability of `ids`, the (1, vocab) logits after the last and the state after it; one slice per
     step, as `read_score` reads. From the start of a text (`after` None) `ids[0]` is the start marker, read but
     not predicted; `after`: the (logits, state) where an earlier read stopped, `ids` its continuation."""
@@ -147,7 +147,7 @@ def read_prefix(model: LanguageModel, ids: list[int], after: tuple[torch.Tensor,
 
 
 def read_continuations(model: LanguageModel, logits: torch.Tensor, state: State, rows: list[list[int]]
-                       ) -> Generator[int, None, list[float]]:
+                       ) -> Steps[list[float]]:
     """Each row's log probability: its pieces read after `state` (`logits` the (1, vocab) logits there). The
     rows run side by side, CONTINUATION_ROWS of them CONTINUATION_POSITIONS positions a call (a fixed schedule,
     so the bits of a row do not depend on the clock), a row leaving the batch once read; each step yields the
@@ -163,7 +163,7 @@ def read_continuations(model: LanguageModel, logits: torch.Tensor, state: State,
     return totals
 
 
-def _read_side_by_side(model: LanguageModel, state: State, rows: list[list[int]]) -> Generator[int, None, list[float]]:
+def _read_side_by_side(model: LanguageModel, state: State, rows: list[list[int]]) -> Steps[list[float]]:
     """The log probability of each row's pieces after its first (which `state`'s logits predict)."""
     device = model.device
     totals = [0.0] * len(rows)

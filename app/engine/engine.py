@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -29,7 +29,7 @@ from lyricist.model.prediction import Prediction, predict
 from lyricist.model.prompt_cache import SLICE, PromptCache
 from lyricist.model.sampling import make_generator, random_seed
 from lyricist.model.scoring import Score, read_score
-from lyricist.model.steps import STEP_SECONDS
+from lyricist.model.steps import STEP_SECONDS, Steps
 
 from ..metrics import Metrics
 from .batch import RunningBatch
@@ -121,7 +121,7 @@ class ModelEngine:
         runs whole, so everything else waits for it; a long prompt is better read first (`read_prompt`)."""
         return await self._queue(Job(fn, None, None))
 
-    async def read(self, fn: Callable[[], Generator[int, None, Any]], work: str = "job") -> Any:
+    async def read(self, fn: Callable[[], Steps[Any]], work: str = "job") -> Any:
         """Sliced work: `fn()` (called on the worker thread) returns a generator that makes one model call per
         step and yields the pieces (or search rows) it read; its return value is the result (model.steps). Its
         steps take turns with the texts being read, between decode steps; `work` names it in the metrics. If
@@ -148,7 +148,7 @@ class ModelEngine:
         prefills it next (`self.prompts.prefill`) finds it whole. Exact either way: the cache changes no bits."""
         ids = self.tokenizer.encode(prompt, add_bos=True) if isinstance(prompt, str) else prompt
 
-        def steps() -> Generator[int, None, None]:
+        def steps() -> Steps[None]:
             yield from self.prompts.reader(ids).steps(self.slice_tokens)
 
         await self.read(steps, "prompt")
@@ -330,7 +330,7 @@ class ModelEngine:
         for loop, batch in by_loop.items():
             call_soon(loop, deliver, batch)
 
-    def _score(self, text: str) -> Generator[int, None, Score]:
+    def _score(self, text: str) -> Steps[Score]:
         score = yield from read_score(self.model, self.tokenizer, text, self.slice_tokens)
         self._series.prompt_tokens.inc(len(score.token_ids) + 1)  # and the start marker
         return score

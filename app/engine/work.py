@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from lyricist.model.prompt_cache import PromptReading
+from lyricist.model.steps import Steps
 
 from .events import GenerationRequest
 
@@ -48,5 +49,5 @@ class Job:
     loop: asyncio.AbstractEventLoop
     sliced: bool = False
     work: str = "job"  # what it is, for the metrics: "score", "songwriting", "prompt", ...
-    steps: Generator[int, None, Any] | None = None
+    steps: Steps[Any] | None = None
     cancelled: bool = False  # its awaiter is gone: not started, or dropped before its next slice
