@@ -211,20 +211,24 @@ class Recall:
 
     def mix(self, logits: Tensor, config: CacheConfig) -> Tensor:
         """log((1 − λ) softmax(logits) + λ p_cache) for logits (rows * time, vocab) in the reads' order; a
-        position with nothing to recall keeps its distribution."""
+        position with nothing to recall keeps its distribution. p_cache is zero but at the pieces of the
+        window's slots, so only those are mixed: the rest of the vocabulary is the model's share alone."""
         weights = self.weights.flatten(0, 1)
-        pieces = self.pieces.flatten(0, 1)
+        pieces = self.pieces.flatten(0, 1).clamp_min(0)  # an unknown slot weighs 0: any piece will do
         vocab = logits.shape[1]
-        # Rows as long as a multiple of 16 elements: vectorised elementwise work treats every row alike, so a row's
-        # bits do not depend on how many rows came with it (a cut of the text into reads changes nothing).
+        # Rows as long as a multiple of 16 elements (the vocabulary and the slots padded): vectorised elementwise
+        # work treats every row alike, so a row's bits do not depend on how many rows came with it (a cut of the
+        # text into reads changes nothing).
         padded = F.pad(logits.float(), (0, -vocab % 16), value=float("-inf"))
+        weights, pieces = F.pad(weights, (0, -weights.shape[1] % 16)), F.pad(pieces, (0, -pieces.shape[1] % 16))
         logp = torch.log_softmax(padded, dim=-1)
         recalled = weights.sum(dim=1, keepdim=True) > 0
-        cache = torch.zeros_like(logp).scatter_add_(1, pieces.clamp_min(0), weights)
         share = config.share(self.closeness.reshape(-1, 1).float())
         lam = torch.where(recalled, share, torch.zeros_like(share))
-        mixed = torch.logaddexp(logp + torch.log1p(-lam), torch.log(cache.clamp_min(1e-45)) + torch.log(lam))
-        return torch.where(recalled, mixed, logp)[:, :vocab]
+        cache = torch.zeros_like(logp).scatter_add_(1, pieces, weights).gather(1, pieces)  # each slot's piece's
+        kept = logp + torch.log1p(-lam)  # 0 where nothing is recalled: the distribution as it was
+        at_slots = torch.logaddexp(kept.gather(1, pieces), torch.log(cache.clamp_min(1e-45)) + torch.log(lam))
+        return kept.scatter_(1, pieces, torch.where(recalled, at_slots, logp.gather(1, pieces)))[:, :vocab]
 
 
 def read_ring(outputs: Tensor, pieces: Tensor, state: State, normalise: Callable[[Tensor], Tensor],
