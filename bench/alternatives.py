@@ -58,7 +58,7 @@ from tests.cmudict_reading import cmudict, meets_stress, syllable_sums  # noqa: 
 
 SEPARATOR = "\n\n\n"
 LEFT_CHARS = 2000
-WORD = re.compile(r"[A-Za-z']+")
+WORD = re.compile(r"[A-Za-z'\u2019]+")  # a typographic apostrophe is a word's, as the API reads it
 # Words that carry grammar rather than meaning: articles, conjunctions, prepositions, pronouns, auxiliaries.
 FUNCTION_WORDS = frozenset("""a an the and or but nor if then than as of to with from at by in on into onto upon
 unto for so i me my mine we us our you your thou thee thy thine he him his she her it its they them their this that

@@ -1,4 +1,5 @@
-"""A sentencepiece tokenizer that round-trips any Unicode string exactly.
+"""A sentencepiece tokenizer that round-trips any Unicode string exactly, but the typographic quotes its vocabulary
+lacks, which it reads as ASCII.
 
 Why each setting is what it is: docs/tokenizer.md.
 """
@@ -17,6 +18,11 @@ LITERAL_SPACE_MARK = "<literal-u2581>"  # control piece for a U+2581 in the text
 USER_SYMBOLS = ("\n", "\t", "\r")
 MIN_VOCAB_SIZE = 300  # 256 byte pieces + specials + the symbols above + room to learn
 MAX_CHUNK_CHARS = 2000  # training "sentences": multi-line chunks of at most this many chars
+# Typographic quotes, which a corpus is often cleaned of (data/songs/build.py folds them) and pasted lyrics are full
+# of: a vocabulary without a piece for one reads it as the ASCII quote it stands for, not as bytes its model never
+# saw (docs/tokenizer.md, "Typographic quotes").
+TYPOGRAPHIC_QUOTES = {"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u02bc": "'",
+                      "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"'}
 
 TRAINER_SETTINGS = {
     "normalization_rule_name": "identity",
@@ -61,6 +67,10 @@ class Tokenizer:
         if self._sp.id_to_piece(self._literal_mark_id) != LITERAL_SPACE_MARK:
             raise ValueError("tokenizer model was not trained by lyricist (no literal U+2581 piece)")
         self.piece_bytes = [self._bytes_of(i) for i in range(self.vocab_size)]
+        # The quotes this vocabulary reads as ASCII: those it has no piece for, where it has one for the ASCII quote.
+        self.folds = {quote: plain for quote, plain in TYPOGRAPHIC_QUOTES.items()
+                      if not self._has_piece(quote) and self._has_piece(plain)}
+        self._fold_table = str.maketrans(self.folds)
         self.pieces = [self._sp.id_to_piece(i) for i in range(self.vocab_size)]
         # Each piece's text when it is text on its own; None for a byte of a longer character and for the
         # unknown piece (U+FFFD), which a list of next pieces never shows.
@@ -105,9 +115,12 @@ class Tokenizer:
     # -- use --------------------------------------------------------------------
 
     def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
-        """Piece ids of `text`; `add_bos` marks it as the start of a text."""
+        """Piece ids of `text`; `add_bos` marks it as the start of a text. A typographic quote the vocabulary lacks
+        is read as its ASCII quote (`folds`)."""
         if not text.isascii():
             check_unicode(text)
+            if self.folds:
+                text = text.translate(self._fold_table)
         ids = [self.bos_id] if add_bos else []
         # sentencepiece would read a literal U+2581 as a space, so the text is cut
         # at each one and the cuts are joined by a control piece that decodes to it.
@@ -143,13 +156,25 @@ class Tokenizer:
         """`typed`: the text the first piece begins with that the prompt already has (`encode_prompt`)."""
         return IncrementalDecoder(self, typed)
 
-    def token_texts(self, ids: Iterable[int]) -> list[TokenText]:
-        """Each piece of a text as a token: joined, the texts are `decode(ids)`."""
+    def token_texts(self, ids: Iterable[int], text: str | None = None) -> list[TokenText]:
+        """Each piece of a text as a token: joined, the texts are `decode(ids)`. Given the `text` that `ids` encode,
+        each token shows that text's own characters instead (a quote read as ASCII, as it was typed): joined, the
+        texts are `text` and their bytes its UTF-8."""
         decoder = self.incremental_decoder()
         tokens = [decoder.token(i) for i in ids]
         if tokens and (rest := decoder.flush()):  # an unfinished last character: U+FFFD, as `decode` has it
             tokens[-1] = tokens[-1]._replace(text=tokens[-1].text + rest)
+        if text is not None and self.folds and not text.isascii():  # a fold keeps every character's place
+            at = 0
+            for index, token in enumerate(tokens):
+                own = text[at:at + len(token.text)]
+                if own != token.text:
+                    tokens[index] = TokenText(own, own.encode())
+                at += len(token.text)
         return tokens
+
+    def _has_piece(self, text: str) -> bool:
+        return not self._sp.is_unknown(self._sp.piece_to_id(text))
 
     def _bytes_of(self, piece_id: int) -> bytes:
         sp = self._sp

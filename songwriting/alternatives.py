@@ -27,7 +27,9 @@ or an empty span to insert at). Two passes, and at a line's end the stanza's rhy
 
 Words are joined with one space; a space is added before a candidate that follows a word character and
 after one that a word character follows, so that no candidate fuses with its neighbours. Case variants of a
-word ("cold", "Cold") are one candidate: the one the model finds likelier in place.
+word ("cold", "Cold") are one candidate: the one the model finds likelier in place. A text that writes its
+apostrophes ’ gets its candidates so ("won’t"), each read in place as it is shown (a model whose vocabulary
+lacks ’ reads it as ': docs/tokenizer.md).
 """
 
 from __future__ import annotations
@@ -184,6 +186,7 @@ def alternative_steps(
     if not 1 <= max_words <= MAX_WORDS:
         raise PartError("max_words", f"max_words must be from 1 to {MAX_WORDS}, got {max_words}")
     vocabulary = vocabulary | _text_words(text, lexicon)
+    in_style = _apostrophe_style(text)
     rule = _PhraseRule(lexicon, vocabulary, syllables, stress, rhymes_with, rhyme)
     if max_words == 1 and not rule.next_words(1, last_word=True):
         wanted = [f"stress {stress!r}" if stress is not None else f"{syllables} syllables" if syllables else "",
@@ -198,11 +201,11 @@ def alternative_steps(
     prefix_logprob, *after = yield from _read_before(model, tokenizer.encode(text[:head], add_bos=True), prompts)
     proposals, rows = yield from _propose(model, tokenizer, rule, left, max_words, prompts)
     doubled = _neighbours(text, start, end)
-    versions = [original] + [words for words, _ in proposals if words != original
+    versions = [original] + [in_style(words) for words, _ in proposals if in_style(words) != original
                              and not _doubles(words, doubled)][:POOL]
     versions += [words for words in _song_words(text, start, end, rule, versions) if not _doubles(words, doubled)]
     line_ends = _other_line_ends(text, start, end) if rhymes_with is None else []
-    versions += [word for word in _rhyming_words(line_ends, rule, versions) if not _doubles(word, doubled)]
+    versions += [in_style(word) for word in _rhyming_words(line_ends, rule, versions) if not _doubles(word, doubled)]
     if not proposals and len(versions) == 1:
         field = "rhymes_with" if rule.rhyming is not None else ("stress" if rule.stress else "syllables")
         raise ConstraintError(field, "no replacement the model proposes or the text holds meets the constraints")
@@ -255,8 +258,21 @@ def alternative_steps(
 def _text_words(text: str, lexicon: Lexicon) -> frozenset[str]:
     """The dictionary words the text itself uses, lower-case: a songwriter's own words (a name, a word of today)
     are candidates whether or not the model read them in training."""
-    return frozenset(word for word in map(str.lower, _WORD.findall(text))
+    return frozenset(word for word in map(_plain, _WORD.findall(text.lower()))
                      if word in lexicon.masks and is_whole_word(word))
+
+
+def _plain(word: str) -> str:
+    """A word as the dictionary spells it: with the ASCII apostrophe."""
+    return word.replace("\u2019", "'")
+
+
+def _apostrophe_style(text: str):
+    """How candidates are written in `text`: with ’ where the text writes its apostrophes so (a songwriter's
+    typography kept; the models read both alike, model/tokenizer.py), as the dictionary spells them otherwise."""
+    if text.count("\u2019") > text.count("'"):
+        return lambda words: words.replace("'", "\u2019")
+    return lambda words: words
 
 
 def _read_before(model, ids: list[int], prompts: PromptCache) -> Steps[tuple[float, torch.Tensor, State]]:
@@ -277,13 +293,13 @@ def _neighbours(text: str, start: int, end: int) -> tuple[str | None, str | None
     line_end = text.find("\n", end)
     before = _WORD.findall(text[line_start:start])
     after = _WORD.findall(text[end:len(text) if line_end < 0 else line_end])
-    return (before[-1].lower() if before else None), (after[0].lower() if after else None)
+    return (_plain(before[-1].lower()) if before else None), (_plain(after[0].lower()) if after else None)
 
 
 def _doubles(words: str, neighbours: tuple[str | None, str | None]) -> bool:
     """A replacement that repeats the word beside it ("little little star", "with thine thine"): the cache
     makes such echoes likely, and a songwriter asking for another word does not want the last one again."""
-    found = _WORD.findall(words.lower())
+    found = _WORD.findall(_plain(words.lower()))
     return bool(found) and (found[0] == neighbours[0] or found[-1] == neighbours[1])
 
 
@@ -314,7 +330,7 @@ def _other_line_ends(text: str, start: int, end: int) -> list[str]:
 def _rhyming_words(line_ends: list[str], rule: _PhraseRule, proposed: list[str]) -> list[str]:
     """The one-word replacements that meet the constraints and rhyme with one of `line_ends`, not proposed yet:
     a line end that keeps the stanza's rhyme may be too unlikely after the left side alone to be proposed."""
-    seen = {words.lower() for words in proposed}
+    seen = {_plain(words.lower()) for words in proposed}
     found = {word for line_end in line_ends for word in rule.lexicon.rhymes(line_end)
              if word in rule.vocabulary and word not in seen}
     return sorted(word for word in found if rule.complete(rule.add(1, word), word))
@@ -329,18 +345,18 @@ def _rhyme_in(words: str, line_ends: list[str], lexicon: Lexicon) -> str | None:
     found = _WORD.findall(words.lower())
     if not found:
         return None
-    return next((line_end for line_end in line_ends if found[-1] in lexicon.rhymes(line_end)), None)
+    return next((line_end for line_end in line_ends if _plain(found[-1]) in lexicon.rhymes(line_end)), None)
 
 
 def _song_words(text: str, start: int, end: int, rule: _PhraseRule, proposed: list[str]) -> list[str]:
     """The words of the text around the part that could replace it, not proposed yet: songs repeat their own
     words ("her cake and wine" ... "Eat well of my cake"), which the model reading the left alone may not
     offer. As written in the text (its first use), up to SONG_WORDS of them, the nearest first."""
-    seen = {words.lower() for words in proposed}
+    seen = {_plain(words.lower()) for words in proposed}
     found: dict[str, str] = {}
     matches = sorted(_WORD.finditer(text), key=lambda m: min(abs(m.start() - start), abs(m.start() - end)))
     for match in matches:
-        word, low = match.group(), match.group().lower()
+        word, low = match.group(), _plain(match.group().lower())
         if low in seen or low in found or start <= match.start() < end:
             continue
         if low in rule.lexicon.masks and low in rule.vocabulary and rule.complete(rule.add(1, low), low):

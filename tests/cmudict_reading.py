@@ -2,7 +2,8 @@
 checked against the file itself, not against the code under test (songwriting/dictionary.py): per word, for
 each pronunciation, its syllables (vowels: phones with a stress digit), its stress (1 for a vowel marked 1 or 2,
 0 for one marked 0) and its rhyme part (from the last vowel marked 1 or 2, else the last vowel, to the end,
-digits dropped; none for a pronunciation with no vowel), and its vowels' stress digits as written."""
+digits dropped; none for a pronunciation with no vowel), and its vowels' stress digits as written. A word is looked
+up lower-cased, a typographic apostrophe as the file's ' ("don’t" is "don't")."""
 
 from __future__ import annotations
 
@@ -40,11 +41,15 @@ def cmudict() -> dict[str, list[Sounding]]:
     return entries
 
 
+def entry(word: str) -> list[Sounding]:
+    return cmudict().get(word.lower().replace("\u2019", "'"), [])
+
+
 def syllable_sums(text: str) -> set[int]:
     """Every syllable count of a line: one pronunciation per word (a word the dictionary lacks fails)."""
     sums = {0}
     for word in WORD.findall(text):
-        counts = {s.syllables for s in cmudict().get(word.lower(), [])}
+        counts = {s.syllables for s in entry(word)}
         assert counts, f"{word!r} of {text!r} is not in the dictionary"
         sums = {a + b for a in sums for b in counts}
     return sums
@@ -52,8 +57,8 @@ def syllable_sums(text: str) -> set[int]:
 
 def rhymes(a: str, b: str) -> bool:
     """Two different words sharing a rhyme part in some pair of pronunciations."""
-    a, b = a.lower(), b.lower()
-    parts = [{s.rhyme for s in cmudict().get(w, []) if s.rhyme} for w in (a, b)]
+    a, b = a.lower().replace("\u2019", "'"), b.lower().replace("\u2019", "'")
+    parts = [{s.rhyme for s in entry(w) if s.rhyme} for w in (a, b)]
     return a != b and bool(parts[0] & parts[1])
 
 
@@ -63,7 +68,7 @@ def meets_stress(text: str, pattern: str) -> bool:
     one vowel of a one-syllable word), with exactly as many syllables as the pattern has digits."""
     ends = {0}
     for word in WORD.findall(text):
-        soundings = cmudict().get(word.lower(), [])
+        soundings = entry(word)
         assert soundings, f"{word!r} of {text!r} is not in the dictionary"
         after = set()
         for end in ends:

@@ -229,6 +229,28 @@ def test_the_texts_own_words_are_candidates_though_the_model_never_read_them(ser
         generate_alternatives(model, tokenizer, lexicon, phonology, *part, syllables=5)
 
 
+def test_a_text_typed_with_curly_apostrophes_gets_its_candidates_so_and_the_same_figures(served_checkpoint):
+    """Pasted lyrics write "won’t"; the dictionary and the training words write "won't". The models read both alike
+    (docs/tokenizer.md), so the candidates are the same, with the same figures, in the text's own typography."""
+    from lyricist.model import load_checkpoint
+    from lyricist.songwriting import tasks
+    from lyricist.songwriting.alternatives import generate_alternatives
+    from lyricist.songwriting.phonology import Phonology
+
+    checkpoint = load_checkpoint(served_checkpoint)
+    lexicon, phonology = tasks.prepare(checkpoint.tokenizer), Phonology.load()
+    words = frozenset({"won't", "don't", "shan't", "ain't"})
+    plain = "I don't know why I won't go,\nThe night is long and I can't stay"
+    curly = plain.replace("'", "\u2019")
+    start = plain.index("won't")
+    found = [generate_alternatives(checkpoint.model, checkpoint.tokenizer, lexicon, phonology, text, start,
+                                   start + len("won't"), words, n=32, syllables=1) for text in (plain, curly)]
+    assert found[1].original.text == "won\u2019t" and found[1].rank == found[0].rank
+    shown = [[(a.text, a.logprob) for a in result.alternatives] for result in found]
+    assert "can't" in {text for text, _ in shown[0]}  # the text's own word, found though typed "can’t"
+    assert shown[1] == [(text.replace("'", "\u2019"), logprob) for text, logprob in shown[0]]
+
+
 def test_the_proposals_pick_up_where_the_lines_before_were_read(served_checkpoint):
     """The lines before the part's are read once, in two parts: the figure of one reading, and the proposals
     find the state kept between the parts in the prompt cache, proposing what a reading from the start would."""

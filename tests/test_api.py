@@ -141,6 +141,18 @@ def test_token_texts_join_to_the_text_and_each_token_carries_its_bytes(client):
     assert logprobs["token_bytes"] == [t["bytes"] for t in tokens]
 
 
+def test_a_typographic_apostrophe_is_read_as_the_ascii_one_and_shown_as_typed(client):
+    typed, plain = "KING: I don\u2019t know thee, \u2018tis so.", "KING: I don't know thee, 'tis so."
+    curly = client.post("/v1/score", json={"text": typed}).json()
+    ascii_ = client.post("/v1/score", json={"text": plain}).json()
+    assert curly["nll"] == ascii_["nll"] and curly["tokens"] == ascii_["tokens"]  # the vocabulary has no piece for ’
+    assert "".join(t["text"] for t in curly["token_logprobs"]) == typed
+    assert bytes(b for t in curly["token_logprobs"] for b in t["bytes"]) == typed.encode()
+    echo = client.post("/v1/completions", json={"prompt": typed, "max_tokens": 0, "echo": True, "logprobs": 0}).json()
+    assert echo["choices"][0]["text"] == typed
+    assert "".join(echo["choices"][0]["logprobs"]["tokens"]) == typed
+
+
 def test_generated_tokens_and_their_alternatives_carry_bytes(client, tokenizer):
     request = {"prompt": "你", "max_new_tokens": 60, "logprobs": 5, "temperature": 3, "seed": 5}
     body = client.post("/v1/generate", json=request).json()

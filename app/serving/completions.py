@@ -89,7 +89,7 @@ class Completion(Generation):
 
     def _echo(self, prompt: str) -> list[Piece]:
         return [(piece.text, piece.data, logprob, None, len(piece.text))
-                for piece, logprob in scored_pieces(self.engine, self.echoed[prompt])]
+                for piece, logprob in scored_pieces(self.engine, self.echoed[prompt], prompt)]
 
     def _generated(self, tokens: list[TokenEvent]) -> list[Piece]:
         return [(t.text, t.data, t.logprob, {alt.text: p.json_logprob(lp) for alt, lp in t.top or []}, len(t.text))

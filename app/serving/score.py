@@ -37,9 +37,10 @@ async def score(body: p.ScoreRequest, settings: Settings, registry: ModelRegistr
         perplexity=figures["perplexity"] if scored.token_ids else None,
         evaluation="dynamic" if body.adapt else "static",
         token_logprobs=[p.TokenLogprob(text=piece.text, bytes=list(piece.data), logprob=logprob)
-                        for piece, logprob in scored_pieces(engine, scored)])
+                        for piece, logprob in scored_pieces(engine, scored, body.text)])
 
 
-def scored_pieces(engine: ModelEngine, scored: Score) -> list[tuple[TokenText, float]]:
-    """Each scored piece as a token, and its logprob: /v1/score's tokens, and a completion's echo."""
-    return list(zip(engine.tokenizer.token_texts(scored.token_ids), scored.logprobs.tolist()))
+def scored_pieces(engine: ModelEngine, scored: Score, text: str) -> list[tuple[TokenText, float]]:
+    """Each piece of the scored `text` as a token (its own characters), and its logprob: /v1/score's tokens, and a
+    completion's echo."""
+    return list(zip(engine.tokenizer.token_texts(scored.token_ids, text), scored.logprobs.tolist()))
