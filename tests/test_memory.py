@@ -11,6 +11,7 @@ import torch
 from lyricist.app.engine import GenerationRequest, ModelEngine
 from lyricist.model import LanguageModel, ModelConfig, SamplingParams, load_checkpoint, save_checkpoint
 from lyricist.model.cache_tuning import cache_probabilities, save_cache_settings, tune
+from lyricist.model.memory import NO_PIECE, CacheConfig, Recall
 from lyricist.model.prompt_cache import PromptCache
 from lyricist.model.scoring import score_text
 
@@ -94,6 +95,24 @@ def test_the_cache_recalls_what_followed_before():
     second = slice(len(text) - 10, len(text) - 1)  # predicting the phrase's second time, after its first piece
     assert loss(mixed, second.start, second.stop) < 0.85 * loss(plain, second.start, second.stop)
     torch.testing.assert_close(mixed.exp().sum(-1), torch.ones(len(text), dtype=mixed.dtype))
+
+
+def test_the_mixture_is_the_definition_at_every_piece():
+    """(1 − λ) p_model + λ p_cache over the whole vocabulary, though only the slots' pieces are mixed: a piece held
+    by several slots sums their weights, an unknown slot adds nothing, a row that recalls nothing keeps its
+    distribution, and a match takes the match share."""
+    config = CacheConfig(window=5, theta=1.0, lam=0.2, match_cosine=0.9, match_lam=0.7)
+    vocab, rows, slots = 37, 4, 5  # a vocabulary and a window of no multiple of 16
+    logits = torch.randn(rows, vocab, generator=torch.Generator().manual_seed(3)) * 4
+    pieces = torch.tensor([[4, 9, 4, NO_PIECE, 36], [1, 2, 3, 4, 5], [NO_PIECE] * 5, [0, 0, 7, 7, 7]])
+    weights = torch.tensor([[0.1, 0.3, 0.2, 0.0, 0.4], [0.2] * 5, [0.0] * 5, [0.5, 0.1, 0.1, 0.2, 0.1]])
+    closeness = torch.tensor([0.5, 0.95, 0.99, 0.2])
+    mixed = Recall(weights.view(rows, 1, slots), pieces.view(rows, 1, slots), closeness.view(rows, 1)).mix(logits, config)
+    share = torch.tensor([0.2, 0.7, 0.0, 0.2], dtype=torch.float64).unsqueeze(1)  # row 2 recalls nothing
+    cache = torch.zeros(rows, vocab, dtype=torch.float64).scatter_add_(1, pieces.clamp_min(0), weights.double())
+    expected = torch.log((1 - share) * torch.softmax(logits.double(), -1) + share * cache)
+    torch.testing.assert_close(mixed.double(), expected, rtol=0, atol=1e-5)
+    assert torch.equal(mixed[2], torch.log_softmax(logits[2], -1))
 
 
 def test_a_ring_cut_to_the_slots_a_read_will_use_reads_as_the_whole_ring():
