@@ -201,7 +201,7 @@ def alternative_steps(
     prefix_logprob, *after = yield from _read_before(model, tokenizer.encode(text[:head], add_bos=True), prompts)
     proposals, rows = yield from _propose(model, tokenizer, rule, left, max_words, prompts)
     doubled = _neighbours(text, start, end)
-    versions = [original] + [in_style(words) for words, _ in proposals if in_style(words) != original
+    versions = [original] + [in_style(words) for words, _ in proposals if _plain(words) != _plain(original)
                              and not _doubles(words, doubled)][:POOL]
     versions += [words for words in _song_words(text, start, end, rule, versions) if not _doubles(words, doubled)]
     line_ends = _other_line_ends(text, start, end) if rhymes_with is None else []

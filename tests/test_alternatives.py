@@ -251,6 +251,24 @@ def test_a_text_typed_with_curly_apostrophes_gets_its_candidates_so_and_the_same
     assert shown[1] == [(text.replace("'", "\u2019"), logprob) for text, logprob in shown[0]]
 
 
+def test_a_part_typed_with_a_curly_apostrophe_is_not_offered_back_with_a_straight_one():
+    """In a text that writes its apostrophes ', a part typed "won’t" is read as "won't": the songs model proposes
+    "won't", which is the part itself, not another word."""
+    from lyricist.model import load_checkpoint
+    from lyricist.songwriting import tasks
+    from lyricist.songwriting.alternatives import generate_alternatives
+    from lyricist.songwriting.phonology import Phonology
+
+    checkpoint = load_checkpoint(ROOT / "checkpoints" / "songs-lstm")
+    lexicon, phonology = tasks.prepare(checkpoint.tokenizer), Phonology.load()
+    text = "I don't know why I won\u2019t go,\nThe night is long and I can't stay"
+    start = text.index("won\u2019t")
+    found = generate_alternatives(checkpoint.model, checkpoint.tokenizer, lexicon, phonology, text, start, start + 5,
+                                  frozenset({"won't", "don't", "shan't", "ain't"}), n=32, syllables=1)
+    shown = [a.text for a in found.alternatives]
+    assert "don't" in shown and "won't" not in shown and found.original.text == "won\u2019t"
+
+
 def test_the_proposals_pick_up_where_the_lines_before_were_read(served_checkpoint):
     """The lines before the part's are read once, in two parts: the figure of one reading, and the proposals
     find the state kept between the parts in the prompt cache, proposing what a reading from the start would."""
