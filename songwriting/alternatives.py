@@ -54,6 +54,7 @@ from .lexicon import MAX_SYLLABLES, Lexicon, add_word, is_whole_word, lowest
 from .lines import ConstraintError, check_stress
 from .meter import scansion
 from .phonology import Phonology
+from .spelling import APOSTROPHES
 
 MAX_WORDS = 4  # the longest replacement
 MAX_N = 32  # candidates a request may ask for
@@ -264,7 +265,7 @@ def _text_words(text: str, lexicon: Lexicon) -> frozenset[str]:
 
 def _plain(word: str) -> str:
     """A word as the dictionary spells it: with the ASCII apostrophe."""
-    return word.replace("\u2019", "'")
+    return word.translate(APOSTROPHES)
 
 
 def _apostrophe_style(text: str):

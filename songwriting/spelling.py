@@ -344,7 +344,8 @@ IRREGULAR_BY_GLOSS: dict[str, tuple[str, ...]] = {}
 for _form, (_gloss, _) in IRREGULAR.items():
     IRREGULAR_BY_GLOSS[_gloss] = (*IRREGULAR_BY_GLOSS.get(_gloss, ()), _form)
 
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "\u00b4": "'"})
+APOSTROPHES = str.maketrans(  # the typographic apostrophes, as the dictionary writes them
+    {"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "\u00b4": "'"})
 _THORN = str.maketrans({"\u00fe": "th", "\u00de": "th", "\u00f0": "th", "\u00e6": "ae", "\u0153": "oe"})
 _SOUNDED_ED = re.compile(r"[\u00e8\u00e9]d$")  # belovèd, blessèd: the -ed is a syllable
 _CORE = re.compile(r"[a-z](?:.*[a-z])?")
@@ -354,7 +355,7 @@ def clean(token: str) -> str:
     """The lookup key of a token: lower case, quotes and surrounding punctuation stripped, an apostrophe that
     belongs to the word kept (`lovin',` -> `lovin'`; `'em` -> `'em`; `'O` -> `'o`, which lookup then tries
     as `o`). A sounded `-èd` is kept as `-èd`; other diacritics are dropped. "" when no letter is left."""
-    s = unicodedata.normalize("NFC", token).translate(_APOSTROPHES).lower().translate(_THORN)
+    s = unicodedata.normalize("NFC", token).translate(APOSTROPHES).lower().translate(_THORN)
     sounded = bool(_SOUNDED_ED.search(s.rstrip(".,;:!?\"')]}")))
     s = "".join(c for c in unicodedata.normalize("NFKD", s) if not unicodedata.combining(c))
     match = _CORE.search(s)
