@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 NO_PIECE = -1  # a slot's next piece, while it is not known yet (the latest output, an empty slot)
+QUERY_BLOCK = 16  # positions a product of the cache's (one shape for any cut: the same bits; docs/memory.md)
 
 
 @dataclass(frozen=True)
@@ -235,13 +236,13 @@ def read_ring(outputs: Tensor, pieces: Tensor, state: State, normalise: Callable
               attention: Attention | None, cache: CacheConfig | None,
               blocks: Callable[[Callable[[Tensor], Tensor], Tensor], Tensor],
               in_place: bool = False) -> tuple[Tensor, State, Recall | None]:
-    """Inference over the ring, position by position: `outputs` (rows, time, hidden) of the last recurrent
-    layer for `pieces` (rows, time) read after `state`. Returns the outputs with attention added, the state
-    with the memory updated, and what the cache recalled at each position (None without a cache). Each
-    position's products have the same shape however the text is cut, so the bits do not depend on the cut;
-    the rest of the cache's work (its weights, the match cosines: per slot or per row of slots) is done for
-    all positions at once after them. `blocks` runs a row-wise product in fixed blocks of rows (the
-    batch-invariant products)."""
+    """Inference over the ring: `outputs` (rows, time, hidden) of the last recurrent layer for `pieces` (rows,
+    time) read after `state`. Returns the outputs with attention added, the state with the memory updated, and
+    what the cache recalled at each position (None without a cache). Attention reads position by position; the
+    cache's products go `QUERY_BLOCK` positions a product, each against the ring as it stood before its block
+    and the block's own outputs, in products of one shape however the text is cut, so the bits do not depend on
+    the cut. The rest of the cache's work (its weights, the match cosines) is done for all positions at once.
+    `blocks` runs a row-wise product in fixed blocks of rows (the batch-invariant products)."""
     window = state.memory.shape[1]
     if outputs.shape[1] >= window:  # the positions of one part must not share a slot (_after_each)
         first = read_ring(outputs[:, :window - 1], pieces[:, :window - 1], state, normalise, attention, cache,
@@ -252,30 +253,34 @@ def read_ring(outputs: Tensor, pieces: Tensor, state: State, normalise: Callable
             (first[2].weights, first[2].pieces, first[2].closeness), (rest[2].weights, rest[2].pieces,
                                                                        rest[2].closeness))))
         return torch.cat([first[0], rest[0]], dim=1), rest[1], recall
+    matching = cache is not None and bool(cache.match_lam)
+    # the slots' norms before this read writes any (in place, it writes over state.memory)
+    slot_norms = torch.linalg.vector_norm(state.memory.detach().float(), dim=2) if matching else None
     ring, length = (state.memory if in_place else state.memory.clone()), state.length
     rows, time = outputs.shape[0], outputs.shape[1]
     index = torch.arange(rows, device=ring.device)
     steps = torch.arange(time, device=ring.device)
     slots = (length.unsqueeze(1) + steps) % window  # (rows, time): where each position is written
-    matching = cache is not None and bool(cache.match_lam)
     tracked = torch.is_grad_enabled()  # dynamic evaluation differentiates through the ring: write a new one
+    normed = normalise(outputs)
+    written = normed.to(ring.dtype)
     positions = slot_positions(length, window) if attention is not None else None
-    attended, products, written_norms, output_norms = [], [], [], []
-    for t in range(time):
-        if tracked and t:
-            ring = ring.clone()
-        slot = slots[:, t]
-        normed = normalise(outputs[:, t])
-        ring[index, slot] = normed.to(ring.dtype)
-        if attention is not None:
-            positions[index, slot] = length + t
-            within = (positions >= 0) & (positions > (length + t - attention.window).unsqueeze(1))
-            attended.append(attention.one(outputs[:, t], normed, ring, within, blocks))
+    attended, products = [], []
+    for begin in range(0, time, QUERY_BLOCK):
+        block = slice(begin, begin + QUERY_BLOCK)
         if cache is not None:
-            products.append(torch.einsum("rh,rwh->rw", normed.float(), ring.float()))
-            if matching:
-                written_norms.append(torch.linalg.vector_norm(ring[index, slot].detach().float(), dim=1))
-                output_norms.append(torch.linalg.vector_norm(normed.detach().float(), dim=1, keepdim=True))
+            products.append(_block_products(normed[:, block], ring, written[:, block]))
+        if attention is None:
+            where = (index.unsqueeze(1), slots[:, block])
+            ring = ring.index_put(where, written[:, block]) if tracked else ring.index_put_(where, written[:, block])
+            continue
+        for t in range(begin, min(begin + QUERY_BLOCK, time)):
+            if tracked and t:
+                ring = ring.clone()
+            ring[index, slots[:, t]] = written[:, t]
+            positions[index, slots[:, t]] = length + t
+            within = (positions >= 0) & (positions > (length + t - attention.window).unsqueeze(1))
+            attended.append(attention.one(outputs[:, t], normed[:, t], ring, within, blocks))
     # The piece that followed each slot, after each position: the piece read last before the slice learns its
     # next one first; each position then fills in the one before it, and is its own slot's latest output, its
     # next piece not known yet.
@@ -288,7 +293,7 @@ def read_ring(outputs: Tensor, pieces: Tensor, state: State, normalise: Callable
     new_state = State(state.rnn, ring, following_after[:, -1].clone(), length + time)
     if cache is None:
         return new_outputs, new_state, None
-    every = torch.stack(products, dim=1)  # (rows, time, window)
+    every = _ring_products(torch.cat(products, dim=1)[:, :time], slots, window)  # (rows, time, window)
     known = following_after >= 0
     if cache.window < window:  # a slot holds one of the last `window` positions: all are in a wider window
         read_to = length.unsqueeze(1) + steps  # each position
@@ -298,13 +303,39 @@ def read_ring(outputs: Tensor, pieces: Tensor, state: State, normalise: Callable
     scores = (every * cache.theta).masked_fill(unknown, float("-inf"))
     weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # nothing known: all -inf, NaN, 0
     if matching:
-        slot_norms = torch.linalg.vector_norm(state.memory.detach().float(), dim=2)
-        norms = _after_each(slot_norms, slots, torch.stack(written_norms, dim=1)) * torch.stack(output_norms, dim=1)
+        written_norms = torch.linalg.vector_norm(written.detach().float(), dim=2)
+        output_norms = torch.linalg.vector_norm(normed.detach().float(), dim=2, keepdim=True)
+        norms = _after_each(slot_norms, slots, written_norms) * output_norms
         cosines = (every.detach() / norms.clamp_min(1e-12)).masked_fill(unknown, -1.0)
         closeness = cosines.max(dim=2).values
     else:
         closeness = every.new_full((rows, time), -1.0)
     return new_outputs, new_state, Recall(weights, following_after, closeness)
+
+
+def _block_products(queries: Tensor, ring: Tensor, written: Tensor) -> Tensor:
+    """(rows, QUERY_BLOCK, window + QUERY_BLOCK): the products of a block's queries (rows, ≤ QUERY_BLOCK,
+    hidden) with the ring's slots as they stood before the block, then with the block's own outputs as the ring
+    keeps them; padded to QUERY_BLOCK queries and outputs, so that every product has one shape."""
+    padding = QUERY_BLOCK - queries.shape[1]
+    queries = F.pad(queries.float(), (0, 0, 0, padding))
+    own = F.pad(written.float(), (0, 0, 0, padding))
+    return torch.cat([torch.bmm(queries, ring.float().transpose(1, 2)), torch.bmm(queries, own.transpose(1, 2))],
+                     dim=2)
+
+
+def _ring_products(block_products: Tensor, slots: Tensor, window: int) -> Tensor:
+    """(rows, time, window): each position's products with the ring's slots as they stand after it, from the
+    blocks' products: a slot that a position of the query's own block wrote, at or before the query, is that
+    output's column; any other, the slot as it stood before the block."""
+    rows, time = slots.shape
+    query = torch.arange(time, device=slots.device).unsqueeze(1)
+    writer = query - query % QUERY_BLOCK + torch.arange(QUERY_BLOCK, device=slots.device)  # (time, QUERY_BLOCK)
+    at, writer = query.expand_as(writer)[writer <= query], writer[writer <= query]
+    columns = torch.arange(window, device=slots.device).repeat(rows, time, 1)
+    columns[torch.arange(rows, device=slots.device).unsqueeze(1), at, slots[:, writer]] = (
+        window + writer % QUERY_BLOCK)
+    return block_products.gather(2, columns)
 
 
 def _after_each(before: Tensor, slots: Tensor, values: Tensor, own: int | None = None) -> Tensor:

@@ -15,7 +15,7 @@ from lyricist.model.memory import NO_PIECE, CacheConfig, Recall
 from lyricist.model.prompt_cache import PromptCache
 from lyricist.model.scoring import score_text
 
-from .helpers import same_state
+from .helpers import same_state, torch_threads
 
 ATTENTION = {"attention": {"window": 12}}
 BOTH = {"attention": {"window": 12}, "cache": {"window": 20, "theta": 0.5, "lam": 0.2}}
@@ -44,6 +44,43 @@ def test_any_cut_into_reads_gives_the_bits_of_one_read(settings):
                 parts.append(logits)
                 start = end
             assert torch.equal(torch.cat(parts), whole) and same_state(state, whole_state), cuts
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_any_cut_into_reads_gives_the_bits_of_one_read_at_the_shipped_shape(threads):
+    """The cache's products go a block of positions a product, against the ring and the block's own outputs: at
+    the shipped shape (a window of 512, where those are products of other widths) a cut anywhere, a block
+    begun in one read and ended in the next, still gives the bits of one read."""
+    torch.manual_seed(0)
+    cache = {"window": 512, "theta": 1.6, "lam": 0.1, "match_cosine": 0.5, "match_lam": 0.5}
+    model = LanguageModel(ModelConfig(vocab_size=4000, layers=2, hidden_size=512, embedding_size=512,
+                                      cache=cache)).eval()
+    text = ids(700, vocab=4000)
+    with torch.inference_mode(), torch_threads(threads):
+        whole, whole_state = model.read(text, every_piece=True)
+        for cuts in ([2, 5, 22, 300, 515, 700], [17, 33, 48, 511, 700], [256, 512, 700]):
+            state, parts, start = None, [], 0
+            for end in cuts:
+                logits, state = model.read(text[start:end], state, every_piece=True)
+                parts.append(logits)
+                start = end
+            assert torch.equal(torch.cat(parts), whole) and same_state(state, whole_state), cuts
+
+
+def test_a_read_longer_than_the_window_recalls_what_short_reads_recall():
+    """A call of more pieces than the ring has slots is read in parts, each writing the ring where it is: the
+    match cosines still compare each position with the slots as they stood, not as a later position left them."""
+    model = model_with(CACHE)
+    text = ids(70, seed=4)
+    with torch.inference_mode():
+        whole = model.features(text.view(1, -1)).recall
+        state, parts = None, []
+        for start in range(0, 70, 10):
+            features = model.features(text[start:start + 10].view(1, -1), state)
+            parts.append(features.recall)
+            state = features.state
+    assert torch.equal(torch.cat([p.closeness for p in parts], dim=1), whole.closeness)
+    assert torch.equal(torch.cat([p.weights for p in parts], dim=1), whole.weights)
 
 
 @pytest.mark.parametrize("settings", [ATTENTION, BOTH])
