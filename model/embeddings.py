@@ -28,7 +28,8 @@ SUM_BLOCK = 32  # pieces whose outputs are summed together, then the sums in ord
 @torch.inference_mode()
 def text_vector(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_pieces: int = 256
                 ) -> Steps[tuple[Tensor, int]]:
-    """A text's unit vector and its count of pieces, a slice per step (model.steps)."""
+    """A text's unit vector and its count of pieces, a slice per step (model.steps). The outputs do not depend on
+    the continuous cache, which only mixes the next-piece distribution: it is left out of the reading."""
     ids = model.tokens(tokenizer.encode(text, add_bos=True))
     total = torch.zeros(model.config.hidden_size, dtype=torch.float64, device=model.device)
     block: list[Tensor] = []  # the outputs of the block being gathered
@@ -37,7 +38,7 @@ def text_vector(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_pie
     with evaluating(model):
         while start < len(ids):
             end = slice_end(start, len(ids), pace.next(seconds))
-            features = model.features(ids[start:end].view(1, -1), state)
+            features = model.features(ids[start:end].view(1, -1), state, mix_cache=False)
             state = features.state
             outputs = features.hidden[0].double()
             last = outputs[-1]

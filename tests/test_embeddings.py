@@ -50,6 +50,16 @@ def test_base64_carries_the_same_floats(client):
         assert list(struct.unpack(f"<{len(raw) // 4}f", raw)) == pytest.approx(f["embedding"], abs=1e-7)
 
 
+def test_the_request_timeout_bounds_all_the_texts_of_a_request_together(worded_checkpoint):
+    """Forty long texts, each read well within the timeout, all of them not: a 504 at the timeout, not an answer
+    after forty of them."""
+    settings = Settings(models=(str(worded_checkpoint),), request_timeout_s=0.3, max_prompt_chars=2000)
+    with TestClient(create_app(settings)) as slow:
+        assert slow.post("/v1/embeddings", json={"input": "la " * 600}).status_code == 200
+        response = slow.post("/v1/embeddings", json={"input": ["la " * 600] * 40})
+    assert response.status_code == 504 and "LYRICIST_REQUEST_TIMEOUT_S" in response.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("body, field", [({"input": []}, "input"), ({"input": ["x"] * 65}, "input"),
                                          ({"input": "x", "encoding_format": "hex"}, "encoding_format"),
                                          ({"input": "x", "dimensions": 3}, "dimensions")])

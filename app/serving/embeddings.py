@@ -33,15 +33,18 @@ async def embeddings(body: p.EmbeddingsRequest, settings: Settings, registry: Mo
         raise APIError(400, f"dimensions: {engine.name}'s vectors have {size} dimensions, got {body.dimensions}",
                        "dimensions", "invalid_value")
     notes.update(model=engine.name)
-    data, pieces = [], 0
-    for index, text in enumerate(body.inputs):
-        vector, count = await within_deadline(engine.read(
-            lambda text=text: text_vector(engine.model, engine.tokenizer, text, engine.slice_tokens), "embed"),
-            settings)
-        pieces += count
-        values = (base64.b64encode(vector.numpy().astype("<f4").tobytes()).decode("ascii")
-                  if body.encoding_format == "base64" else vector.tolist())
-        data.append(p.Embedding(index=index, embedding=values))
+    async def read_all() -> tuple[list[p.Embedding], int]:
+        data, pieces = [], 0
+        for index, text in enumerate(body.inputs):
+            vector, count = await engine.read(
+                lambda text=text: text_vector(engine.model, engine.tokenizer, text, engine.slice_tokens), "embed")
+            pieces += count
+            values = (base64.b64encode(vector.numpy().astype("<f4").tobytes()).decode("ascii")
+                      if body.encoding_format == "base64" else vector.tolist())
+            data.append(p.Embedding(index=index, embedding=values))
+        return data, pieces
+
+    data, pieces = await within_deadline(read_all(), settings)  # one deadline for the request, not one a text
     notes.update(prompt_tokens=pieces)
     return p.EmbeddingsResponse(data=data, model=engine.name,
                                 usage=p.EmbeddingsUsage(prompt_tokens=pieces, total_tokens=pieces))
