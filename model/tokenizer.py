@@ -1,5 +1,5 @@
-"""A sentencepiece tokenizer that round-trips any Unicode string exactly, but the typographic quotes its vocabulary
-lacks, which it reads as ASCII.
+"""A sentencepiece tokenizer that round-trips any Unicode string exactly, but the typographic quotes and dashes its
+vocabulary lacks, which it reads as ASCII.
 
 Why each setting is what it is: docs/tokenizer.md.
 """
@@ -18,11 +18,13 @@ LITERAL_SPACE_MARK = "<literal-u2581>"  # control piece for a U+2581 in the text
 USER_SYMBOLS = ("\n", "\t", "\r")
 MIN_VOCAB_SIZE = 300  # 256 byte pieces + specials + the symbols above + room to learn
 MAX_CHUNK_CHARS = 2000  # training "sentences": multi-line chunks of at most this many chars
-# Typographic quotes, which a corpus is often cleaned of (data/songs/build.py folds them) and pasted lyrics are full
-# of: a vocabulary without a piece for one reads it as the ASCII quote it stands for, not as bytes its model never
-# saw (docs/tokenizer.md, "Typographic quotes").
-TYPOGRAPHIC_QUOTES = {"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u02bc": "'",
-                      "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"'}
+# Typographic quotes and dashes, which a corpus is often cleaned of (data/songs/build.py folds the quotes) and pasted
+# lyrics are full of: a vocabulary without a piece for one reads it as the ASCII character it stands for, not as
+# bytes its model never saw (docs/tokenizer.md, "Typographic quotes and dashes").
+TYPOGRAPHIC_FOLDS = {"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u02bc": "'",
+                     "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"',
+                     "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-",
+                     "\u2212": "-"}
 
 TRAINER_SETTINGS = {
     "normalization_rule_name": "identity",
@@ -67,9 +69,9 @@ class Tokenizer:
         if self._sp.id_to_piece(self._literal_mark_id) != LITERAL_SPACE_MARK:
             raise ValueError("tokenizer model was not trained by lyricist (no literal U+2581 piece)")
         self.piece_bytes = [self._bytes_of(i) for i in range(self.vocab_size)]
-        # The quotes this vocabulary reads as ASCII: those it has no piece for, where it has one for the ASCII quote.
-        self.folds = {quote: plain for quote, plain in TYPOGRAPHIC_QUOTES.items()
-                      if not self._has_piece(quote) and self._has_piece(plain)}
+        # The characters this vocabulary reads as ASCII: those it has no piece for, where it has one for the ASCII.
+        self.folds = {typographic: plain for typographic, plain in TYPOGRAPHIC_FOLDS.items()
+                      if not self._has_piece(typographic) and self._has_piece(plain)}
         self._fold_table = str.maketrans(self.folds)
         self.pieces = [self._sp.id_to_piece(i) for i in range(self.vocab_size)]
         # Each piece's text when it is text on its own; None for a byte of a longer character and for the
@@ -115,8 +117,8 @@ class Tokenizer:
     # -- use --------------------------------------------------------------------
 
     def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
-        """Piece ids of `text`; `add_bos` marks it as the start of a text. A typographic quote the vocabulary lacks
-        is read as its ASCII quote (`folds`)."""
+        """Piece ids of `text`; `add_bos` marks it as the start of a text. A typographic quote or dash the
+        vocabulary lacks is read as its ASCII character (`folds`)."""
         if not text.isascii():
             check_unicode(text)
             if self.folds:
@@ -158,8 +160,8 @@ class Tokenizer:
 
     def token_texts(self, ids: Iterable[int], text: str | None = None) -> list[TokenText]:
         """Each piece of a text as a token: joined, the texts are `decode(ids)`. Given the `text` that `ids` encode,
-        each token shows that text's own characters instead (a quote read as ASCII, as it was typed): joined, the
-        texts are `text` and their bytes its UTF-8."""
+        each token shows that text's own characters instead (a quote or dash read as ASCII, as it was typed):
+        joined, the texts are `text` and their bytes its UTF-8."""
         decoder = self.incremental_decoder()
         tokens = [decoder.token(i) for i in ids]
         if tokens and (rest := decoder.flush()):  # an unfinished last character: U+FFFD, as `decode` has it

@@ -9,16 +9,17 @@ from lyricist.model.tokenizer import MIN_VOCAB_SIZE
 
 TRICKY = ["\n", "\r", "\t", " ", "  ", "\u2581", "\x00", "\ufeff", "\u200b", "\u00a0", "\u3000", "\U0010ffff",
           "\ufffd", "\uffff", "😀", "👩‍👩‍👧", "漢", "e\u0301", "<0x41>", "<s>", "</s>", "<unk>", "<literal-u2581>",
-          "\u2019", "\u201c", "\u02bc"]
+          "\u2019", "\u201c", "\u02bc", "\u2013", "\u2014", "\u2212"]
 # Every Unicode scalar value (codec="utf-8" leaves out only lone surrogates, which are not characters).
 any_text = st.lists(st.one_of(st.characters(codec="utf-8"), st.sampled_from(TRICKY)), max_size=120).map("".join)
 hypothesis_settings = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def as_read(text: str) -> str:
-    """The text as the test tokenizer reads it: its corpus (tiny shakespeare, ASCII) has the apostrophe and no
-    double quote, so the typographic apostrophes are read as it and the double quotes stay bytes."""
-    return re.sub("[\u2018\u2019\u201b\u02bc]", "'", text)
+    """The text as the test tokenizer reads it: its corpus (tiny shakespeare, ASCII) has the apostrophe and the
+    hyphen and no double quote, so the typographic apostrophes and dashes are read as those and the double quotes
+    stay bytes."""
+    return re.sub("[\u2010-\u2015\u2212]", "-", re.sub("[\u2018\u2019\u201b\u02bc]", "'", text))
 
 
 def test_the_typographic_quotes_a_vocabulary_lacks_are_read_as_ascii(tokenizer):
@@ -28,6 +29,14 @@ def test_the_typographic_quotes_a_vocabulary_lacks_are_read_as_ascii(tokenizer):
     own = Tokenizer.train("I don\u2019t know, \u201cwhy\u201d, I don't know\n" * 200, 400)
     assert "\u2019" not in own.folds and "\u201c" not in own.folds and "\u2018" in own.folds
     assert own.decode(own.encode("don\u2019t \u201cwhy\u201d")) == "don\u2019t \u201cwhy\u201d"
+
+
+def test_the_typographic_dashes_a_vocabulary_lacks_are_read_as_the_hyphen(tokenizer):
+    assert tokenizer.encode("well\u2010known \u2013 and gone \u2014 1\u22122") == tokenizer.encode(
+        "well-known - and gone - 1-2")
+    own = Tokenizer.train("so \u2014 it goes, well-known\n" * 200, 400)  # a corpus that writes the em dash
+    assert "\u2014" not in own.folds and own.folds["\u2013"] == "-"
+    assert own.decode(own.encode("so \u2014 it goes")) == "so \u2014 it goes"
 
 
 @hypothesis_settings
