@@ -53,7 +53,7 @@ def test_base64_carries_the_same_floats(client):
 def test_the_request_timeout_bounds_all_the_texts_of_a_request_together(worded_checkpoint):
     """Forty long texts, each read well within the timeout, all of them not: a 504 at the timeout, not an answer
     after forty of them."""
-    settings = Settings(models=(str(worded_checkpoint),), request_timeout_s=0.3, max_prompt_chars=2000)
+    settings = Settings(models=(str(worded_checkpoint),), request_timeout_s=0.15, max_prompt_chars=2000)
     with TestClient(create_app(settings)) as slow:
         assert slow.post("/v1/embeddings", json={"input": "la " * 600}).status_code == 200
         response = slow.post("/v1/embeddings", json={"input": ["la " * 600] * 40})
