@@ -35,30 +35,29 @@ def ids(n: int, seed: int = 0, vocab: int = 60) -> torch.Tensor:
 def test_any_cut_into_reads_gives_the_bits_of_one_read(settings):
     model = model_with(settings)
     text = ids(70)
-    with torch.inference_mode():
-        whole, whole_state = model.read(text, every_piece=True)
-        for cuts in ([5, 30, 70], [2, 4, 9, 40, 68, 70], [35, 70]):
-            state, parts, start = None, [], 0
-            for end in cuts:
-                logits, state = model.read(text[start:end], state, every_piece=True)
-                parts.append(logits)
-                start = end
-            assert torch.equal(torch.cat(parts), whole) and same_state(state, whole_state), cuts
+    reads_as_one(model, text, ([5, 30, 70], [2, 4, 9, 40, 68, 70], [35, 70]))
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_any_cut_into_reads_gives_the_bits_of_one_read_at_the_shipped_shape(threads):
-    """The cache's products go a block of positions a product, against the ring and the block's own outputs: at
-    the shipped shape (a window of 512, where those are products of other widths) a cut anywhere, a block
-    begun in one read and ended in the next, still gives the bits of one read."""
+    """The cache's products go 16 positions at a time, against the ring and against the block's own outputs: at
+    the shipped shape (a window of 512, so the two products have other widths) a cut anywhere, a block begun in
+    one read and ended in the next, still gives the bits of one read."""
     torch.manual_seed(0)
     cache = {"window": 512, "theta": 1.6, "lam": 0.1, "match_cosine": 0.5, "match_lam": 0.5}
     model = LanguageModel(ModelConfig(vocab_size=4000, layers=2, hidden_size=512, embedding_size=512,
                                       cache=cache)).eval()
     text = ids(700, vocab=4000)
-    with torch.inference_mode(), torch_threads(threads):
+    with torch_threads(threads):
+        reads_as_one(model, text, ([2, 5, 22, 300, 515, 700], [17, 33, 48, 511, 700], [256, 512, 700]))
+
+
+def reads_as_one(model: LanguageModel, text: torch.Tensor, cuttings: tuple[list[int], ...]) -> None:
+    """Each cutting of `text` (the ends of its reads) gives the logits and the state of one read of it, bit for
+    bit."""
+    with torch.inference_mode():
         whole, whole_state = model.read(text, every_piece=True)
-        for cuts in ([2, 5, 22, 300, 515, 700], [17, 33, 48, 511, 700], [256, 512, 700]):
+        for cuts in cuttings:
             state, parts, start = None, [], 0
             for end in cuts:
                 logits, state = model.read(text[start:end], state, every_piece=True)
