@@ -1,12 +1,14 @@
-"""A sentencepiece tokenizer that round-trips any Unicode string exactly, but the typographic quotes and dashes its
-vocabulary lacks, which it reads as ASCII.
+"""A sentencepiece tokenizer that round-trips any Unicode string exactly, but the typographic quotes, dashes and
+ellipsis its vocabulary lacks, which it reads as ASCII.
 
 Why each setting is what it is: docs/tokenizer.md.
 """
 
 from __future__ import annotations
 
+import bisect
 import codecs
+import itertools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -18,13 +20,13 @@ LITERAL_SPACE_MARK = "<literal-u2581>"  # control piece for a U+2581 in the text
 USER_SYMBOLS = ("\n", "\t", "\r")
 MIN_VOCAB_SIZE = 300  # 256 byte pieces + specials + the symbols above + room to learn
 MAX_CHUNK_CHARS = 2000  # training "sentences": multi-line chunks of at most this many chars
-# Typographic quotes and dashes, which a corpus is often cleaned of (data/songs/build.py folds the quotes) and pasted
-# lyrics are full of: a vocabulary without a piece for one reads it as the ASCII character it stands for, not as
-# bytes its model never saw (docs/tokenizer.md, "Typographic quotes and dashes").
+# Typographic quotes, dashes and the ellipsis, which a corpus is often cleaned of (data/songs/build.py folds the
+# quotes) and pasted lyrics are full of: a vocabulary without a piece for one reads it as the ASCII it stands for,
+# not as bytes its model never saw (docs/tokenizer.md, "Typographic quotes, dashes and the ellipsis").
 TYPOGRAPHIC_FOLDS = {"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u02bc": "'",
                      "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"',
                      "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-",
-                     "\u2212": "-"}
+                     "\u2212": "-", "\u2026": "..."}
 
 TRAINER_SETTINGS = {
     "normalization_rule_name": "identity",
@@ -69,9 +71,9 @@ class Tokenizer:
         if self._sp.id_to_piece(self._literal_mark_id) != LITERAL_SPACE_MARK:
             raise ValueError("tokenizer model was not trained by lyricist (no literal U+2581 piece)")
         self.piece_bytes = [self._bytes_of(i) for i in range(self.vocab_size)]
-        # The characters this vocabulary reads as ASCII: those it has no piece for, where it has one for the ASCII.
+        # The characters this vocabulary reads as ASCII: those it has no piece for, where it has the ASCII's.
         self.folds = {typographic: plain for typographic, plain in TYPOGRAPHIC_FOLDS.items()
-                      if not self._has_piece(typographic) and self._has_piece(plain)}
+                      if not self._has_piece(typographic) and all(self._has_piece(c) for c in plain)}
         self._fold_table = str.maketrans(self.folds)
         self.pieces = [self._sp.id_to_piece(i) for i in range(self.vocab_size)]
         # Each piece's text when it is text on its own; None for a byte of a longer character and for the
@@ -117,8 +119,8 @@ class Tokenizer:
     # -- use --------------------------------------------------------------------
 
     def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
-        """Piece ids of `text`; `add_bos` marks it as the start of a text. A typographic quote or dash the
-        vocabulary lacks is read as its ASCII character (`folds`)."""
+        """Piece ids of `text`; `add_bos` marks it as the start of a text. A typographic quote, dash or ellipsis
+        the vocabulary lacks is read as the ASCII it stands for (`folds`)."""
         if not text.isascii():
             check_unicode(text)
             if self.folds:
@@ -160,19 +162,24 @@ class Tokenizer:
 
     def token_texts(self, ids: Iterable[int], text: str | None = None) -> list[TokenText]:
         """Each piece of a text as a token: joined, the texts are `decode(ids)`. Given the `text` that `ids` encode,
-        each token shows that text's own characters instead (a quote or dash read as ASCII, as it was typed):
-        joined, the texts are `text` and their bytes its UTF-8."""
+        each token shows that text's own characters instead (a folded character as it was typed, on the piece
+        that ends its reading, as a character spelt in bytes is: an ellipsis read as three full stops shows "",
+        "", "…"): joined, the texts are `text` and their bytes its UTF-8."""
         decoder = self.incremental_decoder()
         tokens = [decoder.token(i) for i in ids]
         if tokens and (rest := decoder.flush()):  # an unfinished last character: U+FFFD, as `decode` has it
             tokens[-1] = tokens[-1]._replace(text=tokens[-1].text + rest)
-        if text is not None and self.folds and not text.isascii():  # a fold keeps every character's place
-            at = 0
+        if text is not None and self.folds and not text.isascii():
+            # where each character of the text begins in the text as read
+            places = list(itertools.accumulate((len(self.folds.get(c, c)) for c in text), initial=0))
+            read = begin = 0
             for index, token in enumerate(tokens):
-                own = text[at:at + len(token.text)]
+                read += len(token.text)
+                end = bisect.bisect_right(places, read) - 1  # the characters read in full by this piece
+                own = text[begin:end]
                 if own != token.text:
                     tokens[index] = TokenText(own, own.encode())
-                at += len(token.text)
+                begin = end
         return tokens
 
     def _has_piece(self, text: str) -> bool:

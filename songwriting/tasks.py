@@ -161,7 +161,7 @@ def scored_lines(score: Score, tokenizer: Tokenizer) -> Callable[[str, Sequence[
 
     def scorer(whole: str, spans: Sequence[tuple[int, int]]) -> list[float]:
         ends = [(a, b + 1 if whole[b:b + 1] == "\n" else b) for a, b in spans]
-        return [math.nan if x is None else x for x in line_surprise(score, tokenizer, ends)]
+        return [math.nan if x is None else x for x in line_surprise(score, tokenizer, whole, ends)]
 
     return scorer
 
@@ -173,13 +173,14 @@ def model_scorer(model: LanguageModel, tokenizer: Tokenizer) -> Callable[[str, S
     return lambda whole, spans: scored_lines(score_text(model, tokenizer, whole), tokenizer)(whole, spans)
 
 
-def line_surprise(score: Score, tokenizer: Tokenizer, spans: Sequence[tuple[int, int]]) -> list[float | None]:
-    """Nats per character of each span [start, end) of the scored text: a piece's loss is spread evenly over
+def line_surprise(score: Score, tokenizer: Tokenizer, text: str, spans: Sequence[tuple[int, int]]
+                  ) -> list[float | None]:
+    """Nats per character of each span [start, end) of the scored `text`: a piece's loss is spread evenly over
     the characters it spells (a piece that completes no character passes its loss on to the next one that
     does), and a span's figure is the loss of its characters over their number."""
     per_char: list[float] = []
     carried = 0.0
-    for token, logprob in zip(tokenizer.token_texts(score.token_ids), score.logprobs.tolist()):
+    for token, logprob in zip(tokenizer.token_texts(score.token_ids, text), score.logprobs.tolist()):
         carried -= logprob
         if token.text:
             share = carried / len(token.text)

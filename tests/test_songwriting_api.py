@@ -243,12 +243,14 @@ def test_analyze_counts_and_finds_the_scheme(client):
     assert all(line["nats_per_char"] > 0 for stanza in body["stanzas"] for line in stanza["lines"])
 
 
-def test_analyze_surprise_adds_up_to_the_score(client):
-    """Each line's nats/char covers its characters and its line break: together, the whole text's nll."""
-    lines = client.post("/v1/analyze", json={"text": TWINKLE}).json()["stanzas"][0]["lines"]
-    score = client.post("/v1/score", json={"text": TWINKLE}).json()
+@pytest.mark.parametrize("text", [TWINKLE, "I waited\u2026 and waited\u2026\nfor you \u2013 you\u2019re late\u2026"])
+def test_analyze_surprise_adds_up_to_the_score(client, text):
+    """Each line's nats/char covers its characters and its line break: together, the whole text's nll (also where
+    the model reads a character as several: an ellipsis as three full stops)."""
+    lines = client.post("/v1/analyze", json={"text": text}).json()["stanzas"][0]["lines"]
+    score = client.post("/v1/score", json={"text": text}).json()
     chars = [len(line["text"]) + 1 for line in lines[:-1]] + [len(lines[-1]["text"])]
-    assert sum(chars) == score["chars"]
+    assert sum(chars) == score["chars"] == len(text)
     assert sum(line["nats_per_char"] * n for line, n in zip(lines, chars)) == pytest.approx(score["nll"], rel=1e-9)
     assert client.post("/v1/analyze", json={"text": ""}).json()["stanzas"] == []
 

@@ -9,17 +9,18 @@ from lyricist.model.tokenizer import MIN_VOCAB_SIZE
 
 TRICKY = ["\n", "\r", "\t", " ", "  ", "\u2581", "\x00", "\ufeff", "\u200b", "\u00a0", "\u3000", "\U0010ffff",
           "\ufffd", "\uffff", "😀", "👩‍👩‍👧", "漢", "e\u0301", "<0x41>", "<s>", "</s>", "<unk>", "<literal-u2581>",
-          "\u2019", "\u201c", "\u02bc", "\u2013", "\u2014", "\u2212"]
+          "\u2019", "\u201c", "\u02bc", "\u2013", "\u2014", "\u2212", "\u2026"]
 # Every Unicode scalar value (codec="utf-8" leaves out only lone surrogates, which are not characters).
 any_text = st.lists(st.one_of(st.characters(codec="utf-8"), st.sampled_from(TRICKY)), max_size=120).map("".join)
 hypothesis_settings = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def as_read(text: str) -> str:
-    """The text as the test tokenizer reads it: its corpus (tiny shakespeare, ASCII) has the apostrophe and the
-    hyphen and no double quote, so the typographic apostrophes and dashes are read as those and the double quotes
-    stay bytes."""
-    return re.sub("[\u2010-\u2015\u2212]", "-", re.sub("[\u2018\u2019\u201b\u02bc]", "'", text))
+    """The text as the test tokenizer reads it: its corpus (tiny shakespeare, ASCII) has the apostrophe, the
+    hyphen and the full stop and no double quote, so the typographic apostrophes, dashes and ellipsis are read as
+    those and the double quotes stay bytes."""
+    return re.sub("[\u2010-\u2015\u2212]", "-", re.sub("[\u2018\u2019\u201b\u02bc]", "'", text)).replace(
+        "\u2026", "...")
 
 
 def test_the_typographic_quotes_a_vocabulary_lacks_are_read_as_ascii(tokenizer):
@@ -29,6 +30,14 @@ def test_the_typographic_quotes_a_vocabulary_lacks_are_read_as_ascii(tokenizer):
     own = Tokenizer.train("I don\u2019t know, \u201cwhy\u201d, I don't know\n" * 200, 400)
     assert "\u2019" not in own.folds and "\u201c" not in own.folds and "\u2018" in own.folds
     assert own.decode(own.encode("don\u2019t \u201cwhy\u201d")) == "don\u2019t \u201cwhy\u201d"
+
+
+def test_an_ellipsis_a_vocabulary_lacks_is_read_as_three_full_stops_and_shown_as_typed(tokenizer):
+    text = "I waited\u2026 and waited\u2026"
+    ids = tokenizer.encode(text)
+    assert ids == tokenizer.encode("I waited... and waited...")
+    tokens = [t.text for t in tokenizer.token_texts(ids, text)]
+    assert "".join(tokens) == text and tokens[-3:] == ["", "", "\u2026"]  # on the piece that ends its reading
 
 
 def test_the_typographic_dashes_a_vocabulary_lacks_are_read_as_the_hyphen(tokenizer):
@@ -151,7 +160,10 @@ def test_token_texts_join_to_the_text_and_their_bytes_to_its_utf8(tokenizer, tex
     tokens = tokenizer.token_texts(ids, text)  # each token as the text has it, a quote read as ASCII as typed
     assert "".join(t.text for t in tokens) == text
     assert b"".join(t.data for t in tokens) == text.encode("utf-8")
-    assert [t.text for t in tokenizer.token_texts(ids)] == [as_read(t.text) for t in tokens]
+    plain = tokenizer.token_texts(ids)
+    assert len(plain) == len(tokens) and "".join(t.text for t in plain) == as_read(text)
+    if "\u2026" not in text:  # else an ellipsis read as three pieces shows on the last: below
+        assert [t.text for t in plain] == [as_read(t.text) for t in tokens]
 
 
 def test_a_character_spread_over_byte_pieces_belongs_to_the_piece_that_ends_it(tokenizer):
