@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .network import LanguageModel, evaluating, slice_end
+from .network import MIN_CALL_PIECES, LanguageModel, evaluating, slice_end
 from .steps import Pace, Steps
 from .tokenizer import Tokenizer
 
@@ -23,37 +23,71 @@ NEIGHBOUR_WORDS = 10_000  # the most frequent training words a word's neighbours
 
 
 SUM_BLOCK = 32  # pieces whose outputs are summed together, then the sums in order: no bit depends on the slices
+# The fused kernel gives a row the same bits in any batch of 2 rows or more, whatever the other rows hold and
+# wherever the row stands, and for any cut of its reading into calls of 2 pieces or more; a lone row takes another
+# path (a GEMV) and other bits in the last places. So the rows of several texts are never fewer than this (a copy
+# of the last one fills in); a lone text is read alone, as scoring reads it: beside a copy it would take twice
+# the time (docs/api.md).
+MIN_ROWS = 2
 
 
 @torch.inference_mode()
-def text_vector(model: LanguageModel, tokenizer: Tokenizer, text: str, slice_pieces: int = 256
-                ) -> Steps[tuple[Tensor, int]]:
-    """A text's unit vector and its count of pieces, a slice per step (model.steps). The outputs do not depend on
-    the continuous cache, which only mixes the next-piece distribution: it is left out of the reading."""
-    ids = model.tokens(tokenizer.encode(text, add_bos=True))
-    total = torch.zeros(model.config.hidden_size, dtype=torch.float64, device=model.device)
-    block: list[Tensor] = []  # the outputs of the block being gathered
-    state, start, last, seconds = None, 0, None, None
-    pace = Pace(slice_pieces)
+def text_vectors(model: LanguageModel, tokenizer: Tokenizer, texts: list[str], slice_pieces: int = 256
+                 ) -> Steps[list[tuple[Tensor, int]]]:
+    """Each text's unit vector and its count of pieces, a call per step (model.steps), the texts side by side: a
+    text's vector has the same bits beside any other texts (MIN_ROWS; a text read alone differs from them in the
+    last places). A row leaves the batch once its text has ended; a call that runs past a shorter text's end
+    reads filler there, whose outputs are dropped. The outputs do not depend on the continuous cache, which only
+    mixes the next-piece distribution: it is left out of the reading."""
+    encoded = [tokenizer.encode(text, add_bos=True) for text in texts]
+    lengths = [len(ids) for ids in encoded]
+    span = max(max(lengths), MIN_CALL_PIECES)  # a text of the start marker alone is read with filler after it
+    tokens = torch.zeros(len(texts), span, dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        tokens[row, :len(ids)] = torch.tensor(ids)
+    tokens = tokens.to(model.device)
+    totals = [torch.zeros(model.config.hidden_size, dtype=torch.float64, device=model.device) for _ in texts]
+    blocks: list[list[Tensor]] = [[] for _ in texts]  # each text's outputs of the block being gathered
+    vectors: list[Tensor | None] = [None] * len(texts)
+    least = MIN_ROWS if len(texts) > 1 else 1
+    rows, state, start, seconds = _batch_rows(range(len(texts)), least), None, 0, None
+    pace = Pace(slice_pieces * len(rows))
     with evaluating(model):
-        while start < len(ids):
-            end = slice_end(start, len(ids), pace.next(seconds))
-            features = model.features(ids[start:end].view(1, -1), state, mix_cache=False)
-            state = features.state
-            outputs = features.hidden[0].double()
-            last = outputs[-1]
-            block.extend(outputs[1:] if start == 0 else outputs)  # the start marker is no piece
-            while len(block) >= SUM_BLOCK:
-                total += torch.stack(block[:SUM_BLOCK]).sum(dim=0)
-                del block[:SUM_BLOCK]
-            pace.read(end - start)
-            seconds = yield end - start
+        while start < span:
+            end = slice_end(start, span, max(MIN_CALL_PIECES, pace.next(seconds) // len(rows)))
+            features = model.features(tokens[rows, start:end], state, mix_cache=False)
+            read = 0
+            for position, row in enumerate(rows):
+                if row in rows[:position]:  # a copy, there to keep the rows at MIN_ROWS
+                    continue
+                outputs = features.hidden[position, :min(end, lengths[row]) - start].double()
+                read += len(outputs)
+                if lengths[row] == 1:  # an empty text: what the model makes of a text's start
+                    vectors[row] = outputs[0]
+                blocks[row].extend(outputs[1:] if start == 0 else outputs)  # the start marker is no piece
+                while len(blocks[row]) >= SUM_BLOCK:
+                    totals[row] += torch.stack(blocks[row][:SUM_BLOCK]).sum(dim=0)
+                    del blocks[row][:SUM_BLOCK]
+            pace.read(len(rows) * (end - start))
+            seconds = yield read
             start = end
-    if block:
-        total += torch.stack(block).sum(dim=0)
-    pieces = len(ids) - 1
-    vector = total / pieces if pieces else last  # an empty text: what the model makes of a text's start
-    return torch.nn.functional.normalize(vector.float(), dim=0).cpu(), pieces
+            going = _batch_rows([row for row in dict.fromkeys(rows) if lengths[row] > start], least)
+            state = features.state if going == rows else model.select_rows(
+                features.state, [rows.index(row) for row in going])
+            rows = going
+    for row, block in enumerate(blocks):
+        if block:
+            totals[row] += torch.stack(block).sum(dim=0)
+        if lengths[row] > 1:
+            vectors[row] = totals[row] / (lengths[row] - 1)
+    return [(torch.nn.functional.normalize(vector.float(), dim=0).cpu(), length - 1)
+            for vector, length in zip(vectors, lengths)]
+
+
+def _batch_rows(rows, least: int) -> list[int]:
+    """The rows of the next call: those given, the first repeated up to `least`."""
+    rows = list(rows)
+    return rows + rows[:1] * (least - len(rows)) if rows else []
 
 
 def word_vector(model: LanguageModel, tokenizer: Tokenizer, word: str) -> Tensor:

@@ -1,7 +1,8 @@
 """/v1/embeddings (OpenAI's Embeddings API) and /v1/neighbours: what the model relates (model/embeddings.py).
 
-A text's vector is read on the model's engine as sliced work, like a score; a word's neighbours come from the
-training words' vectors, built once per model off the event loop (a few seconds) and kept."""
+The texts of a request are read side by side on the model's engine as sliced work, like a score; a word's
+neighbours come from the training words' vectors, built once per model off the event loop (a few seconds) and
+kept."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import asyncio
 import base64
 from typing import Any
 
-from lyricist.model.embeddings import WordSpace, text_vector
+from lyricist.model.embeddings import WordSpace, text_vectors
 from lyricist.model.words import read_words
 
 from .. import limits
@@ -33,18 +34,14 @@ async def embeddings(body: p.EmbeddingsRequest, settings: Settings, registry: Mo
         raise APIError(400, f"dimensions: {engine.name}'s vectors have {size} dimensions, got {body.dimensions}",
                        "dimensions", "invalid_value")
     notes.update(model=engine.name)
-    async def read_all() -> tuple[list[p.Embedding], int]:
-        data, pieces = [], 0
-        for index, text in enumerate(body.inputs):
-            vector, count = await engine.read(
-                lambda text=text: text_vector(engine.model, engine.tokenizer, text, engine.slice_tokens), "embed")
-            pieces += count
-            values = (base64.b64encode(vector.numpy().astype("<f4").tobytes()).decode("ascii")
-                      if body.encoding_format == "base64" else vector.tolist())
-            data.append(p.Embedding(index=index, embedding=values))
-        return data, pieces
-
-    data, pieces = await within_deadline(read_all(), settings)  # one deadline for the request, not one a text
+    read = engine.read(lambda: text_vectors(engine.model, engine.tokenizer, body.inputs, engine.slice_tokens),
+                       "embed")
+    vectors = await within_deadline(read, settings)  # one deadline for the request
+    data = [p.Embedding(index=index, embedding=(
+                base64.b64encode(vector.numpy().astype("<f4").tobytes()).decode("ascii")
+                if body.encoding_format == "base64" else vector.tolist()))
+            for index, (vector, _) in enumerate(vectors)]
+    pieces = sum(count for _, count in vectors)
     notes.update(prompt_tokens=pieces)
     return p.EmbeddingsResponse(data=data, model=engine.name,
                                 usage=p.EmbeddingsUsage(prompt_tokens=pieces, total_tokens=pieces))
