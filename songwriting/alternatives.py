@@ -246,7 +246,8 @@ def alternative_steps(
     first = scored[0]
     ranked = sorted(scored, key=lambda a: -a.weight)  # stable: the original first among equals
     rank = ranked.index(first) + 1
-    shown = ranked[:n] if original else [a for a in ranked if a is not first][:n]
+    listed = bool(original) and rule.meets(original, max_words)  # what is asked for, and nothing else
+    shown = [a for a in ranked if a is not first or listed][:n]
     weighed = shown if first in shown else [*shown, first]
     shares = torch.softmax(torch.tensor([a.weight for a in weighed], dtype=torch.float64), 0).tolist()
     for alternative, share in zip(weighed, shares):
@@ -476,6 +477,21 @@ class _PhraseRule:
         if self.rhyming is not None and last not in self.rhyming:
             return False
         return bool(totals >> self.syllables & 1) if self.syllables is not None else bool(totals)
+
+    def meets(self, text: str, max_words: int) -> bool:
+        """Whether `text` (the original) meets the request as a candidate must: at most `max_words` words and,
+        where anything is asked of its sounds, dictionary words that meet it by one of their pronunciations."""
+        words = [_plain(word.lower()) for word in _WORD.findall(text)]
+        if len(words) > max_words:
+            return False
+        if self.syllables is None and self.stress is None and self.rhyming is None:
+            return True
+        if not words or not all(word in self.lexicon.masks for word in words):
+            return False
+        totals = 1
+        for word in words:
+            totals = self.add(totals, word)
+        return self.complete(totals, words[-1])
 
     def can_grow(self, totals: int) -> bool:
         return bool(totals) and lowest(totals) < self.high

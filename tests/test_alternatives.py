@@ -88,6 +88,27 @@ def test_probs_are_shares_of_the_shown_and_the_original_and_the_rank_counts_the_
             assert len(better) == len(shown) and original["text"] not in [a["text"] for a in shown]
 
 
+@pytest.mark.parametrize("asked", [{"syllables": 2}, {"stress": "01"}, {"rhymes_with": "day"},
+                                   {"syllables": 1, "rhymes_with": "moor"}])
+def test_the_original_is_listed_only_where_it_meets_what_is_asked(client, asked):
+    """Every alternative meets the request, the original too: "cold" (one syllable, no rhyme for "day" or
+    "moor") is not listed when it does not, and still has its share and its rank among the candidates."""
+    body = alternatives(client, text=STANZA, start=COLD[0], end=COLD[1], n=32, **asked)
+    original, shown = body["original"], body["alternatives"]
+    assert original["text"] == "cold" and "cold" not in [a["text"].lower() for a in shown] and shown
+    for candidate in shown:
+        if "syllables" in asked:
+            assert asked["syllables"] in syllable_sums(candidate["text"]), candidate
+        if "stress" in asked:
+            assert meets_stress(candidate["text"], asked["stress"]), candidate
+        if "rhymes_with" in asked:
+            assert rhymes(WORD.findall(candidate["text"])[-1], asked["rhymes_with"]), candidate
+    assert sum(a["prob"] for a in [*shown, original]) == pytest.approx(1.0, abs=1e-6)
+    assert original["rank"] - 1 == len([a for a in shown if a["logprob"] > original["logprob"]])
+    meeting = alternatives(client, text=STANZA, start=COLD[0], end=COLD[1], n=32, syllables=1, stress="1")
+    assert "cold" in [a["text"] for a in meeting["alternatives"]]  # one syllable, stressed: it meets both
+
+
 RHYME_WEIGHT = 4.0  # docs/api.md: a line end that rhymes with another line of its stanza
 
 
