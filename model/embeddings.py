@@ -51,7 +51,7 @@ def text_vectors(model: LanguageModel, tokenizer: Tokenizer, texts: list[str], s
     vectors: list[Tensor | None] = [None] * len(texts)
     least = MIN_ROWS if len(texts) > 1 else 1
     rows, state, start, seconds = _batch_rows(range(len(texts)), least), None, 0, None
-    pace = Pace(slice_pieces * len(rows))
+    pace = Pace(slice_pieces)  # pieces a call, all its rows together: memory is bounded by the slice
     with evaluating(model):
         while start < span:
             end = slice_end(start, span, max(MIN_CALL_PIECES, pace.next(seconds) // len(rows)))
