@@ -243,3 +243,5 @@ def _run_alternatives(args: argparse.Namespace) -> None:
         mark = "  (the original)" if alternative is result.original else ""
         print(f"{alternative.prob:7.2%}  {alternative.text:<{width}}  {alternative.syllables} syllables, stress "
               f"{alternative.stress}{rhyme}{mark}")
+    if result.original.text and result.original not in result.alternatives:  # its share, which the rest leave
+        print(f"{result.original.prob:7.2%}  {result.original.text}  (the original, not listed: rank {result.rank})")

@@ -325,8 +325,14 @@ def test_the_alternatives_command(served_checkpoint, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["original"]["text"] == "cold" and 1 <= len(printed["alternatives"]) <= 3
     assert all(1 in syllable_sums(a["text"]) for a in printed["alternatives"])
-    assert main(["alternatives", "--model", str(served_checkpoint), "--text", STANZA, "--part", "cold", "-n", "2"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
+    for asked in ([], ["--syllables", "2"]):
+        assert main(["alternatives", "--model", str(served_checkpoint), "--text", STANZA, "--part", "cold", "-n", "2",
+                     *asked]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        listed = [line for line in lines if "(the original" not in line]
+        assert len(listed) == 2 and sum(float(line.split("%")[0]) for line in lines) == pytest.approx(100, abs=0.05)
+        if asked:  # "cold" has one syllable: not listed, its share and rank printed last
+            assert "(the original, not listed: rank " in lines[-1] and lines[-1].split()[1] == "cold"
     assert main(["alternatives", "--model", str(served_checkpoint), "--text", STANZA, "--part", "warm"]) == 1
     assert "--part" in capsys.readouterr().err
     assert main(["alternatives", "--model", str(served_checkpoint), "--text", STANZA, "--start", "15"]) == 1
