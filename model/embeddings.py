@@ -25,8 +25,8 @@ NEIGHBOUR_WORDS = 10_000  # the most frequent training words a word's neighbours
 SUM_BLOCK = 32  # pieces whose outputs are summed together, then the sums in order: no bit depends on the slices
 # The fused kernel gives a row the same bits in any batch of 2 rows or more, whatever the other rows hold and
 # wherever the row stands, and for any cut of its reading into calls of 2 pieces or more; a lone row takes another
-# path (a GEMV) and other bits in the last places. So the rows of several texts are never fewer than this (a copy
-# of the last one fills in); a lone text is read alone, as scoring reads it: beside a copy it would take twice
+# path (a GEMV) and other bits in the last places. So the rows of several texts are never fewer than this (copies
+# of the one left fill in); a lone text is read alone, as scoring reads it: beside a copy it would take twice
 # the time (docs/api.md).
 MIN_ROWS = 2
 
