@@ -199,6 +199,8 @@ def alternative_steps(
     left, original = text[:start], text[start:end]
     line_start = text.rfind("\n", 0, start) + 1
     head = _last_cut(text, line_start, start)  # the text before it is the same in every version: read once
+    if head == line_start and _cut_at_insert(text, start, end):  # a line with no space before the part
+        head = start
     prefix_logprob, *after = yield from _read_before(model, tokenizer.encode(text[:head], add_bos=True), prompts)
     proposals, rows = yield from _propose(model, tokenizer, rule, left, max_words, prompts)
     doubled = _neighbours(text, start, end)
@@ -403,6 +405,12 @@ def _last_cut(text: str, lowest: int, highest: int) -> int:
         if text[at] == " " and not text[at - 1].isspace():
             return at
     return lowest
+
+
+def _cut_at_insert(text: str, start: int, end: int) -> bool:
+    """Whether an insert's place is such a place in every version: after a word character each candidate begins
+    with the space `_in_place` puts before it, and the text as it is goes on with a space there or ends."""
+    return start == end and start > 0 and is_word_char(text[start - 1]) and text[end:end + 1] in ("", " ")
 
 
 def _first_cut(text: str, lowest: int, highest: int) -> int:

@@ -315,6 +315,28 @@ def test_the_proposals_pick_up_where_the_lines_before_were_read(served_checkpoin
     assert picked_up[0] and picked_up[0] == from_start[0]
 
 
+@pytest.mark.parametrize("text", ["0" * 900, "0" * 900 + " la la"])
+def test_an_insert_after_a_line_with_no_space_reads_that_line_once(client, served_checkpoint, text):
+    """No space before the part to cut at, but the place itself: every candidate begins with a space there, and
+    the text goes on with one (or ends). The line is read once, and the proposals find its state kept."""
+    from lyricist.model import load_checkpoint
+    from lyricist.model.prompt_cache import PromptCache
+    from lyricist.songwriting import tasks
+    from lyricist.songwriting.alternatives import generate_alternatives
+    from lyricist.songwriting.phonology import Phonology
+
+    body = alternatives(client, text=text, start=900, end=900, n=4)
+    assert body["alternatives"]
+    for candidate in [*body["alternatives"], body["original"]]:
+        expected = score_logprob(client, in_place(text, 900, 900, candidate["text"]))
+        assert candidate["logprob"] == pytest.approx(expected, abs=1e-3), candidate
+    checkpoint = load_checkpoint(served_checkpoint)
+    prompts = PromptCache(checkpoint.model)
+    generate_alternatives(checkpoint.model, checkpoint.tokenizer, tasks.prepare(checkpoint.tokenizer), Phonology.load(),
+                          text, 900, 900, tasks.end_words(checkpoint), n=4, prompts=prompts)
+    assert prompts.hits == 1
+
+
 def test_the_alternatives_command(served_checkpoint, capsys):
     import json
 
