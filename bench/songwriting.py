@@ -25,8 +25,11 @@ lyrics before the real line as the prompt, and prints:
   page asks): the share ending on a function word (an article, a conjunction, a
   preposition, a possessive: this file's own list) and on an odd coinage (a
   hyphenated or clipped word, or one the dictionary lacks), against the real
-  lines' own rates; and the share of candidates that open with the same three
-  words as another candidate of the same request.
+  lines' own rates; the share that a reader splitting lines at their spaces
+  cannot read (a word joined to another by a hyphen or glued to a mark:
+  "boy-bos-speed", "floors,Then"), against the real lines'; and the shares of
+  candidates that open with the same three words as another candidate of the
+  same request, and that say the same words as another.
 
     python bench/songwriting.py                                  # the songs model, 200 lines
     python bench/songwriting.py --model checkpoints/shakespeare-lstm --lines 20 --samples 16
@@ -120,6 +123,16 @@ class Dictionary:
         word = found[-1] if found else ""
         return "-" in word or word[:1] in "'\u2019" or word[-1:] in "'\u2019" or (
             word.lower().strip("'\u2019") not in self.entries)
+
+    def glued(self, line: str) -> bool:
+        """A reader that splits the line at its spaces (each piece's outer marks stripped) meets something not in
+        the dictionary: a word joined to another by a hyphen ("boy-bos-speed"), glued to a mark ("floors,Then",
+        "why--the"), or a dash inside a word's piece."""
+        for piece in line.split():
+            word = re.sub(r"^[^\w'\u2019]+|[^\w'\u2019]+$", "", piece).lower()
+            if word and word not in self.entries:
+                return True
+        return False
 
     def end_word(self, line: str) -> str | None:
         words = self.words(line)
@@ -326,7 +339,8 @@ def run(args: argparse.Namespace, base: str | None) -> None:
     free_nats = free_chars = 0.0
     free_met = {"syllables": 0, "rhyme": 0, "stress": 0, "both": 0}
     free_count = 0
-    quality = {"candidates": 0, "function_word_end": 0, "odd_end": 0, "repeated_opening": 0, "meeting_all": 0}
+    quality = {"candidates": 0, "function_word_end": 0, "odd_end": 0, "glued": 0, "repeated_opening": 0,
+               "same_words": 0, "meeting_all": 0}
     for index, task in enumerate(work):
         started = time.perf_counter()
         try:
@@ -338,13 +352,16 @@ def run(args: argparse.Namespace, base: str | None) -> None:
             error_text = None
         latencies.append(time.perf_counter() - started)
         record = {**{k: task[k] for k in ("real", "syllables", "rhymes_with", "stress")}, "error": error_text}
-        openings = [tuple(w.lower() for w in WORD.findall(line["text"])[:3]) for line in lines]
-        for line, opening in zip(lines, openings):
+        said = [tuple(w.lower() for w in WORD.findall(line["text"])) for line in lines]
+        openings = [words[:3] for words in said]
+        for line, opening, words in zip(lines, openings, said):
             end = (WORD.findall(line["text"]) or [""])[-1].lower()
             quality["candidates"] += 1
             quality["function_word_end"] += end in ENDLESS and end != (task["rhymes_with"] or "").lower()
             quality["odd_end"] += dictionary.odd_end(line["text"])
+            quality["glued"] += dictionary.glued(line["text"])
             quality["repeated_opening"] += openings.count(opening) > 1
+            quality["same_words"] += said.count(words) > 1
             quality["meeting_all"] += dictionary.meets(line["text"], task["syllables"], task["rhymes_with"],
                                                        task["stress"])["both"]
         if lines:
@@ -395,7 +412,10 @@ def run(args: argparse.Namespace, base: str | None) -> None:
                               "real_lines": sum(end in ENDLESS for end in real_ends) / total},
         "odd_end": {"candidates": quality["odd_end"] / shown,
                     "real_lines": sum(dictionary.odd_end(task["real"]) for task in work) / total},
+        "glued": {"candidates": quality["glued"] / shown,
+                  "real_lines": sum(dictionary.glued(task["real"]) for task in work) / total},
         "repeated_opening": quality["repeated_opening"] / shown,
+        "same_words": quality["same_words"] / shown,
         "candidates_meeting_every_constraint": quality["meeting_all"] / shown,
     }
     print(json.dumps(figures, indent=2))

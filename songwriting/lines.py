@@ -36,6 +36,10 @@ Monte Carlo steering of large language models").
 - A run of pieces without word characters is cut at `MAX_RUN` (". . . . ." would
   otherwise put off a hard rhyme for ever at no cost in weight), and a line does
   not end in a space.
+- A word begins after a space, or after an opening quote or bracket that a space or
+  the line's start comes before (`PieceTable.word_starts`): the old books' misprints
+  ("floors,Then") and the model's hyphenated coinages ("boy-bos-speed") are left out,
+  so the line splits into dictionary words at its spaces, as a reader outside reads it.
 
 Why this and not a model trained on reversed lines (Deep-speare, DeepRapper): it
 works with any checkpoint as it is, and the constraint is exact by construction;
@@ -87,6 +91,7 @@ MAX_RUN = 3  # pieces without word characters in a row, at most
 FUNCTION_WORDS = frozenset(
     "a an the and or but nor if than as of to with from at by into onto upon unto my your our their its thy "
     "whose every o' wi' an' i' th' o wi th".split())
+OPENERS = frozenset("\"'\u201c\u2018([{")  # marks a word may follow at once: quotes and brackets that open
 OPENING_WORDS = 3  # candidates differ in their first three words where enough distinct lines were found
 CONT, BREAK, NEWLINE, BAD = 0, 1, 2, 3
 NONE = 99  # "no word": a syllable minimum larger than any budget
@@ -209,6 +214,13 @@ class PieceTable:
         self.is_newline = kinds == NEWLINE
         self.is_break_empty = (kinds == BREAK) & torch.tensor([not w for w in self.word])
         self.is_break_word = (kinds == BREAK) & ~self.is_break_empty
+        # What stands before the word a BREAK piece begins, for `word_starts`: a space, an opening mark, a space
+        # anywhere in it.
+        before = [self.text[i][: len(self.text[i]) - len(self.word[i])] if self.word[i] else "" for i in range(size)]
+        self.break_after_space = self.is_break_word & torch.tensor([b[-1:].isspace() for b in before])
+        self.break_after_opener = self.is_break_word & torch.tensor([b[-1:] in OPENERS for b in before])
+        self.break_spaced = self.is_break_word & torch.tensor([any(c.isspace() for c in b) for b in before])
+        self._word_starts: dict[tuple[bool, bool], Tensor] = {}
         # Where a piece begins a new word (CONT after a boundary, or a BREAK piece's word): the union of the
         # syllable masks of the dictionary words that begin so, and its least count.
         self.start_mask = torch.tensor([lexicon.prefixes.get(w, 0) if w else 0 for w in self.word], dtype=torch.int64)
@@ -221,6 +233,20 @@ class PieceTable:
                     node = node.setdefault(char, {})
                 node.setdefault("", []).append(i)
         self._continuations: dict[str, tuple[list[int], list[str]]] = {}
+
+    def word_starts(self, glued: bool, spaced: bool) -> Tensor:
+        """The pieces allowed at a word boundary, by `_gap` of the line so far: a word begins after a space, or
+        after an opening mark that a space or the line's start comes before. The pieces that begin no word are
+        all allowed."""
+        key = (glued, spaced)
+        found = self._word_starts.get(key)
+        if found is None:
+            opened = self.break_after_opener if spaced else self.break_after_opener & self.break_spaced
+            starts = self.break_after_space | opened
+            if not glued:
+                starts = starts | self.is_cont
+            found = self._word_starts[key] = starts | ~(self.is_cont | self.is_break_word)
+        return found
 
     def continuations(self, prefix: str) -> tuple[Tensor, list[str], Tensor, Tensor]:
         """The CONT pieces that keep `prefix` a dictionary prefix: their ids, the prefixes they make, those
@@ -404,7 +430,7 @@ def _advance(p: _Particle, piece: int, table: PieceTable, rule: _LineRule) -> No
     else:  # the word in progress, if any, ends here
         if p.word is not None:
             low = p.word.lower()
-            p.end_totals = rule.end_totals(low, p.totals) if well_cased(p.word) and not _joined(p) else 0
+            p.end_totals = rule.end_totals(low, p.totals) if well_cased(p.word) else 0
             p.totals = rule.add(p.totals, rule.lexicon.masks[low], low)
             p.primary += rule.lexicon.primary.get(low, lowest(rule.lexicon.masks[low]))
             p.can_end = bool(p.end_totals)
@@ -422,12 +448,6 @@ def _advance(p: _Particle, piece: int, table: PieceTable, rule: _LineRule) -> No
     p.pieces.append(piece)
 
 
-def _joined(p: _Particle) -> bool:
-    """The word in progress follows a word and a hyphen ("brack-pier"): the line would end on a coinage."""
-    cut = len(p.text) - len(p.word or "")  # where the word begins: only the two characters before it are read
-    return cut >= 2 and p.text[cut - 1] == "-" and is_word_char(p.text[cut - 2])
-
-
 def _hangs(text: str) -> bool:
     """The text ends in one hyphen after a word (a dash of two or more is punctuation a line may end on)."""
     return text.endswith("-") and not text.endswith("--") and is_word_char(text[-2:-1] or " ")
@@ -440,11 +460,24 @@ def _mask(p: _Particle, rule: _LineRule) -> Tensor:
             mask = mask & ~rule.table.is_newline
         if p.run >= MAX_RUN:  # nor runs on in punctuation (". . . . ." puts off the rhyme for ever)
             mask = mask & ~rule.table.is_break_empty
-        return mask
+        return mask & rule.table.word_starts(*_gap(p.text))
     mask = rule.inside(p.word.lower(), p.totals)
-    if well_cased(p.word) and not _joined(p):
+    if well_cased(p.word):
         return mask
-    return mask & ~rule.table.is_newline  # "theY" and "brack-pier" may not end the line
+    return mask & ~rule.table.is_newline  # "theY" may not end the line
+
+
+def _gap(text: str) -> tuple[bool, bool]:
+    """`word_starts`' two questions of a line's text at a word boundary: whether a word may not follow its gap
+    since the last word at once (the gap ends neither in a space nor in an opening mark that a space or the
+    line's start comes before), and whether the gap holds a space or no word came before it."""
+    cut = len(text)
+    while cut > 0 and not is_word_char(text[cut - 1]):
+        cut -= 1
+    gap = text[cut:]
+    spaced = cut == 0 or any(c.isspace() for c in gap)
+    end = gap[-1:]
+    return bool(end) and not end.isspace() and not (end in OPENERS and spaced), spaced
 
 
 # -- one line ------------------------------------------------------------------------------------
@@ -705,14 +738,8 @@ class _Search:
         else:
             keys = torch.tensor([self.finished[t][1].logprob / (len(t) + 1) for t in texts], dtype=torch.float64)
         ranked = [texts[i] for i in keys.argsort(descending=True, stable=True).tolist()]
-        chosen, openings = [], set()
-        for text in ranked:  # the best line of each opening first; then, if too few, the best of the rest
-            if len(chosen) < n and opening(text) not in openings:
-                chosen.append(text)
-                openings.add(opening(text))
-        chosen += [text for text in ranked if text not in chosen][: n - len(chosen)]
         lines = []
-        for text in chosen:
+        for text in distinct_lines(ranked, n):
             lines.append((yield from self._line(text)))
         return sorted(lines, key=lambda line: line.nats_per_char)
 
@@ -752,9 +779,29 @@ def well_cased(word: str) -> bool:
     return word in (word.lower(), word.capitalize(), word.upper())
 
 
+def distinct_lines(ranked: Sequence[str], n: int) -> list[str]:
+    """Up to `n` of the lines `ranked` (best first): the best of each opening first; then, if too few, the best
+    of the rest that say other words (not the same line a comma less, nor in other case)."""
+    chosen, openings = [], set()
+    for text in ranked:
+        if len(chosen) < n and opening(text) not in openings:
+            chosen.append(text)
+            openings.add(opening(text))
+    said = {_words(text) for text in chosen}
+    for text in ranked:
+        if len(chosen) < n and _words(text) not in said:
+            chosen.append(text)
+            said.add(_words(text))
+    return chosen
+
+
 def opening(text: str) -> tuple[str, ...]:
     """A line's first OPENING_WORDS words, lower-case: two candidates that share them read as one line."""
-    return tuple(word.lower() for word in _WORDS.findall(text)[:OPENING_WORDS])
+    return _words(text)[:OPENING_WORDS]
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(word.lower() for word in _WORDS.findall(text))
 
 
 _WORDS = re.compile(r"(?:[^\W_]|['\u2019])+")
