@@ -126,8 +126,8 @@ class Dictionary:
 
     def glued(self, line: str) -> bool:
         """A reader that splits the line at its spaces (each piece's outer marks stripped) meets something not in
-        the dictionary: a word joined to another by a hyphen ("boy-bos-speed"), glued to a mark ("floors,Then",
-        "why--the"), or a dash inside a word's piece."""
+        the dictionary: a word joined to another by a hyphen ("boy-bos-speed") or glued to a mark ("floors,Then",
+        "why--the")."""
         for piece in line.split():
             word = re.sub(r"^[^\w'\u2019]+|[^\w'\u2019]+$", "", piece).lower()
             if word and word not in self.entries:
