@@ -2,7 +2,7 @@
 
     python bench/alternatives.py [--model checkpoints/songs-lstm] [--text data/songs/valid.txt] [--cases 200]
                                  [--seed 0] [--threads 2] [--ceiling] [--stress] [--lyrics | --stanza | --line]
-                                 [--forward-only]
+                                 [--forward-only] [--phrase]
 
 Each case: a song of the text (songs are separated by two blank lines), a lyric line of it, and a word of that
 line the dictionary knows (letters and apostrophes, a known pronunciation), all drawn at random with `--seed`.
@@ -32,6 +32,11 @@ song before it (the same cases again): the text a songwriter has when revising a
 
 `--forward-only` ranks by the forward model alone where the checkpoint carries a backward model (docs/songwriting.md,
 "Reading the right side backward"): the two readings' worth, on the same cases.
+
+`--phrase` measures what the page asks when a songwriter selects a phrase: for each case, the word and up to the
+next two words of its line are the part, replaced in place with no constraint (`max_words`: their count); it prints
+the latency and how often the phrase itself ranks among the 10 best of the candidates and itself (`/v1/predict`
+has no phrases to compare with).
 
 `--ceiling` also asks for alternatives to the word in place (the part is the word itself, so the original is
 always read with both sides and ranked) and prints how often the word itself ranks among the 10 best of the
@@ -126,6 +131,7 @@ def main() -> None:
     given.add_argument("--line", action="store_true", help="give the gap's line alone (see above)")
     parser.add_argument("--forward-only", action="store_true",
                         help="leave out the backward model the checkpoint carries (see above)")
+    parser.add_argument("--phrase", action="store_true", help="phrases of up to 3 words in place (see above)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -144,6 +150,8 @@ def main() -> None:
                        args.stanza, args.line)
     backward = None if args.forward_only else checkpoint.backward
     prompts = PromptCache(model)
+    if args.phrase:
+        return measure_phrases(cases, model, tokenizer, lexicon, phonology, vocabulary, prompts, backward, args)
     hits = {"alternatives": 0, "predict": 0, "ceiling": 0}
     returned = meeting = 0
     kinds: dict[str, list[int]] = {}  # kind of word -> [cases, alternatives' hits, predict's hits]
@@ -200,6 +208,31 @@ def main() -> None:
     print(f"alternatives meeting the constraints by an independent reading of CMUdict: {meeting}/{returned} "
           f"({meeting / max(returned, 1):.1%})")
     ordered = sorted(seconds)
+    print(f"alternatives latency: p50 {statistics.median(ordered):.2f} s, p90 {ordered[int(0.9 * (n - 1))]:.2f} s "
+          f"({args.threads} threads, in process)")
+    print("reproduce: python " + " ".join(shlex.quote(a) for a in ["bench/alternatives.py", *sys.argv[1:]]))
+
+
+def measure_phrases(cases, model, tokenizer, lexicon, phonology, vocabulary, prompts, backward, args) -> None:
+    """`--phrase`: each case's word and up to the next two words of its line, in place, no constraint."""
+    from lyricist.songwriting.alternatives import generate_alternatives
+
+    seconds, ranked, lengths = [], 0, {}
+    for text, gap, word, syllables, written, word_at in cases:
+        line_end = written.find("\n", word_at)
+        line_end = len(written) if line_end < 0 else line_end
+        words = list(WORD.finditer(written, word_at, line_end))[:3]
+        lengths[len(words)] = lengths.get(len(words), 0) + 1
+        began = time.perf_counter()
+        result = generate_alternatives(model, tokenizer, lexicon, phonology, written, word_at, words[-1].end(),
+                                       vocabulary, n=10, prompts=prompts, backward=backward)
+        seconds.append(time.perf_counter() - began)
+        ranked += result.rank <= 10
+    n = len(cases)
+    ordered = sorted(seconds)
+    print(f"cases: {n} (seed {args.seed}) from {args.text}: phrases of "
+          + ", ".join(f"{k} word{'s' if k > 1 else ''} {v}" for k, v in sorted(lengths.items())))
+    print(f"the phrase itself among the 10 best of the candidates and itself: {ranked / n:.1%}")
     print(f"alternatives latency: p50 {statistics.median(ordered):.2f} s, p90 {ordered[int(0.9 * (n - 1))]:.2f} s "
           f"({args.threads} threads, in process)")
     print("reproduce: python " + " ".join(shlex.quote(a) for a in ["bench/alternatives.py", *sys.argv[1:]]))

@@ -63,14 +63,21 @@ class State:
         return State(self.rnn[:, :, rows], self.memory[rows], self.next_pieces[rows], self.length[rows])
 
     def narrowed(self, pieces: int) -> State:
-        """The same state for reading at most `pieces` more pieces, its ring cut to the slots they will use where
-        no row's ring will have wrapped by then: the memory's work is per slot, and a short text fills few."""
+        """The same state for reading about `pieces` more pieces, its ring cut to the slots they will use where
+        no row's ring will have wrapped by then: the memory's work is per slot, and a short text fills few. A
+        read that would go past the cut ring's end grows it back first (`widened`, in LanguageModel.features)."""
         if self.memory is None:
             return self
         used = int(self.length.max()) + pieces
         if used >= self.memory.shape[1]:
             return self
         return State(self.rnn, self.memory[:, :used], self.next_pieces[:, :used], self.length)
+
+    def widened(self, window: int) -> State:
+        """A ring cut by `narrowed` back to `window` slots, the slots added empty (a cut ring has not wrapped)."""
+        slots = self.memory.shape[1]
+        return State(self.rnn, F.pad(self.memory, (0, 0, 0, window - slots)),
+                     F.pad(self.next_pieces, (0, window - slots), value=NO_PIECE), self.length)
 
     @staticmethod
     def stack(states: list[State]) -> State:

@@ -289,6 +289,9 @@ class LanguageModel(nn.Module):
             state = self.initial_state(tokens.shape[0], mix_cache)
         elif state.memory is None and self.config.keeps_memory(mix_cache):
             raise ValueError("this state was read for writing and keeps no memory: it cannot be read with the cache")
+        elif state.memory is not None and state.memory.shape[1] < self.config.memory_window and (
+                int(state.length.max()) + tokens.shape[1] > state.memory.shape[1]):
+            state = state.widened(self.config.memory_window)  # a cut ring must not wrap at its cut
         x = self.input_dropout(self._embed(tokens))
         next_rnn = []
         for index, rnn in enumerate(self.rnns):

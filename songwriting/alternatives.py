@@ -467,6 +467,11 @@ class _PhraseRule:
         self.cap = (1 << (self.high + 1)) - 1
         self.vocabulary = vocabulary
         self.words = sorted(w for w in vocabulary if w in lexicon.masks and lexicon.masks[w] & self.cap)
+        # A word's step depends only on its counts (and scansions, with a stress pattern): thousands of words
+        # share a few dozen of them, and a request asks after the same totals again and again (each partial).
+        self._sound_of = {w: (lexicon.masks[w], lexicon.scansions(w) if stress is not None else ()) for w in self.words}
+        self._sounds = frozenset(self._sound_of.values())
+        self._next: dict[tuple[int, bool], tuple[list[str], list[str]]] = {}
         self.rhyming: frozenset[str] | None = None
         if rhymes_with is not None:
             rhyming = lexicon.rhymes(rhymes_with, rhyme)
@@ -506,14 +511,23 @@ class _PhraseRule:
 
     def next_words(self, totals: int, last_word: bool) -> list[str]:
         """The words that keep a replacement feasible after `totals`; `last_word`: it must also complete it."""
-        found = []
-        for word in self.words:
-            after = self.add(totals, word)
-            if not after:
-                continue
-            if last_word and not self.complete(after, word):
-                continue
-            found.append(word)
+        return self._next_of(totals, last_word)[0]
+
+    def next_forms(self, totals: int, last_word: bool) -> list[str]:
+        """`next_words` as the next-word search takes them (constrained.surface_forms)."""
+        return self._next_of(totals, last_word)[1]
+
+    def _next_of(self, totals: int, last_word: bool) -> tuple[list[str], list[str]]:
+        key = (totals, last_word)
+        found = self._next.get(key)
+        if found is None:
+            after_sound = {sound: add_word(totals, *sound, self.stress) & self.cap for sound in self._sounds}
+            words = []
+            for word in self.words:
+                after = after_sound[self._sound_of[word]]
+                if after and (not last_word or self.complete(after, word)):
+                    words.append(word)
+            found = self._next[key] = (words, surface_forms(words))
         return found
 
     def sounds(self, text: str, phonology: Phonology) -> tuple[int | None, str | None]:
@@ -567,11 +581,11 @@ def _propose(model, tokenizer, rule: _PhraseRule, left: str, max_words: int,
     for depth in range(1, max_words + 1):
         grown = []
         for partial in partials:
-            words = rule.next_words(partial.totals, last_word=depth == max_words)
+            words = rule.next_forms(partial.totals, last_word=depth == max_words)
             if not words:
                 continue
             prompt = base + (joiner + partial.words if partial.words else "")
-            prediction = yield from constrained_steps(model, tokenizer, prompt, surface_forms(words), top_k=None,
+            prediction = yield from constrained_steps(model, tokenizer, prompt, words, top_k=None,
                                                       tolerance=PROPOSAL_TOLERANCE, max_rows=PROPOSAL_ROWS,
                                                       prompts=prompts)
             rows += prediction.rows

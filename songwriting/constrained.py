@@ -68,6 +68,7 @@ CHUNK_ROWS = 1024  # rows per model call (memory); a level may take several
 CHUNK_ROWS_WITH_MEMORY = 32
 KEPT_SETS = 64  # word sets checked, and trie levels below whitespace, kept (a request's searches share theirs)
 LAY_OUT_PATHS = 8192  # paths laid out between two steps, the first time a word set is searched
+NARROW_PIECES = 16  # pieces past the prompt that a row's cut ring holds before it grows back
 
 
 @dataclass
@@ -255,7 +256,9 @@ def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance,
     ids, typed = tokenizer.encode_prompt(prompt)
     reading = (prompts or PromptCache(model)).reader(ids)
     yield from reading.steps()
-    logits, state = reading.logits, reading.state
+    # Each stepped row carries its own copy of the continuous cache's ring: after a short prompt, only the slots
+    # the search fills (a word's few pieces; a deeper row's ring grows back, model.memory).
+    logits, state = reading.logits, reading.state.narrowed(NARROW_PIECES)
     if typed:  # the words after the prompt's final space
         logits = keep_only(logits, tokenizer.pieces_beginning(typed))
     # The model runs on its device, the trie search on the CPU: one distribution crosses per call.

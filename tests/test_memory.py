@@ -169,6 +169,28 @@ def test_a_ring_cut_to_the_slots_a_read_will_use_reads_as_the_whole_ring():
     assert torch.equal(narrow_state.next_pieces, wide_state.next_pieces[:, :30])
 
 
+def test_a_cut_ring_grows_back_before_a_read_would_pass_its_end():
+    """A row that reads more pieces than its cut ring holds (a search that goes deeper than expected) gets the
+    whole ring back first, empty slots added, so it never wraps at the cut: the same figures as the whole
+    ring, and the state after it the whole ring's."""
+    model = model_with({"cache": {**CACHE["cache"], "window": 64}})
+    with torch.inference_mode():
+        _, state = model.read(ids(20))
+        narrow = state.narrowed(4)
+        assert narrow.memory.shape[1] == 24
+        rows = torch.stack([ids(30, seed=3), ids(30, seed=4)])
+        wide_logits, wide_state = model.read_rows(rows, model.repeat_rows(state, 2))
+        narrow_logits, narrow_state = model.read_rows(rows, model.repeat_rows(narrow, 2))
+        step_logits, step_state = model.step(rows[:, 0], model.repeat_rows(state.narrowed(0), 2))
+        whole_step_logits, _ = model.step(rows[:, 0], model.repeat_rows(state, 2))
+    torch.testing.assert_close(narrow_logits, wide_logits, rtol=0, atol=1e-5)
+    assert narrow_state.memory.shape == wide_state.memory.shape
+    torch.testing.assert_close(narrow_state.memory, wide_state.memory)
+    assert torch.equal(narrow_state.next_pieces, wide_state.next_pieces)
+    torch.testing.assert_close(step_logits, whole_step_logits, rtol=0, atol=1e-5)
+    assert step_state.memory.shape[1] == 64
+
+
 def test_a_state_with_memory_is_kept_and_found_by_the_prompt_cache():
     model = model_with(BOTH)
     prompt = ids(90, seed=7).tolist()
