@@ -726,9 +726,10 @@ def test_selecting_words_offers_alternatives_and_one_click_puts_one_in(page, son
         select_in_lyrics(page, start + 1, start + 3)  # a part of the word: the page asks for the whole word
     assert answered.value.status == 200, answered.value.text()
     sent = json.loads(answered.value.request.post_data)
-    assert (sent["text"], sent["start"], sent["end"]) == (lyrics, start, start + 4)
+    assert (sent["text"], sent["start"], sent["end"], sent["syllables"]) == (lyrics, start, start + 4, 1)
+    assert page.input_value("#alternative-syllables") == "1"  # the word's own count, unless one is typed
     expected = api(songs_base, "/v1/alternatives", {"text": lyrics, "start": start, "end": start + 4,
-                                                     "n": sent["n"]}).json()
+                                                     "n": sent["n"], "syllables": 1}).json()
     expect(page.locator("#alternatives li")).to_have_count(len(expected["alternatives"]), timeout=WAIT_MS)
     shown = page.eval_on_selector_all("#alternatives li", "items => items.map(li => [li.dataset.text,"
                                       " li.querySelector('.count').textContent,"
@@ -751,6 +752,41 @@ def test_selecting_words_offers_alternatives_and_one_click_puts_one_in(page, son
                          " return t.value.slice(t.selectionStart, t.selectionEnd); }") == chosen  # still selected
     wait_for_counts_of(page, revised)
     screenshot(page, "alternatives-replaced")
+
+
+def test_a_selected_phrase_keeps_its_length_until_the_field_is_cleared(page, songs_base):
+    """A selection's own syllable count is asked for (a phrase is not crowded out by single words); a cleared
+    field asks for any length; the next selection brings its own count again."""
+    from .cmudict_reading import syllable_sums
+
+    lyrics = "The wind blew cold across the moor,\nMy true love waited by the door"
+    start = lyrics.index("across the moor")
+    page.goto(songs_base)
+    page.fill("#lyrics", lyrics)
+    wait_for_counts_of(page, lyrics)
+    with page.expect_response("**/v1/alternatives", timeout=LINES_WAIT_MS) as answered:
+        select_in_lyrics(page, start, start + len("across the moor"))
+    assert answered.value.status == 200, answered.value.text()
+    sent = json.loads(answered.value.request.post_data)
+    assert (sent["start"], sent["end"], sent["syllables"]) == (start, start + len("across the moor"), 4)
+    assert page.input_value("#alternative-syllables") == "4"
+    candidates = answered.value.json()["alternatives"]
+    expect(page.locator("#alternatives li")).to_have_count(len(candidates), timeout=WAIT_MS)
+    assert any(len(c["text"].split()) > 1 for c in candidates)
+    assert all(4 in syllable_sums(c["text"]) for c in candidates)
+    expect(page.locator("#alternatives-status")).to_contain_text("in 4 syllables, as it has")
+    screenshot(page, "alternatives-phrase")
+
+    with page.expect_response("**/v1/alternatives", timeout=LINES_WAIT_MS) as answered:
+        page.fill("#alternative-syllables", "")
+    assert "syllables" not in json.loads(answered.value.request.post_data)
+    expect(page.locator("#alternatives-status")).to_contain_text("any length", timeout=WAIT_MS)
+
+    waited = lyrics.index("waited")
+    with page.expect_response("**/v1/alternatives", timeout=LINES_WAIT_MS) as answered:
+        select_in_lyrics(page, waited, waited + len("waited"))
+    assert json.loads(answered.value.request.post_data)["syllables"] == 2
+    assert page.input_value("#alternative-syllables") == "2"
 
 
 def test_alternatives_of_a_given_length_or_none_say_so(page, songs_base):

@@ -25,9 +25,37 @@ export function selectedPart() {
   return part.match(WORD) ? { text, start, end, part } : null;
 }
 
+// A new selection's own syllable count goes in the Syllables field, so that what replaces it keeps the line's
+// length (and a phrase is not crowded out by single words, which are likelier text), unless the songwriter
+// typed a count there; clearing the field asks for any length.
+async function fillSyllables(selected, signal) {
+  const field = ui.alternativeSyllables;
+  const where = JSON.stringify([selected.start, selected.end, selected.text]);
+  if (field.dataset.for === where) return;
+  if (field.value === "" || field.dataset.own === undefined) {
+    const answer = await (await request("/v1/analyze", { text: selected.part, model: selectedModel() }, signal)).json();
+    const line = answer.stanzas[0]?.lines[0];
+    field.value = line && line.syllables ? String(line.syllables) : "";
+    delete field.dataset.own;
+  }
+  field.dataset.for = where;
+}
+
+// The songwriter's own count is kept for the selections after it until the field is cleared.
+export function syllablesTyped() {
+  if (ui.alternativeSyllables.value === "") delete ui.alternativeSyllables.dataset.own;
+  else ui.alternativeSyllables.dataset.own = "";
+}
+
 export const alternativesSearch = new Latest(async (signal, isCurrent) => {
   const selected = selectedPart();
   if (!selected) return;
+  try {
+    await fillSyllables(selected, signal);
+  } catch (error) {
+    if (!isCurrent() || error.name === "AbortError") return; // otherwise the field stays as it was
+  }
+  if (!isCurrent()) return;
   const key = JSON.stringify([selected.start, selected.end, selected.text, ui.alternativeSyllables.value,
     selectedModel()]);
   if (ui.alternatives.dataset.key === key) return; // already shown
@@ -80,7 +108,9 @@ function drawAlternatives(answer, selected, body) {
   }));
   ui.alternatives.replaceChildren(...items);
   ui.alternatives.dataset.part = selected.part;
-  const length = body.syllables === undefined ? "" : ` of ${plural(body.syllables, "syllable")}`;
+  const own = ui.alternativeSyllables.dataset.own !== undefined;
+  const length = body.syllables === undefined ? " (any length)"
+    : own ? ` of ${plural(body.syllables, "syllable")}` : ` in ${plural(body.syllables, "syllable")}, as it has`;
   ui.alternativesStatus.textContent = items.length
     ? `For “${selected.part}”${length}, read with the lines on both sides (it ranks ${answer.original.rank}` +
       `${answer.original.rank === 1 ? ", the likeliest found" : ""}); choose one to put it in.`

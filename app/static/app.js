@@ -7,7 +7,7 @@
 // answer wins), models.js, lyrics.js (the editor and its counts), chart.js (the next-word chart), lines.js
 // (next lines), alternatives.js (another word for a selected part), generate.js (streamed generation); this
 // file wires them to the page's events.
-import { alternativesSearch, selectionMoved } from "./alternatives.js";
+import { alternativesSearch, selectionMoved, syllablesTyped } from "./alternatives.js";
 import { analyzer, drawLines, lyricsChanged, refreshPlans } from "./lyrics.js";
 import { cursorMoved, prediction } from "./chart.js";
 import { generate, isGenerating, setRunning, stopGeneration } from "./generate.js";
@@ -39,7 +39,10 @@ ui.lyrics.addEventListener("input", lyricsChanged);
 document.addEventListener("selectionchange", cursorMoved);
 document.addEventListener("selectionchange", selectionMoved);
 ui.lyrics.addEventListener("select", selectionMoved);
-ui.alternativeSyllables.addEventListener("input", () => alternativesSearch.schedule());
+ui.alternativeSyllables.addEventListener("input", () => {
+  syllablesTyped();
+  alternativesSearch.schedule();
+});
 document.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
     event.preventDefault();
