@@ -2,7 +2,7 @@
 
     python bench/alternatives.py [--model checkpoints/songs-lstm] [--text data/songs/valid.txt] [--cases 200]
                                  [--seed 0] [--threads 2] [--ceiling] [--stress] [--lyrics | --stanza | --line]
-                                 [--forward-only] [--phrase]
+                                 [--forward-only] [--phrase [--any-length]]
 
 Each case: a song of the text (songs are separated by two blank lines), a lyric line of it, and a word of that
 line the dictionary knows (letters and apostrophes, a known pronunciation), all drawn at random with `--seed`.
@@ -34,7 +34,8 @@ song before it (the same cases again): the text a songwriter has when revising a
 "Reading the right side backward"): the two readings' worth, on the same cases.
 
 `--phrase` measures what the page asks when a songwriter selects a phrase: for each case, the word and up to the
-next two words of its line are the part, replaced in place with no constraint (`max_words`: their count); it prints
+next two words of its line are the part, replaced in place with its own syllable count as `/v1/analyze` reads it
+(the page puts it in the Syllables field) and `max_words` their count; `--any-length` asks with no count. It prints
 the latency and how often the phrase itself ranks among the 10 best of the candidates and itself (`/v1/predict`
 has no phrases to compare with).
 
@@ -132,6 +133,7 @@ def main() -> None:
     parser.add_argument("--forward-only", action="store_true",
                         help="leave out the backward model the checkpoint carries (see above)")
     parser.add_argument("--phrase", action="store_true", help="phrases of up to 3 words in place (see above)")
+    parser.add_argument("--any-length", action="store_true", help="with --phrase: no syllable count (see above)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -214,24 +216,36 @@ def main() -> None:
 
 
 def measure_phrases(cases, model, tokenizer, lexicon, phonology, vocabulary, prompts, backward, args) -> None:
-    """`--phrase`: each case's word and up to the next two words of its line, in place, no constraint."""
+    """`--phrase`: each case's word and up to the next two words of its line, in place, with their own syllable
+    count (none with `--any-length`)."""
     from lyricist.songwriting.alternatives import generate_alternatives
+    from lyricist.songwriting.analysis import analyze_line
+    from lyricist.songwriting.lines import ConstraintError
 
-    seconds, ranked, lengths = [], 0, {}
+    seconds, ranked, lengths, refused = [], 0, {}, 0
     for text, gap, word, syllables, written, word_at in cases:
         line_end = written.find("\n", word_at)
         line_end = len(written) if line_end < 0 else line_end
         words = list(WORD.finditer(written, word_at, line_end))[:3]
         lengths[len(words)] = lengths.get(len(words), 0) + 1
+        phrase = written[word_at:words[-1].end()]
+        count = None if args.any_length else analyze_line(phrase, phonology)["syllables"] or None
         began = time.perf_counter()
-        result = generate_alternatives(model, tokenizer, lexicon, phonology, written, word_at, words[-1].end(),
-                                       vocabulary, n=10, prompts=prompts, backward=backward)
-        seconds.append(time.perf_counter() - began)
+        try:
+            result = generate_alternatives(model, tokenizer, lexicon, phonology, written, word_at, words[-1].end(),
+                                           vocabulary, n=10, syllables=count, prompts=prompts, backward=backward)
+        except ConstraintError:  # nothing the model proposes has that count (the page shows the reason)
+            refused += 1
+            continue
+        finally:
+            seconds.append(time.perf_counter() - began)
         ranked += result.rank <= 10
     n = len(cases)
     ordered = sorted(seconds)
+    asked = "any length" if args.any_length else "its own syllable count"
     print(f"cases: {n} (seed {args.seed}) from {args.text}: phrases of "
-          + ", ".join(f"{k} word{'s' if k > 1 else ''} {v}" for k, v in sorted(lengths.items())))
+          + ", ".join(f"{k} word{'s' if k > 1 else ''} {v}" for k, v in sorted(lengths.items()))
+          + f", in place, {asked}; refused (422): {refused}")
     print(f"the phrase itself among the 10 best of the candidates and itself: {ranked / n:.1%}")
     print(f"alternatives latency: p50 {statistics.median(ordered):.2f} s, p90 {ordered[int(0.9 * (n - 1))]:.2f} s "
           f"({args.threads} threads, in process)")

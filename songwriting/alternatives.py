@@ -68,6 +68,7 @@ RIGHT_CHARS = 400  # the most right-hand text read with each candidate
 RHYME_BONUS = 4.0  # log-weight for a line end that rhymes with another in its stanza (fitted: docs/songwriting.md)
 RHYME_LINES = 4  # the stanza's lines either side of the part's whose ends count as its rhymes
 PROPOSAL_ROWS = 1024  # model rows one next-word search may spend
+NEXT_WORD_ROWS = 384  # ... one that extends a partial replacement, of which only NEXT_WORDS words are kept
 BACKWARD_SHARE = 0.5  # the backward reading's share in a candidate's weight
 BACKWARD_LINES = 1  # lines before the part's that the backward model reads after the candidate
 BACKWARD_LEFT_CHARS = 200  # ... at most this much of them (a line may be a whole pasted paragraph)
@@ -586,7 +587,8 @@ def _propose(model, tokenizer, rule: _PhraseRule, left: str, max_words: int,
                 continue
             prompt = base + (joiner + partial.words if partial.words else "")
             prediction = yield from constrained_steps(model, tokenizer, prompt, words, top_k=None,
-                                                      tolerance=PROPOSAL_TOLERANCE, max_rows=PROPOSAL_ROWS,
+                                                      tolerance=PROPOSAL_TOLERANCE,
+                                                      max_rows=PROPOSAL_ROWS if depth == 1 else NEXT_WORD_ROWS,
                                                       prompts=prompts)
             rows += prediction.rows
             best: dict[str, tuple[str, float]] = {}

@@ -287,7 +287,9 @@ def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance,
             chunk = followed[start:start + chunk_rows]
             state = model.stack_rows([model.select_rows(batches[n.parent.row[0]], slice(n.parent.row[1], n.parent.row[1] + 1))
                                       for n in chunk])
-            logits, state = model.step(model.tokens([n.piece for n in chunk]), state, in_place=True)  # stacked anew
+            # The search's batches are its own (the same prompt makes the same rounds), so no blocks: one product.
+            logits, state = model.step(model.tokens([n.piece for n in chunk]), state, invariant=False,
+                                       in_place=True)  # stacked anew
             chunk_probs = next_piece_probs(logits, temperature).cpu()
             batches.append(state)
             for row, node in enumerate(chunk):
