@@ -716,16 +716,23 @@ def select_in_lyrics(page: Page, start: int, end: int) -> None:
                   [start, end])
 
 
-def test_selecting_words_offers_alternatives_and_one_click_puts_one_in(page, songs_base):
-    lyrics = "Drink to me only with thine eyes,\nAnd I will pledge with mine;"
-    start = lyrics.index("eyes")
-    page.goto(songs_base)
+def alternatives_on_selecting(page: Page, base: str, lyrics: str, start: int, end: int):
+    """The page opened on `lyrics` and `start`..`end` selected: the `/v1/alternatives` response it asked for."""
+    page.goto(base)
     page.fill("#lyrics", lyrics)
     wait_for_counts_of(page, lyrics)
     with page.expect_response("**/v1/alternatives", timeout=LINES_WAIT_MS) as answered:
-        select_in_lyrics(page, start + 1, start + 3)  # a part of the word: the page asks for the whole word
+        select_in_lyrics(page, start, end)
     assert answered.value.status == 200, answered.value.text()
-    sent = json.loads(answered.value.request.post_data)
+    return answered.value
+
+
+def test_selecting_words_offers_alternatives_and_one_click_puts_one_in(page, songs_base):
+    lyrics = "Drink to me only with thine eyes,\nAnd I will pledge with mine;"
+    start = lyrics.index("eyes")
+    # a part of the word: the page asks for the whole word
+    answered = alternatives_on_selecting(page, songs_base, lyrics, start + 1, start + 3)
+    sent = json.loads(answered.request.post_data)
     assert (sent["text"], sent["start"], sent["end"], sent["syllables"]) == (lyrics, start, start + 4, 1)
     assert page.input_value("#alternative-syllables") == "1"  # the word's own count, unless one is typed
     expected = api(songs_base, "/v1/alternatives", {"text": lyrics, "start": start, "end": start + 4,
@@ -761,16 +768,11 @@ def test_a_selected_phrase_keeps_its_length_until_the_field_is_cleared(page, son
 
     lyrics = "The wind blew cold across the moor,\nMy true love waited by the door"
     start = lyrics.index("across the moor")
-    page.goto(songs_base)
-    page.fill("#lyrics", lyrics)
-    wait_for_counts_of(page, lyrics)
-    with page.expect_response("**/v1/alternatives", timeout=LINES_WAIT_MS) as answered:
-        select_in_lyrics(page, start, start + len("across the moor"))
-    assert answered.value.status == 200, answered.value.text()
-    sent = json.loads(answered.value.request.post_data)
+    answered = alternatives_on_selecting(page, songs_base, lyrics, start, start + len("across the moor"))
+    sent = json.loads(answered.request.post_data)
     assert (sent["start"], sent["end"], sent["syllables"]) == (start, start + len("across the moor"), 4)
     assert page.input_value("#alternative-syllables") == "4"
-    candidates = answered.value.json()["alternatives"]
+    candidates = answered.json()["alternatives"]
     expect(page.locator("#alternatives li")).to_have_count(len(candidates), timeout=WAIT_MS)
     assert any(len(c["text"].split()) > 1 for c in candidates)
     assert all(4 in syllable_sums(c["text"]) for c in candidates)
