@@ -190,7 +190,7 @@ def alternative_steps(
     vocabulary = vocabulary | _text_words(text, lexicon)
     in_style = _apostrophe_style(text)
     rule = _PhraseRule(lexicon, vocabulary, syllables, stress, rhymes_with, rhyme)
-    if max_words == 1 and not rule.next_words(1, last_word=True):
+    if max_words == 1 and not rule.next_forms(1, last_word=True):
         wanted = [f"stress {stress!r}" if stress is not None else f"{syllables} syllables" if syllables else "",
                   f"a rhyme with {rhymes_with!r}" if rhymes_with is not None else ""]
         field = "stress" if stress is not None else "syllables" if syllables is not None else "rhymes_with"
@@ -472,7 +472,7 @@ class _PhraseRule:
         # share a few dozen of them, and a request asks after the same totals again and again (each partial).
         self._sound_of = {w: (lexicon.masks[w], lexicon.scansions(w) if stress is not None else ()) for w in self.words}
         self._sounds = frozenset(self._sound_of.values())
-        self._next: dict[tuple[int, bool], tuple[list[str], list[str]]] = {}
+        self._next: dict[tuple[int, bool], list[str]] = {}
         self.rhyming: frozenset[str] | None = None
         if rhymes_with is not None:
             rhyming = lexicon.rhymes(rhymes_with, rhyme)
@@ -510,15 +510,9 @@ class _PhraseRule:
     def can_grow(self, totals: int) -> bool:
         return bool(totals) and lowest(totals) < self.high
 
-    def next_words(self, totals: int, last_word: bool) -> list[str]:
-        """The words that keep a replacement feasible after `totals`; `last_word`: it must also complete it."""
-        return self._next_of(totals, last_word)[0]
-
     def next_forms(self, totals: int, last_word: bool) -> list[str]:
-        """`next_words` as the next-word search takes them (constrained.surface_forms)."""
-        return self._next_of(totals, last_word)[1]
-
-    def _next_of(self, totals: int, last_word: bool) -> tuple[list[str], list[str]]:
+        """The words that keep a replacement feasible after `totals` (`last_word`: that also complete it), as the
+        next-word search takes them (constrained.surface_forms)."""
         key = (totals, last_word)
         found = self._next.get(key)
         if found is None:
@@ -528,7 +522,7 @@ class _PhraseRule:
                 after = after_sound[self._sound_of[word]]
                 if after and (not last_word or self.complete(after, word)):
                     words.append(word)
-            found = self._next[key] = (words, surface_forms(words))
+            found = self._next[key] = surface_forms(words)
         return found
 
     def sounds(self, text: str, phonology: Phonology) -> tuple[int | None, str | None]:
