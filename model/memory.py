@@ -32,23 +32,43 @@ QUERY_BLOCK = 16  # positions a product of the cache's (one shape for any cut: t
 
 
 @dataclass(frozen=True)
+class SharedSlots:
+    """Remembered outputs that every row of a batch holds alike, kept once rather than in each row's ring: the
+    text all the rows continue (`State.narrowed`). `memory` (slots, hidden), `next_pieces` (slots,) all known,
+    `positions` (slots,) each slot's position; `base`: the first position the rows' own rings hold, at slot
+    `position - base`, and every shared position comes before it."""
+
+    memory: Tensor
+    next_pieces: Tensor
+    positions: Tensor
+    base: int
+
+    def map(self, fn: Callable[[Tensor], Tensor], floats_only: bool = False) -> SharedSlots:
+        keep = (lambda t: t) if floats_only else fn
+        return SharedSlots(fn(self.memory), keep(self.next_pieces), keep(self.positions), self.base)
+
+
+@dataclass(frozen=True)
 class State:
     """A batch's state. `rnn`: (layers, parts, batch, hidden), h and c for an LSTM. With a memory: `memory`
     (batch, window, hidden), the last layer's latest outputs in a ring buffer; `next_pieces` (batch, window),
     the piece that followed each (NO_PIECE while unknown); `length` (batch,), the pieces read so far (slot of
-    position p: p % window)."""
+    position p: p % window). With `shared` slots, the rings hold only the positions from `shared.base` on, at
+    slot p - shared.base, and never wrap (a read that would wrap one makes the whole ring first: `with_room`)."""
 
     rnn: Tensor
     memory: Tensor | None = None
     next_pieces: Tensor | None = None
     length: Tensor | None = None
+    shared: SharedSlots | None = None
 
     def map(self, fn: Callable[[Tensor], Tensor], floats_only: bool = False) -> State:
         """Every tensor through `fn` (`floats_only`: the float ones; the piece ids and lengths as they are)."""
         keep = (lambda t: t) if floats_only else fn
         if self.memory is None:
             return State(fn(self.rnn))
-        return State(fn(self.rnn), fn(self.memory), keep(self.next_pieces), keep(self.length))
+        shared = None if self.shared is None else self.shared.map(fn, floats_only)
+        return State(fn(self.rnn), fn(self.memory), keep(self.next_pieces), keep(self.length), shared)
 
     def detached(self) -> State:
         """No gradient history, floats in float32 (training carries the state from one chunk to the next)."""
@@ -60,39 +80,88 @@ class State:
     def rows(self, rows: Tensor | list[int] | slice) -> State:
         if self.memory is None:
             return State(self.rnn[:, :, rows])
-        return State(self.rnn[:, :, rows], self.memory[rows], self.next_pieces[rows], self.length[rows])
+        return State(self.rnn[:, :, rows], self.memory[rows], self.next_pieces[rows], self.length[rows],
+                     self.shared)
+
+    @property
+    def own_length(self) -> Tensor:
+        """(batch,): the positions each row's own ring has taken (all it has read, without shared slots)."""
+        return self.length if self.shared is None else self.length - self.shared.base
 
     def narrowed(self, pieces: int) -> State:
-        """The same state for reading about `pieces` more pieces, its ring cut to the slots they will use where
-        no row's ring will have wrapped by then: the memory's work is per slot, and a short text fills few. A
-        read that would go past the cut ring's end grows it back first (`widened`, in LanguageModel.features)."""
-        if self.memory is None:
+        """The same state for rows that will read about `pieces` more pieces each, side by side: the memory's
+        work and copies are per slot and per row, so each row's ring holds only the slots those pieces will fill.
+        Where no ring will have wrapped by then (a short text), the ring is cut to the slots in use; otherwise,
+        for one sequence, the slots the text has filled are kept once for every row (`SharedSlots`) and the
+        ring holds its last position and what comes next. A read that would go past such a ring's end makes the
+        whole ring first (`with_room`, in LanguageModel.features)."""
+        if self.memory is None or self.shared is not None:
             return self
+        window = self.memory.shape[1]
         used = int(self.length.max()) + pieces
-        if used >= self.memory.shape[1]:
+        if used < window:
+            return State(self.rnn, self.memory[:, :used], self.next_pieces[:, :used], self.length)
+        length = int(self.length[0])
+        if self.count != 1 or length < 2:
             return self
-        return State(self.rnn, self.memory[:, :used], self.next_pieces[:, :used], self.length)
+        positions = slot_positions(self.length, window)[0]
+        kept = ((positions >= 0) & (positions < length - 1)).nonzero()[:, 0]
+        kept = kept[positions[kept].argsort()]  # oldest first (any order reads alike)
+        shared = SharedSlots(self.memory[0, kept].clone(), self.next_pieces[0, kept].clone(), positions[kept],
+                             length - 1)
+        last = (length - 1) % window
+        own = min(pieces + 1, window)
+        memory = F.pad(self.memory[:, last:last + 1], (0, 0, 0, own - 1))
+        next_pieces = F.pad(self.next_pieces[:, last:last + 1], (0, own - 1), value=NO_PIECE)
+        return State(self.rnn, memory, next_pieces, self.length, shared)
+
+    def with_room(self, pieces: int, window: int) -> State:
+        """The state ready to read `pieces` more pieces into a ring of `window` slots: a ring cut by `narrowed`
+        that they would take past its end grows back to the whole ring first, so that no ring wraps at a cut."""
+        if self.memory is None or (self.memory.shape[1] == window and self.shared is None):
+            return self
+        if int(self.own_length.max()) + pieces <= self.memory.shape[1]:
+            return self
+        return self.widened(window)
 
     def widened(self, window: int) -> State:
-        """A ring cut by `narrowed` back to `window` slots, the slots added empty (a cut ring has not wrapped)."""
-        slots = self.memory.shape[1]
-        return State(self.rnn, F.pad(self.memory, (0, 0, 0, window - slots)),
-                     F.pad(self.next_pieces, (0, window - slots), value=NO_PIECE), self.length)
+        """A ring cut by `narrowed` back to the whole ring of `window` slots, each position at its slot p % window,
+        the slots nothing has filled empty."""
+        if self.shared is None:  # a cut ring has not wrapped: its slots are where they were
+            slots = self.memory.shape[1]
+            return State(self.rnn, F.pad(self.memory, (0, 0, 0, window - slots)),
+                         F.pad(self.next_pieces, (0, window - slots), value=NO_PIECE), self.length)
+        rows, shared = self.count, self.shared
+        memory = self.memory.new_zeros(rows, window, self.memory.shape[2])
+        next_pieces = torch.full((rows, window), NO_PIECE, device=self.memory.device)
+        # The shared positions lie within one window, and so does each row's own: the own, later, write over
+        # the shared ones they have pushed out of the window.
+        memory[:, shared.positions % window] = shared.memory
+        next_pieces[:, shared.positions % window] = shared.next_pieces
+        own = torch.arange(self.memory.shape[1], device=self.memory.device)
+        row, slot = (own < self.own_length.unsqueeze(1)).nonzero(as_tuple=True)  # oldest first within each row
+        memory[row, (shared.base + slot) % window] = self.memory[row, slot]
+        next_pieces[row, (shared.base + slot) % window] = self.next_pieces[row, slot]
+        return State(self.rnn, memory, next_pieces, self.length)
 
     @staticmethod
     def stack(states: list[State]) -> State:
         rnn = torch.cat([s.rnn for s in states], dim=2)
         if states[0].memory is None:
             return State(rnn)
+        shared = states[0].shared
+        if any(s.shared is not shared for s in states):
+            raise ValueError("states with different shared slots cannot be stacked (widen them first)")
         return State(rnn, torch.cat([s.memory for s in states]), torch.cat([s.next_pieces for s in states]),
-                     torch.cat([s.length for s in states]))
+                     torch.cat([s.length for s in states]), shared)
 
     @property
     def count(self) -> int:
         return self.rnn.shape[2]
 
     def tensors(self) -> dict[str, Tensor]:
-        """Its tensors by name, to save with a checkpoint (training's carried state)."""
+        """Its tensors by name, to save with a checkpoint (training's carried state, which shares no slots)."""
+        assert self.shared is None
         named = {"rnn": self.rnn, "memory": self.memory, "next_pieces": self.next_pieces, "length": self.length}
         return {name: t for name, t in named.items() if t is not None}
 
@@ -263,7 +332,7 @@ def read_ring(outputs: Tensor, pieces: Tensor, state: State, normalise: Callable
     matching = cache is not None and bool(cache.match_lam)
     # the slots' norms before this read writes any (in place, it writes over state.memory)
     slot_norms = torch.linalg.vector_norm(state.memory.detach().float(), dim=2) if matching else None
-    ring, length = (state.memory if in_place else state.memory.clone()), state.length
+    ring, length = (state.memory if in_place else state.memory.clone()), state.own_length
     rows, time = outputs.shape[0], outputs.shape[1]
     index = torch.arange(rows, device=ring.device)
     steps = torch.arange(time, device=ring.device)
@@ -297,7 +366,7 @@ def read_ring(outputs: Tensor, pieces: Tensor, state: State, normalise: Callable
     next_pieces = torch.cat([pieces[:, 1:], pieces.new_full((rows, 1), NO_PIECE)], dim=1)
     following_after = _after_each(following, slots, next_pieces, own=NO_PIECE)
     new_outputs = torch.stack(attended, dim=1) if attention is not None else outputs
-    new_state = State(state.rnn, ring, following_after[:, -1].clone(), length + time)
+    new_state = State(state.rnn, ring, following_after[:, -1].clone(), state.length + time, state.shared)
     if cache is None:
         return new_outputs, new_state, None
     every = _ring_products(torch.cat(products, dim=1)[:, :time], slots, window)  # (rows, time, window)
@@ -306,13 +375,23 @@ def read_ring(outputs: Tensor, pieces: Tensor, state: State, normalise: Callable
         read_to = length.unsqueeze(1) + steps  # each position
         slot_at = _after_each(slot_positions(length, window), slots, read_to)
         known &= slot_at > (read_to - cache.window).unsqueeze(2)
+    if state.shared is not None:  # the shared slots first, then the ring's
+        shared = state.shared
+        every = torch.cat([_shared_products(normed, shared.memory), every], dim=2)
+        read_to = state.length.unsqueeze(1) + steps
+        known = torch.cat([shared.positions > (read_to - cache.window).unsqueeze(2), known], dim=2)
+        following_after = torch.cat([shared.next_pieces.expand(rows, time, -1), following_after], dim=2)
     unknown = ~known
     scores = (every * cache.theta).masked_fill(unknown, float("-inf"))
     weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # nothing known: all -inf, NaN, 0
     if matching:
         written_norms = torch.linalg.vector_norm(written.detach().float(), dim=2)
         output_norms = torch.linalg.vector_norm(normed.detach().float(), dim=2, keepdim=True)
-        norms = _after_each(slot_norms, slots, written_norms) * output_norms
+        slot_norms = _after_each(slot_norms, slots, written_norms)
+        if state.shared is not None:
+            shared_norms = torch.linalg.vector_norm(state.shared.memory.detach().float(), dim=1)
+            slot_norms = torch.cat([shared_norms.expand(rows, time, -1), slot_norms], dim=2)
+        norms = slot_norms * output_norms
         cosines = (every.detach() / norms.clamp_min(1e-12)).masked_fill(unknown, -1.0)
         closeness = cosines.max(dim=2).values
     else:
@@ -329,6 +408,17 @@ def _block_products(queries: Tensor, ring: Tensor, written: Tensor) -> Tensor:
     own = F.pad(written.float(), (0, 0, 0, padding))
     return torch.cat([torch.bmm(queries, ring.float().transpose(1, 2)), torch.bmm(queries, own.transpose(1, 2))],
                      dim=2)
+
+
+def _shared_products(queries: Tensor, shared: Tensor) -> Tensor:
+    """(rows, time, slots): the products of queries (rows, time, hidden) with slots (slots, hidden) that every
+    row holds alike, in products of `_block_products`' shape (a row's bits do not depend on its company)."""
+    rows, time = queries.shape[0], queries.shape[1]
+    keys = shared.float().t().expand(rows, -1, -1)  # no copy per row
+    blocks = [torch.bmm(F.pad(queries[:, begin:begin + QUERY_BLOCK].float(),
+                              (0, 0, 0, QUERY_BLOCK - min(QUERY_BLOCK, time - begin))), keys)
+              for begin in range(0, time, QUERY_BLOCK)]
+    return torch.cat(blocks, dim=1)[:, :time]
 
 
 def _ring_products(block_products: Tensor, slots: Tensor, window: int) -> Tensor:

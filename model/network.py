@@ -289,9 +289,10 @@ class LanguageModel(nn.Module):
             state = self.initial_state(tokens.shape[0], mix_cache)
         elif state.memory is None and self.config.keeps_memory(mix_cache):
             raise ValueError("this state was read for writing and keeps no memory: it cannot be read with the cache")
-        elif state.memory is not None and state.memory.shape[1] < self.config.memory_window and (
-                int(state.length.max()) + tokens.shape[1] > state.memory.shape[1]):
-            state = state.widened(self.config.memory_window)  # a cut ring must not wrap at its cut
+        elif state.memory is not None:
+            state = state.with_room(tokens.shape[1], self.config.memory_window)  # no ring wraps at a cut
+            if state.shared is not None and self.attention is not None:  # attention reads whole rings
+                state = state.widened(self.config.memory_window)
         x = self.input_dropout(self._embed(tokens))
         next_rnn = []
         for index, rnn in enumerate(self.rnns):
@@ -299,7 +300,7 @@ class LanguageModel(nn.Module):
             next_rnn.append(layer_state)
             if index < len(self.rnns) - 1:
                 x = self.layer_dropout(x)
-        next_state = State(torch.stack(next_rnn), state.memory, state.next_pieces, state.length)
+        next_state = State(torch.stack(next_rnn), state.memory, state.next_pieces, state.length, state.shared)
         recall, keys = None, self.memory_keys(x)
         if state.memory is not None:
             if self.training:  # the chunk at once; the memory keeps its normed outputs for the next one

@@ -63,9 +63,10 @@ MAX_ROWS = 2048  # model rows per request (a row is one trie node)
 FRAGMENT_SHARE = 1e-2  # of the tolerance: a byte-piece continuation after a word is followed above this
 MAX_LEAD_DEPTH = 3  # whitespace-only pieces a path may start with
 CHUNK_ROWS = 1024  # rows per model call (memory); a level may take several
-# ... where every row carries its own copy of the song's memory (model/memory.py), a step's cost is mostly the
-# copies: fewer rows a call keep a step short (a stream beside it waits for one)
-CHUNK_ROWS_WITH_MEMORY = 32
+# ... where every row also reads the song's memory (model/memory.py): its slots shared, each row's own few, but
+# the cache's mixture is per row and per piece of the vocabulary: fewer rows a call keep a step short (a stream
+# beside it waits for one)
+CHUNK_ROWS_WITH_MEMORY = 128
 KEPT_SETS = 64  # word sets checked, and trie levels below whitespace, kept (a request's searches share theirs)
 LAY_OUT_PATHS = 8192  # paths laid out between two steps, the first time a word set is searched
 NARROW_PIECES = 16  # pieces past the prompt that a row's cut ring holds before it grows back
@@ -256,8 +257,8 @@ def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance,
     ids, typed = tokenizer.encode_prompt(prompt)
     reading = (prompts or PromptCache(model)).reader(ids)
     yield from reading.steps()
-    # Each stepped row carries its own copy of the continuous cache's ring: after a short prompt, only the slots
-    # the search fills (a word's few pieces; a deeper row's ring grows back, model.memory).
+    # Each stepped row carries its own ring of the continuous cache's: only the slots the search fills (a word's
+    # few pieces; a deeper row's ring is made whole, model.memory), the prompt's kept once for all of them.
     logits, state = reading.logits, reading.state.narrowed(NARROW_PIECES)
     if typed:  # the words after the prompt's final space
         logits = keep_only(logits, tokenizer.pieces_beginning(typed))

@@ -154,19 +154,52 @@ def test_the_mixture_is_the_definition_at_every_piece():
 def test_a_ring_cut_to_the_slots_a_read_will_use_reads_as_the_whole_ring():
     """Texts read side by side after a short beginning each carry a copy of the ring; `narrowed` cuts it to the
     slots the reading will fill, and the reading gives what the whole ring gives. A ring that would wrap is
-    kept whole."""
+    not cut (its slots are shared: the next test)."""
     model = model_with({"cache": {**CACHE["cache"], "window": 64}})
     with torch.inference_mode():
         _, state = model.read(ids(20))
         narrow = state.narrowed(10)
         assert narrow.memory.shape[1] == narrow.next_pieces.shape[1] == 30 and state.memory.shape[1] == 64
-        assert state.narrowed(44) is state
+        assert narrow.shared is None and state.narrowed(44).shared is not None
         rows = torch.stack([ids(10, seed=1), ids(10, seed=2)])
         wide_logits, wide_state = model.read_rows(rows, model.repeat_rows(state, 2))
         narrow_logits, narrow_state = model.read_rows(rows, model.repeat_rows(narrow, 2))
     torch.testing.assert_close(narrow_logits, wide_logits, rtol=0, atol=1e-5)
     torch.testing.assert_close(narrow_state.memory, wide_state.memory[:, :30])
     assert torch.equal(narrow_state.next_pieces, wide_state.next_pieces[:, :30])
+
+
+@pytest.mark.parametrize("read", [100, 60])  # a ring that has wrapped, one that will
+def test_rows_that_continue_a_long_text_share_its_slots_and_read_as_with_whole_rings(read):
+    """Rows side by side after a text that fills the ring would each copy it whole; `narrowed` keeps the text's
+    slots once for all of them (`SharedSlots`), each row's own ring holding its last position and what it reads
+    next. Step by step and read at once, the rows get the whole rings' figures; a step past the own ring's end
+    makes the whole ring first, the very one the whole rings have; rows of other texts are not stacked with them."""
+    model = model_with({"cache": {**CACHE["cache"], "window": 64}})
+    rows = torch.stack([ids(10, seed=s) for s in (1, 2, 3)])
+    with torch.inference_mode():
+        _, state = model.read(ids(read))
+        narrow = state.narrowed(6)
+        assert narrow.memory.shape[1] == 7 and narrow.shared.memory.shape[0] == min(read, 64) - 1
+        whole, shared = model.repeat_rows(state, 3), model.repeat_rows(narrow, 3)
+        for t in range(10):
+            whole_logits, whole = model.step(rows[:, t], whole, invariant=False)
+            shared_logits, shared = model.step(rows[:, t], shared, invariant=False)
+            torch.testing.assert_close(shared_logits, whole_logits, rtol=0, atol=1e-5)
+            assert (shared.shared is None) == (t >= 6)
+        assert torch.equal(shared.memory, whole.memory) and torch.equal(shared.next_pieces, whole.next_pieces)
+        assert torch.equal(shared.length, whole.length)
+        read_logits, _ = model.read_rows(rows[:, :5], model.repeat_rows(narrow, 3))
+        whole_read_logits, _ = model.read_rows(rows[:, :5], model.repeat_rows(state, 3))
+        torch.testing.assert_close(read_logits, whole_read_logits, rtol=0, atol=1e-5)
+        with pytest.raises(ValueError, match="shared slots"):
+            model.stack_rows([narrow, state.narrowed(6)])
+        attending = model_with(BOTH)  # attention reads whole rings: they are made before the first step
+        _, state = attending.read(ids(read))
+        shared_logits, after = attending.step(rows[:, 0], attending.repeat_rows(state.narrowed(6), 3))
+        whole_logits, _ = attending.step(rows[:, 0], attending.repeat_rows(state, 3))
+    torch.testing.assert_close(shared_logits, whole_logits, rtol=0, atol=1e-5)
+    assert after.shared is None
 
 
 def test_a_cut_ring_grows_back_before_a_read_would_pass_its_end():
