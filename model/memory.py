@@ -91,19 +91,20 @@ class State:
     def narrowed(self, pieces: int) -> State:
         """The same state for rows that will read about `pieces` more pieces each, side by side: the memory's
         work and copies are per slot and per row, so each row's ring holds only the slots those pieces will fill.
-        Where no ring will have wrapped by then (a short text), the ring is cut to the slots in use; otherwise,
-        for one sequence, the slots the text has filled are kept once for every row (`SharedSlots`) and the
-        ring holds its last position and what comes next. A read that would go past such a ring's end makes the
-        whole ring first (`with_room`, in LanguageModel.features)."""
+        For one sequence whose text has filled more slots than the rows will, those slots are kept once for
+        every row (`SharedSlots`), and each row's ring holds the text's last position and what comes next.
+        Otherwise, where no ring will have wrapped by then, the ring is cut to the slots in use (the same bits
+        as the whole ring; the shared slots give its figures to rounding). A read that would go past such a
+        ring's end makes the whole ring first (`with_room`, in LanguageModel.features)."""
         if self.memory is None or self.shared is not None:
             return self
         window = self.memory.shape[1]
         used = int(self.length.max()) + pieces
-        if used < window:
-            return State(self.rnn, self.memory[:, :used], self.next_pieces[:, :used], self.length)
         length = int(self.length[0])
-        if self.count != 1 or length < 2:
-            return self
+        if self.count != 1 or length - 1 <= pieces + 1:
+            if used >= window:
+                return self
+            return State(self.rnn, self.memory[:, :used], self.next_pieces[:, :used], self.length)
         positions = slot_positions(self.length, window)[0]
         kept = ((positions >= 0) & (positions < length - 1)).nonzero()[:, 0]
         kept = kept[positions[kept].argsort()]  # oldest first (any order reads alike)
