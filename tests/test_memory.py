@@ -171,9 +171,9 @@ def test_a_ring_cut_to_the_slots_a_read_will_use_reads_as_the_whole_ring():
 
 @pytest.mark.parametrize("read", [100, 60, 20])  # a ring that has wrapped, one that will, one that will not
 def test_rows_that_continue_a_long_text_share_its_slots_and_read_as_with_whole_rings(read):
-    """Rows side by side after a text that fills the ring would each copy it whole; `narrowed` keeps the text's
-    slots once for all of them (`SharedSlots`), each row's own ring holding its last position and what it reads
-    next. Step by step and read at once, the rows get the whole rings' figures; a step past the own ring's end
+    """Rows side by side after a text longer than what they will read would each copy its slots; `narrowed` keeps
+    them once for all the rows (`SharedSlots`), each row's own ring holding the text's last position and what
+    the row reads next. Step by step and read at once, the rows get the whole rings' figures; a step past the own ring's end
     makes the whole ring first, the very one the whole rings have; rows of other texts are not stacked with them."""
     model = model_with({"cache": {**CACHE["cache"], "window": 64}})
     rows = torch.stack([ids(10, seed=s) for s in (1, 2, 3)])
