@@ -36,16 +36,17 @@ class SharedSlots:
     """Remembered outputs that every row of a batch holds alike, kept once rather than in each row's ring: the
     text all the rows continue (`State.narrowed`). `memory` (slots, hidden), `next_pieces` (slots,) all known,
     `positions` (slots,) each slot's position; `base`: the first position the rows' own rings hold, at slot
-    `position - base`, and every shared position comes before it."""
+    `position - base`, and every shared position comes before it; `window`: the whole ring's slots."""
 
     memory: Tensor
     next_pieces: Tensor
     positions: Tensor
     base: int
+    window: int
 
     def map(self, fn: Callable[[Tensor], Tensor], floats_only: bool = False) -> SharedSlots:
         keep = (lambda t: t) if floats_only else fn
-        return SharedSlots(fn(self.memory), keep(self.next_pieces), keep(self.positions), self.base)
+        return SharedSlots(fn(self.memory), keep(self.next_pieces), keep(self.positions), self.base, self.window)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class State:
         kept = ((positions >= 0) & (positions < length - 1)).nonzero()[:, 0]
         kept = kept[positions[kept].argsort()]  # oldest first (any order reads alike)
         shared = SharedSlots(self.memory[0, kept].clone(), self.next_pieces[0, kept].clone(), positions[kept],
-                             length - 1)
+                             length - 1, window)
         last = (length - 1) % window
         own = min(pieces + 1, window)
         memory = F.pad(self.memory[:, last:last + 1], (0, 0, 0, own - 1))
@@ -151,8 +152,9 @@ class State:
         if states[0].memory is None:
             return State(rnn)
         shared = states[0].shared
-        if any(s.shared is not shared for s in states):
-            raise ValueError("states with different shared slots cannot be stacked (widen them first)")
+        if any(s.shared is not shared for s in states):  # rows of different texts: each with its whole ring
+            states = [s if s.shared is None else s.widened(s.shared.window) for s in states]
+            shared = None
         return State(rnn, torch.cat([s.memory for s in states]), torch.cat([s.next_pieces for s in states]),
                      torch.cat([s.length for s in states]), shared)
 

@@ -173,8 +173,9 @@ def test_a_ring_cut_to_the_slots_a_read_will_use_reads_as_the_whole_ring():
 def test_rows_that_continue_a_long_text_share_its_slots_and_read_as_with_whole_rings(read):
     """Rows side by side after a text longer than what they will read would each copy its slots; `narrowed` keeps
     them once for all the rows (`SharedSlots`), each row's own ring holding the text's last position and what
-    the row reads next. Step by step and read at once, the rows get the whole rings' figures; a step past the own ring's end
-    makes the whole ring first, the very one the whole rings have; rows of other texts are not stacked with them."""
+    the row reads next. Step by step and read at once, the rows get the whole rings' figures; a step past the
+    own ring's end makes the whole ring first, the very one the whole rings have, as does stacking rows of
+    other texts."""
     model = model_with({"cache": {**CACHE["cache"], "window": 64}})
     rows = torch.stack([ids(10, seed=s) for s in (1, 2, 3)])
     with torch.inference_mode():
@@ -192,8 +193,9 @@ def test_rows_that_continue_a_long_text_share_its_slots_and_read_as_with_whole_r
         read_logits, _ = model.read_rows(rows[:, :5], model.repeat_rows(narrow, 3))
         whole_read_logits, _ = model.read_rows(rows[:, :5], model.repeat_rows(state, 3))
         torch.testing.assert_close(read_logits, whole_read_logits, rtol=0, atol=1e-5)
-        with pytest.raises(ValueError, match="shared slots"):
-            model.stack_rows([narrow, state.narrowed(6)])
+        other = model.read(ids(read, seed=5))[1]
+        stacked = model.stack_rows([narrow, other.narrowed(6)])  # rows of two texts: their whole rings
+        assert stacked.shared is None and torch.equal(stacked.memory, torch.cat([state.memory, other.memory]))
         attending = model_with(BOTH)  # attention reads whole rings: they are made before the first step
         _, state = attending.read(ids(read))
         shared_logits, after = attending.step(rows[:, 0], attending.repeat_rows(state.narrowed(6), 3))
