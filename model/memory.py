@@ -36,17 +36,20 @@ class SharedSlots:
     """Remembered outputs that every row of a batch holds alike, kept once rather than in each row's ring: the
     text all the rows continue (`State.narrowed`). `memory` (slots, hidden), `next_pieces` (slots,) all known,
     `positions` (slots,) each slot's position; `base`: the first position the rows' own rings hold, at slot
-    `position - base`, and every shared position comes before it; `window`: the whole ring's slots."""
+    `position - base`, and every shared position comes before it; `window`: the whole ring's slots; `norms`
+    (slots,) each slot's length, for the match cosines (they never change)."""
 
     memory: Tensor
     next_pieces: Tensor
     positions: Tensor
     base: int
     window: int
+    norms: Tensor
 
     def map(self, fn: Callable[[Tensor], Tensor], floats_only: bool = False) -> SharedSlots:
         keep = (lambda t: t) if floats_only else fn
-        return SharedSlots(fn(self.memory), keep(self.next_pieces), keep(self.positions), self.base, self.window)
+        return SharedSlots(fn(self.memory), keep(self.next_pieces), keep(self.positions), self.base, self.window,
+                           keep(self.norms))
 
 
 @dataclass(frozen=True)
@@ -109,8 +112,9 @@ class State:
         positions = slot_positions(self.length, window)[0]
         kept = ((positions >= 0) & (positions < length - 1)).nonzero()[:, 0]
         kept = kept[positions[kept].argsort()]  # oldest first (any order reads alike)
-        shared = SharedSlots(self.memory[0, kept].clone(), self.next_pieces[0, kept].clone(), positions[kept],
-                             length - 1, window)
+        slots = self.memory[0, kept].clone()
+        shared = SharedSlots(slots, self.next_pieces[0, kept].clone(), positions[kept], length - 1, window,
+                             torch.linalg.vector_norm(slots.detach().float(), dim=1))
         last = (length - 1) % window
         own = min(pieces + 1, window)
         memory = F.pad(self.memory[:, last:last + 1], (0, 0, 0, own - 1))
@@ -392,8 +396,7 @@ def read_ring(outputs: Tensor, pieces: Tensor, state: State, normalise: Callable
         output_norms = torch.linalg.vector_norm(normed.detach().float(), dim=2, keepdim=True)
         slot_norms = _after_each(slot_norms, slots, written_norms)
         if state.shared is not None:
-            shared_norms = torch.linalg.vector_norm(state.shared.memory.detach().float(), dim=1)
-            slot_norms = torch.cat([shared_norms.expand(rows, time, -1), slot_norms], dim=2)
+            slot_norms = torch.cat([state.shared.norms.expand(rows, time, -1), slot_norms], dim=2)
         norms = slot_norms * output_norms
         cosines = (every.detach() / norms.clamp_min(1e-12)).masked_fill(unknown, -1.0)
         closeness = cosines.max(dim=2).values
