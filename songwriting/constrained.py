@@ -9,9 +9,10 @@ For a given set of words that sum is computed directly instead of searched for:
 
 - For every lead `l` (whitespace) and word `w` the path is `spelling(l + w)`, the
   pieces the tokenizer itself writes. All paths form one trie rooted at the
-  prompt's state; the model is stepped over it level by level, every node of a
-  level in one batched call, so the cost is one model row per trie node. A node's
-  children are made only when it is stepped, so a branch left out costs nothing.
+  prompt's state; the model steps its most probable unstepped nodes, whatever
+  their depth, many in one batched call, so the cost is one model row per trie
+  node and a row budget goes where most of the mass is. A node's children are
+  made only when it is stepped, so a branch left out costs nothing.
 - A path's leading whitespace-only pieces are trie nodes like any other: from
   every such node `W` that is the tokenizer's spelling of its whitespace, the
   leads tried are `text(W) + s` for each whitespace `s` a piece may start with,
@@ -26,10 +27,10 @@ For a given set of words that sum is computed directly instead of searched for:
 
 A node below `tolerance` times the set's estimated mass (or below `floor`, or past
 the row budget) is not followed; its probability is added to `unresolved`, an upper
-bound on the mass the listed words may still miss (trie nodes of one level are
-disjoint events, so the bound is their plain sum), and `exact` says whether that
-bound is within 1% of the mass found. With `tolerance=0` the figures are exact to
-rounding.
+bound on the mass the listed words may still miss (no node left out lies under
+another: they are disjoint events, so the bound is their plain sum), and `exact`
+says whether that bound is within 1% of the mass found. With `tolerance=0` the
+figures are exact to rounding.
 
 Capitalised forms are separate units, exactly as `/v1/predict` lists them:
 "Night" is not "night". `surface_forms` gives each dictionary word its lower-case
@@ -41,6 +42,8 @@ are left out.
 from __future__ import annotations
 
 import codecs
+import heapq
+import itertools
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -268,11 +271,11 @@ def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance,
     root = _Node(None, -1, b"", 0, 1.0)
     root.whitespace, root.row = True, (0, 0)
     batches = [state]  # states of stepped nodes: a node's state is row row[1] of batches[row[0]]
+    frontier = _Frontier()
     stepped = [(root, root_probs)]
     rows = 0
     chunk_rows = CHUNK_ROWS if state.memory is None else CHUNK_ROWS_WITH_MEMORY
     while stepped:
-        candidates = []
         paths = 0  # paths sorted since the last step: a level below a large word set takes a while to visit
         for node, node_probs in stepped:
             if node.whitespace:  # the first time a word set is searched, laying out its paths takes a while
@@ -281,11 +284,10 @@ def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance,
             if paths > LAY_OUT_PATHS:
                 paths = 0
                 yield 0
-            candidates.extend(search.visit(node, node_probs))
-        followed = _follow(search, candidates, tolerance, floor, max(0, max_rows - rows))
+            frontier.extend(search.visit(node, node_probs))
+        chunk = frontier.take(search, tolerance, floor, min(chunk_rows, max_rows - rows))
         stepped = []
-        for start in range(0, len(followed), chunk_rows):
-            chunk = followed[start:start + chunk_rows]
+        if chunk:
             state = model.stack_rows([model.select_rows(batches[n.parent.row[0]], slice(n.parent.row[1], n.parent.row[1] + 1))
                                       for n in chunk])
             # The search's batches are its own (the same prompt makes the same rounds), so no blocks: one product.
@@ -298,6 +300,7 @@ def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance,
                 stepped.append((node, chunk_probs[row]))
             rows += len(chunk)
             yield len(chunk)
+    search.unresolved += frontier.mass()  # all that may lie under the nodes not followed
 
     probs = search.probs
     mass = sum(probs.values())
@@ -307,19 +310,37 @@ def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance,
                                  entropy(root_probs), rows)
 
 
-def _follow(search: _TrieSearch, candidates: list[_Node], tolerance: float, floor: float, budget: int) -> list[_Node]:
-    """The nodes to step next (one batched call), most probable first: those above `tolerance` times the
-    set's estimated mass (found so far, plus the nodes of this level that spell a whole word: at most what
-    they can add) and above `floor`, within the row budget. Whatever is left out is added to `unresolved`
-    whole: all the mass that may lie under it."""
-    candidates.sort(key=lambda n: -n.prob)
-    estimate = sum(search.probs.values()) + sum(n.prob for n in candidates if n.word is not None)
-    threshold = max(floor, tolerance * estimate if estimate > 0 else tolerance * FALLBACK_SCALE)
-    keep = min(len(candidates), budget)
-    while keep and candidates[keep - 1].prob <= threshold:
-        keep -= 1
-    search.unresolved += sum(n.prob for n in candidates[keep:])
-    return candidates[:keep]
+class _Frontier:
+    """The nodes made and not yet stepped, most probable first. The search steps the likeliest of them across
+    levels, so a row budget goes to the pieces most of the set's mass lies under, wherever they are in the trie."""
+
+    def __init__(self):
+        self._heap: list[tuple[float, int, _Node]] = []
+        self._order = itertools.count()  # ties keep the order the nodes were made in
+        self._words_in_sight = 0.0  # the mass of the nodes here that spell a whole word: at most what they add
+
+    def extend(self, nodes: Iterable[_Node]) -> None:
+        for node in nodes:
+            heapq.heappush(self._heap, (-node.prob, next(self._order), node))
+            if node.word is not None:
+                self._words_in_sight += node.prob
+
+    def take(self, search: _TrieSearch, tolerance: float, floor: float, budget: int) -> list[_Node]:
+        """Up to `budget` nodes to step next (one batched call), most probable first, each above `floor` and
+        above `tolerance` times the set's estimated mass (found so far, plus the whole words in sight)."""
+        estimate = sum(search.probs.values()) + max(0.0, self._words_in_sight)
+        threshold = max(floor, tolerance * estimate if estimate > 0 else tolerance * FALLBACK_SCALE)
+        taken = []
+        while self._heap and len(taken) < budget and -self._heap[0][0] > threshold:
+            node = heapq.heappop(self._heap)[2]
+            if node.word is not None:
+                self._words_in_sight -= node.prob
+            taken.append(node)
+        return taken
+
+    def mass(self) -> float:
+        """The probability of the nodes left (disjoint events: no node here lies under another)."""
+        return sum(-negative for negative, _, _ in self._heap)
 
 
 class _TrieSearch:

@@ -1,5 +1,7 @@
 """The constrained next-word distribution: exact, and the same P(word) as /v1/predict."""
 
+import re
+
 import pytest
 import torch
 
@@ -134,6 +136,21 @@ def test_tolerance_floor_and_budget_bound_what_is_missing(tokenizer):
         assert rough.constraint_mass <= exact.constraint_mass + 1e-12
         assert exact.constraint_mass <= rough.constraint_mass + rough.unresolved + 1e-12
         assert rough.exact == (rough.unresolved <= 1e-2 * rough.constraint_mass)
+
+
+def test_a_row_budget_goes_to_the_likeliest_pieces_at_any_depth(tokenizer, shakespeare_text, monkeypatch):
+    """Every word of the corpus: the first pieces alone are more than the budget, and a likely word spelled in
+    two pieces (" l" "ight") is likelier than most of them. The search steps its likeliest nodes first,
+    whatever their depth, a few a call, so a budget of a twentieth of the whole search finds the same top words."""
+    monkeypatch.setattr(constrained, "CHUNK_ROWS", 16)
+    model = peaked_model(tokenizer)
+    words = sorted(set(re.findall(r"[a-z]+", shakespeare_text)))
+    exact = constrained_next_words(model, tokenizer, "the", words, tolerance=1e-6, max_rows=100_000)
+    rough = constrained_next_words(model, tokenizer, "the", words, tolerance=1e-6, max_rows=64)
+    assert exact.rows > 20 * rough.rows and rough.rows == 64 and not rough.exact
+    assert [w for w, _ in rough.distribution[:8]] == [w for w, _ in exact.distribution[:8]]
+    assert any(len(tokenizer.encode(" " + w)) > 1 for w, _ in exact.distribution[:8])
+    assert exact.constraint_mass <= rough.constraint_mass + rough.unresolved + 1e-12
 
 
 def test_words_must_be_word_units(tokenizer):
