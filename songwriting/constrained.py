@@ -102,6 +102,41 @@ def surface_forms(words: Iterable[str]) -> list[str]:
     return list(forms)
 
 
+class _Paths:
+    """The paths of the set through one trie node: (pieces from the prompt, the word or None for a mixed
+    start). Grouped by their next piece the first time a search steps the node, and kept with the level they
+    belong to (`_Tables.level`), so later searches make the node's children without going through its paths."""
+
+    __slots__ = ("_groups", "_paths")
+
+    def __init__(self, paths: list[tuple[tuple[int, ...], str | None]]):
+        self._paths = paths
+        self._groups: list[tuple[int, str | None, bool, _Paths | None]] | None = None
+
+    def ungrouped(self) -> int:
+        """How many paths the next `groups` call goes through (0 once grouped)."""
+        return len(self._paths) if self._groups is None else 0
+
+    def groups(self, depth: int) -> list[tuple[int, str | None, bool, _Paths | None]]:
+        """By next piece (the piece at `depth`): the word of the set it ends, whether it ends a word beginning
+        a mixed piece may finish, and the paths that go on through it."""
+        if self._groups is None:
+            by_piece: dict[int, list] = {}  # piece -> [word, mixed, deeper paths]
+            for path, word in self._paths:
+                group = by_piece.setdefault(path[depth], [None, False, []])
+                if len(path) == depth + 1:
+                    if word is None:
+                        group[1] = True
+                    else:
+                        group[0] = word
+                else:
+                    group[2].append((path, word))
+            self._groups = [(piece, word, mixed, _Paths(deeper) if deeper else None)
+                            for piece, (word, mixed, deeper) in by_piece.items()]
+            self._paths = []
+        return self._groups
+
+
 class _Node:
     """A piece sequence after the prompt on the way to some words of the set. Its children are made only when it
     is stepped (`entries` holds the paths through it until then), so improbable branches cost nothing."""
@@ -111,7 +146,7 @@ class _Node:
 
     def __init__(self, parent: _Node | None, piece: int, data: bytes, depth: int, prob: float = 0.0):
         self.parent, self.piece, self.data, self.depth, self.prob = parent, piece, data, depth, prob
-        self.entries: list[tuple[tuple[int, ...], str | None]] = []  # (path from the prompt, word or None)
+        self.entries: _Paths | None = None  # the paths of the set through it
         self.word: str | None = None  # the word of the set its text spells whole (lead + word)
         self.pending: bytes | None = None  # lead + word + the first bytes of a character: `word` may still end
         self.whitespace = False  # a whitespace-only node spelled its own way: leads are tried from it
@@ -154,7 +189,7 @@ class _Tables:
         # Most of a search's own work is laying out every word's path below the whitespace nodes; a request asks
         # about the same set again and again (each partial line, each proposal), so those levels are kept.
         self._word_sets: OrderedDict[tuple[str, ...], tuple[str, ...]] = OrderedDict()
-        self._levels: OrderedDict[tuple, list[tuple[int, str | None, bool, list]]] = OrderedDict()
+        self._levels: OrderedDict[tuple, list[tuple[int, str | None, bool, _Paths | None]]] = OrderedDict()
 
     def word_set(self, words: Iterable[str]) -> tuple[str, ...]:
         """`words` without repeats, each checked to be one word unit (ValueError otherwise)."""
@@ -167,11 +202,11 @@ class _Tables:
             found = _keep(self._word_sets, given, tuple(dict.fromkeys(given)))
         return found
 
-    def level(self, key: tuple, build) -> list[tuple[int, str | None, bool, list]]:
+    def level(self, key: tuple, build) -> list[tuple[int, str | None, bool, _Paths | None]]:
         found = _kept(self._levels, key)
         return found if found is not None else _keep(self._levels, key, build())
 
-    def kept_level(self, key: tuple) -> list[tuple[int, str | None, bool, list]] | None:
+    def kept_level(self, key: tuple) -> list[tuple[int, str | None, bool, _Paths | None]] | None:
         return self._levels.get(key)
 
     def after_pending(self, pending: bytes) -> tuple[Tensor, Tensor]:
@@ -280,7 +315,7 @@ def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance,
         for node, node_probs in stepped:
             if node.whitespace:  # the first time a word set is searched, laying out its paths takes a while
                 yield from search.lay_out(node, node_probs)
-            paths += len(node.entries)
+            paths += node.entries.ungrouped() if node.entries is not None else 0
             if paths > LAY_OUT_PATHS:
                 paths = 0
                 yield 0
@@ -288,8 +323,12 @@ def _constrained(model, tokenizer, prompt, words, top_k, temperature, tolerance,
         chunk = frontier.take(search, tolerance, floor, min(chunk_rows, max_rows - rows))
         stepped = []
         if chunk:
-            state = model.stack_rows([model.select_rows(batches[n.parent.row[0]], slice(n.parent.row[1], n.parent.row[1] + 1))
-                                      for n in chunk])
+            by_batch: dict[int, list[_Node]] = {}  # the parents' rows gathered a batch at a time
+            for node in chunk:
+                by_batch.setdefault(node.parent.row[0], []).append(node)
+            chunk = [node for nodes in by_batch.values() for node in nodes]
+            state = model.stack_rows([model.select_rows(batches[batch], [node.parent.row[1] for node in nodes])
+                                      for batch, nodes in by_batch.items()])
             # The search's batches are its own (the same prompt makes the same rounds), so no blocks: one product.
             logits, state = model.step(model.tokens([n.piece for n in chunk]), state, invariant=False,
                                        in_place=True)  # stacked anew
@@ -328,7 +367,7 @@ class _Frontier:
     def take(self, search: _TrieSearch, tolerance: float, floor: float, budget: int) -> list[_Node]:
         """Up to `budget` nodes to step next (one batched call), most probable first, each above `floor` and
         above `tolerance` times the set's estimated mass (found so far, plus the whole words in sight)."""
-        estimate = sum(search.probs.values()) + max(0.0, self._words_in_sight)
+        estimate = search.found + max(0.0, self._words_in_sight)
         threshold = max(floor, tolerance * estimate if estimate > 0 else tolerance * FALLBACK_SCALE)
         taken = []
         while self._heap and len(taken) < budget and -self._heap[0][0] > threshold:
@@ -348,8 +387,10 @@ class _TrieSearch:
         self.t, self.words, self.floor = t, words, floor
         # A character spread over byte pieces after a word is followed only above this; below, it is bounded.
         self.fragment_floor = max(floor, tolerance * FRAGMENT_SHARE)
+        self.tolerance = tolerance
         self.wanted = set(words)
         self.probs: dict[str, float] = dict.fromkeys(words, 0.0)
+        self.found = 0.0  # sum(probs.values())
         self.unresolved = 0.0
         self.mixed_starts = _mixed_starts(t, words) if t.mixed else []
 
@@ -360,35 +401,42 @@ class _TrieSearch:
             return self._pending(node, node_probs)
         out: list[_Node] = []
         if node.word is not None:  # a new unit starts: the word is whole
-            self.probs[node.word] += node.prob * float(node_probs[v.ends_word | self.t.ends_at_once].sum())
+            self._count(node.word, node.prob * float(node_probs[v.ends_word | self.t.ends_at_once].sum()))
             out.extend(self._open_characters(node, node_probs))
         if self.t.mixed:
             self._settle_mixed(node, node_probs)
-        children: dict[int, _Node] = {}
+        spaces: list[int] = []
+        groups: list[tuple[int, str | None, bool, _Paths | None]] = []
         if node.whitespace:
-            self._add_paths(node, node_probs, children)
-        # The paths through this node, by their next piece.
-        depth = node.depth + 1
-        for path, word in node.entries:
-            piece = path[node.depth]
-            child = children.get(piece)
-            if child is None:
-                child = children[piece] = _Node(node, piece, node.data + v.piece_bytes[piece], depth)
-            if len(path) == depth:
-                if word is None:
-                    child.mixed = True
-                else:
-                    child.word = word
-            else:
-                child.entries.append((path, word))
-        node.entries = []
-        if children:
-            pieces = list(children)
-            for child, p in zip(children.values(), (node_probs[pieces] * node.prob).tolist()):
-                child.prob = p
-                if p > 0:
+            spaces, groups = self._below_whitespace(node, node_probs)
+        elif node.entries is not None:  # the paths through this node, by their next piece
+            groups = node.entries.groups(node.depth)
+            node.entries = None
+        # A child no likelier than this will never be stepped (the threshold only rises with the mass found):
+        # its mass is bounded at once rather than made a node.
+        never = max(self.floor, self.tolerance * self.found)
+        if spaces:
+            for piece, p in zip(spaces, (node_probs[spaces] * node.prob).tolist()):
+                if p > never:
+                    child = _Node(node, piece, node.data + v.piece_bytes[piece], node.depth + 1, p)
+                    child.whitespace = True
                     out.append(child)
+                else:
+                    self.unresolved += p
+        if groups:
+            pieces = [group[0] for group in groups]
+            for (piece, word, mixed, deeper), p in zip(groups, (node_probs[pieces] * node.prob).tolist()):
+                if p > never:
+                    child = _Node(node, piece, node.data + v.piece_bytes[piece], node.depth + 1, p)
+                    child.word, child.mixed, child.entries = word, mixed, deeper
+                    out.append(child)
+                else:
+                    self.unresolved += p
         return out
+
+    def _count(self, word: str, p: float) -> None:
+        self.probs[word] += p
+        self.found += p
 
     # -- the trie -----------------------------------------------------------------------------
 
@@ -412,50 +460,38 @@ class _TrieSearch:
             level = yield from self._level(node, leads)
             self.t.level(key, lambda: level)
 
-    def _add_paths(self, node: _Node, node_probs: Tensor, children: dict[int, _Node]) -> None:
-        """The children of whitespace node `node`: its whitespace children, and the next piece of the path of
-        every word of the set after every lead tried from it."""
+    def _below_whitespace(self, node: _Node, node_probs: Tensor) -> tuple[list[int], list]:
+        """The children of whitespace node `node`: its whitespace pieces spelled their own way, and the level of
+        the set's paths after every lead tried from it (kept: shared with later searches, never changed)."""
         t = self.t
         leads, bounded = self._leads(node, node_probs)
         self.unresolved += bounded
+        spaces = []
         if node.depth < MAX_LEAD_DEPTH:
             prefix = node.path()
             for piece in t.whitespace_ids:
-                data = node.data + t.v.piece_bytes[piece]
-                if t.spelling(data.decode()) == prefix + (piece,):
-                    child = children[piece] = _Node(node, piece, data, node.depth + 1)
-                    child.whitespace = True
+                if t.spelling((node.data + t.v.piece_bytes[piece]).decode()) == prefix + (piece,):
+                    spaces.append(piece)
         else:  # deeper whitespace: bounded by its mass
             self.unresolved += node.prob * float(node_probs[t.whitespace_ids].sum())
-        level = t.level((self.words, node.data, tuple(leads)), lambda: run_to_end(self._level(node, leads)))
-        for piece, word, mixed, deeper in level:  # `deeper` is shared with later searches: read, never changed
-            child = children[piece] = _Node(node, piece, node.data + t.v.piece_bytes[piece], node.depth + 1)
-            child.word, child.mixed, child.entries = word, mixed, deeper
+        return spaces, t.level((self.words, node.data, tuple(leads)), lambda: run_to_end(self._level(node, leads)))
 
-    def _level(self, node: _Node, leads: list[str]) -> Steps[list[tuple[int, str | None, bool, list]]]:
+    def _level(self, node: _Node, leads: list[str]) -> Steps[list[tuple[int, str | None, bool, _Paths | None]]]:
         """Below whitespace node `node`, by next piece: the word of the set that piece ends, whether it ends a
-        word beginning a mixed piece may finish, and the paths that go on through it (path, word)."""
+        word beginning a mixed piece may finish, and the paths that go on through it."""
         t = self.t
         prefix, base, depth = node.path(), node.data.decode(), node.depth
-        paths = [(base + lead + word, word) for lead in leads for word in self.words]
-        paths += [(base + lead + start, None) for lead in leads for start in self.mixed_starts]
-        by_piece: dict[int, list] = {}  # piece -> [word, mixed, deeper]
-        for number, (text, word) in enumerate(paths, 1):
+        texts = [(base + lead + word, word) for lead in leads for word in self.words]
+        texts += [(base + lead + start, None) for lead in leads for start in self.mixed_starts]
+        paths = []
+        for number, (text, word) in enumerate(texts, 1):
             if number % LAY_OUT_PATHS == 0:
                 yield 0
             path = t.spelling(text)
             # a path whose whitespace is spelled through another whitespace node is that node's
-            if len(path) <= depth or path[depth] in t.whitespace_set or path[:depth] != prefix:
-                continue
-            group = by_piece.setdefault(path[depth], [None, False, []])
-            if len(path) == depth + 1:
-                if word is None:
-                    group[1] = True
-                else:
-                    group[0] = word
-            else:
-                group[2].append((path, word))
-        return [(piece, word, mixed, deeper) for piece, (word, mixed, deeper) in by_piece.items()]
+            if len(path) > depth and path[depth] not in t.whitespace_set and path[:depth] == prefix:
+                paths.append((path, word))
+        return _Paths(paths).groups(depth)
 
     # -- a character over several byte pieces ---------------------------------------------------
 
@@ -476,7 +512,7 @@ class _TrieSearch:
         t = self.t
         ends, opens = t.after_pending(node.pending)
         children = node_probs * node.prob
-        self.probs[node.word] += float(children[ends].sum())
+        self._count(node.word, float(children[ends].sum()))
         follow = opens & (children > self.fragment_floor)
         self.unresolved += float(children[opens & ~follow].sum())
         out = []
@@ -502,7 +538,7 @@ class _TrieSearch:
             if unit in self.wanted:
                 path = path if path is not None else node.path()
                 if t.v.spells(data, path + (piece,)):
-                    self.probs[unit] += node.prob * p
+                    self._count(unit, node.prob * p)
 
 
 def _mixed_starts(t: _Tables, words: list[str]) -> list[str]:

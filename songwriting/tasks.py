@@ -99,10 +99,15 @@ def _with_syllables(lex_id: int, count: int) -> frozenset[str]:
     return frozenset(w for w, mask in lex.masks.items() if mask & bit)
 
 
-def qualifying_words(rhymes_with: str | None, rhyme: str, syllables: int | None) -> list[str]:
+def qualifying_words(rhymes_with: str | None, rhyme: str, syllables: int | None) -> tuple[str, ...]:
     """The surface forms of every dictionary word that rhymes with `rhymes_with` (`rhyme` kind) and has a
     pronunciation of `syllables` syllables (each constraint optional). Raises ConstraintError naming the
     constraint when no word meets them."""
+    return _qualifying_words(id(lexicon()), rhymes_with, rhyme, syllables)
+
+
+@lru_cache(maxsize=64)  # the page asks for the same few sets at every keystroke; a large one takes ~50 ms
+def _qualifying_words(lex_id: int, rhymes_with: str | None, rhyme: str, syllables: int | None) -> tuple[str, ...]:
     lex = lexicon()
     words: frozenset[str] | None = None
     if rhymes_with is not None:
@@ -121,7 +126,7 @@ def qualifying_words(rhymes_with: str | None, rhyme: str, syllables: int | None)
             words = fitting
         if not words:
             raise ConstraintError("syllables", f"no word in the dictionary has {syllables} syllables")
-    return surface_forms(sorted(words or ()))
+    return tuple(surface_forms(sorted(words or ())))
 
 
 def _listed(counts: list[int]) -> str:
