@@ -25,8 +25,9 @@ or an empty span to insert at). Two passes, and at a line's end the stanza's rhy
    (in log probability) in both rankings and in `prob`: the model reads pieces, not sounds, and keeps a
    rhyme far more weakly than songs do (docs/songwriting.md gives the fit).
 
-Words are joined with one space; a space is added before a candidate that follows a word character and
-after one that a word character follows, so that no candidate fuses with its neighbours. Case variants of a
+Words are joined with one space; a space is added before a candidate that follows a word character or a mark
+that closes (`Saturday,` then *Sunday*: a gap taken out after a comma) and after one that a word character or a
+mark that opens follows, so that no candidate fuses with its neighbours. Case variants of a
 word ("cold", "Cold") are one candidate: the one the model finds likelier in place. A text that writes its
 apostrophes ’ gets its candidates so ("won’t"), each read in place as it is shown (a model whose vocabulary
 lacks ’ reads it as ': docs/tokenizer.md).
@@ -75,6 +76,8 @@ BACKWARD_LEFT_CHARS = 200  # ... at most this much of them (a line may be a whol
 ENCODE_STEP_CHARS = 100_000  # characters of versions encoded between two steps (model.steps)
 PROPOSAL_TOLERANCE = 1e-3  # a proposal search follows pieces down to this share of the words' mass (constrained.py)
 _WORD = re.compile(r"(?:[^\W_]|['\u2019])+")
+_CLOSING_MARKS = frozenset(",.;:!?)]}”…")  # a word after one stands a space apart
+_OPENING_MARKS = frozenset("([{“")  # ... and before one
 _STANZA_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
 
 
@@ -293,12 +296,15 @@ def _read_before(model, ids: list[int], prompts: PromptCache) -> Steps[tuple[flo
 
 
 def _neighbours(text: str, start: int, end: int) -> tuple[str | None, str | None]:
-    """The words just before and just after the part, lower-case (None at a line's edge)."""
+    """The words just before and just after the part with only spaces between, lower-case (None at a line's
+    edge, or where a mark stands between: "Sunday, Sunday" repeats a word on purpose, as songs do)."""
     line_start = text.rfind("\n", 0, start) + 1
     line_end = text.find("\n", end)
-    before = _WORD.findall(text[line_start:start])
-    after = _WORD.findall(text[end:len(text) if line_end < 0 else line_end])
-    return (_plain(before[-1].lower()) if before else None), (_plain(after[0].lower()) if after else None)
+    before = list(_WORD.finditer(text, line_start, start))
+    after = list(_WORD.finditer(text, end, len(text) if line_end < 0 else line_end))[:1]
+    before = [m for m in before[-1:] if not text[m.end():start].strip()]
+    after = [m for m in after if not text[end:m.start()].strip()]
+    return (_plain(before[0].group().lower()) if before else None), (_plain(after[0].group().lower()) if after else None)
 
 
 def _doubles(words: str, neighbours: tuple[str | None, str | None]) -> bool:
@@ -411,7 +417,7 @@ def _last_cut(text: str, lowest: int, highest: int) -> int:
 def _cut_at_insert(text: str, start: int, end: int) -> bool:
     """Whether an insert's place is such a place in every version: after a word character each candidate begins
     with the space `_in_place` puts before it, and the text as it is goes on with a space there or ends."""
-    return start == end and start > 0 and is_word_char(text[start - 1]) and text[end:end + 1] in ("", " ")
+    return start == end and _space_before(text[:start]) and text[end:end + 1] in ("", " ")
 
 
 def _first_cut(text: str, lowest: int, highest: int) -> int:
@@ -426,9 +432,13 @@ def _in_place(left: str, words: str, right: str) -> str:
     """`words` as they stand between `left` and `right`: a space where a word character would touch it."""
     if not words:
         return ""
-    before = " " if left and is_word_char(left[-1]) else ""
-    after = " " if right and is_word_char(right[0]) else ""
-    return before + words + after
+    after = " " if right and (is_word_char(right[0]) or right[0] in _OPENING_MARKS) else ""
+    return (" " if _space_before(left) else "") + words + after
+
+
+def _space_before(left: str) -> bool:
+    """Whether a word put after `left` needs a space: after a word character or a mark that closes."""
+    return bool(left) and (is_word_char(left[-1]) or left[-1] in _CLOSING_MARKS)
 
 
 def _encoded(tokenizer: Tokenizer, texts: list[str]) -> Steps[list[list[int]]]:

@@ -34,11 +34,12 @@ def alternatives(client, **body) -> dict:
 
 
 def in_place(text: str, start: int, end: int, words: str) -> str:
-    """The text with `words` for text[start:end], a space where a word would touch a neighbour (docs/api.md)."""
+    """The text with `words` for text[start:end], a space where they would touch a word or follow a mark that
+    closes or precede one that opens (docs/api.md)."""
     left, right = text[:start], text[end:]
-    if words and left and (left[-1].isalnum() or left[-1] == "'"):
+    if words and left and (left[-1].isalnum() or left[-1] in "'\u2019,.;:!?)]}\u201d\u2026"):
         words = " " + words
-    if words and right and (right[0].isalnum() or right[0] == "'"):
+    if words and right and (right[0].isalnum() or right[0] in "'\u2019([{\u201c"):
         words += " "
     return left + words + right
 
@@ -185,6 +186,23 @@ def test_an_empty_part_inserts_and_a_phrase_is_replaced(client):
     phrase = (STANZA.index("across the moor"), STANZA.index("across the moor") + len("across the moor"))
     body = alternatives(client, text=STANZA, start=phrase[0], end=phrase[1], n=5)
     assert all(1 <= len(WORD.findall(a["text"])) <= 3 for a in body["alternatives"])  # max_words: the part's 3
+
+
+@pytest.mark.parametrize("before, after, typed", [
+    ("Saturday,", ", Monday,\nTuesday", "Saturday, {} , Monday,\nTuesday"),
+    ("(the moor)", "and the sea", "(the moor) {} and the sea"),
+    ("my love", "“true”", "my love {} “true”"),
+])
+def test_an_insert_beside_a_mark_stands_a_space_apart_as_it_would_be_typed(client, before, after, typed):
+    """A word taken out after a comma ("Saturday, Sunday, Monday" less "Sunday" and the space before it) is put
+    back after a space, as a songwriter would type it, not glued to the mark; and so read and scored."""
+    text = before + after
+    body = alternatives(client, text=text, start=len(before), end=len(before), n=4, syllables=1)
+    assert body["alternatives"]
+    for candidate in body["alternatives"][:2]:
+        placed = typed.format(candidate["text"]).replace(" , ", ", ")
+        assert in_place(text, len(before), len(before), candidate["text"]) == placed
+        assert candidate["logprob"] == pytest.approx(score_logprob(client, placed), abs=1e-3)
 
 
 def test_only_the_stanza_of_the_part_is_read_after_it(client):
@@ -376,3 +394,21 @@ def test_the_songs_model_finds_the_words_of_a_known_song():
     assert "thine" not in [a["text"].lower() for a in first["alternatives"]]
     assert last["original"]["rhymes_with"] == "mine" and last["original"]["rank"] <= 10, last
     assert last["alternatives"][0]["rhymes_with"] == "mine" and rhymes(last["alternatives"][0]["text"], "mine")
+
+
+@pytest.mark.skipif(not (ROOT / "checkpoints" / "songs-lstm").exists(), reason="the shipped songs model is absent")
+def test_the_songs_model_puts_back_a_word_taken_out_after_a_comma_a_repeated_one_too():
+    """A word taken out with the space before it, after a comma: "Sunday" goes back as "Saturday, Sunday", not
+    glued to the comma; and a word a song repeats across a mark ("Hot, hot!", "Row, row") is a candidate, unlike
+    an echo with only a space between ("with thine thine", the test above)."""
+    cases = [("How many days has my baby to play?\nSaturday, Sunday, Monday,\nTuesday, Wednesday, Thursday, "
+              "Friday,\nSaturday,, Monday.\n", "Saturday,", 2, "sunday"),
+             ("Hot cross buns!\nHot cross buns!\nOne a penny, two a penny,\nHot cross buns!\n\nHot,, hot!\n",
+              "\nHot,", 1, "hot"),
+             ("Row, row, row your boat,\nGently down the stream.\nMerrily, merrily, merrily, merrily,\n"
+              "Life is but a dream.\n\nRow,, row your boat,\n", "\nRow,", 1, "row")]
+    with TestClient(create_app(Settings(models=(str(ROOT / "checkpoints" / "songs-lstm"),)))) as songs:
+        for text, mark, syllables, word in cases:
+            at = text.rindex(mark) + len(mark)
+            shown = alternatives(songs, text=text, start=at, end=at, n=10, syllables=syllables)["alternatives"]
+            assert word in [a["text"].lower() for a in shown[:3]], (word, shown)

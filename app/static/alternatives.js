@@ -10,6 +10,9 @@ import { WORD, candidateItem, formatPercent, numberField, plural, sentence, show
 const CANDIDATES = 8;
 const NEIGHBOURS = 8;
 const isWordChar = (char) => char !== undefined && /[\p{L}\p{N}'\u2019]/u.test(char);
+// A word stands a space apart from these (songwriting/alternatives.py reads the candidates so).
+const closesBefore = (char) => isWordChar(char) || (char !== undefined && ",.;:!?)]}\u201d\u2026".includes(char));
+const opensAfter = (char) => isWordChar(char) || (char !== undefined && "([{\u201c".includes(char));
 
 // The selection as a part the API accepts: within one line, widened to whole words; null when there is none.
 export function selectedPart() {
@@ -138,14 +141,14 @@ function drawNeighbours(answer) {
   }));
 }
 
-// The candidate in the part's place, a space where a word would touch it (as the server read it).
+// The candidate in the part's place, a space where it would touch a word or a mark (as the server read it).
 function replacePart(selected, words) {
   const text = ui.lyrics.value;
   if (text !== selected.text) return; // the lyrics changed meanwhile: this list is stale
   const left = text.slice(0, selected.start);
   const right = text.slice(selected.end);
-  const before = words && isWordChar(left[left.length - 1]) ? " " : "";
-  const after = words && isWordChar(right[0]) ? " " : "";
+  const before = words && closesBefore(left[left.length - 1]) ? " " : "";
+  const after = words && opensAfter(right[0]) ? " " : "";
   ui.lyrics.value = left + before + words + after + right;
   const start = selected.start + before.length;
   ui.lyrics.focus();
