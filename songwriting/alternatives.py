@@ -208,8 +208,9 @@ def alternative_steps(
     prefix_logprob, *after = yield from _read_before(model, tokenizer.encode(text[:head], add_bos=True), prompts)
     proposals, rows = yield from _propose(model, tokenizer, rule, left, max_words, prompts)
     doubled = _neighbours(text, start, end)
-    versions = [original] + [in_style(words) for words, _ in proposals if _plain(words) != _plain(original)
-                             and not _doubles(words, doubled)][:POOL]
+    versions = [original] + _first_words([in_style(words) for words, _ in proposals
+                                          if _plain(words).lower() != _plain(original).lower()
+                                          and not _doubles(words, doubled)], POOL)
     versions += [words for words in _song_words(text, start, end, rule, versions) if not _doubles(words, doubled)]
     line_ends = _other_line_ends(text, start, end) if rhymes_with is None else []
     versions += [in_style(word) for word in _rhyming_words(line_ends, rule, versions) if not _doubles(word, doubled)]
@@ -233,7 +234,12 @@ def alternative_steps(
     near_logprobs = yield from _read_versions(model, [body[shared:] for body in near_bodies], after)
     near_weights = [Alternative(words, value, rhymes_with=rhyme).weight
                     for words, value, rhyme in zip(versions, near_logprobs, rhyme_of)]
-    kept = [0] + sorted(range(1, len(versions)), key=lambda i: -near_weights[i])[:RANKED]
+    likelier_case: dict[str, int] = {}  # case variants ("o", "O") are one candidate: the likelier in place
+    for i in range(1, len(versions)):
+        key = versions[i].lower()
+        if key not in likelier_case or near_weights[i] > near_weights[likelier_case[key]]:
+            likelier_case[key] = i
+    kept = [0] + sorted(likelier_case.values(), key=lambda i: -near_weights[i])[:RANKED]
     versions = [versions[i] for i in kept]
     logprobs = yield from _read_versions(model, [right_bodies[i][shared:] for i in kept], after)
     backs: list[float | None] = [None] * len(versions)
@@ -403,6 +409,19 @@ def _read_backward(model, tokenizer, line_left: str, left: str, versions: list[s
     for i, value in zip(read, found):
         values[i] = shared_logprob + value
     return values
+
+
+def _first_words(proposed: list[str], count: int) -> list[str]:
+    """The proposals of the first `count` different words, with their case variants."""
+    keys: set[str] = set()
+    first = []
+    for words in proposed:
+        key = words.lower()
+        if key not in keys and len(keys) == count:
+            continue
+        keys.add(key)
+        first.append(words)
+    return first
 
 
 def _last_cut(text: str, lowest: int, highest: int) -> int:
@@ -581,7 +600,7 @@ def _propose(model, tokenizer, rule: _PhraseRule, left: str, max_words: int,
     base = left.rstrip(" \t")
     joiner = " " if base and not base.endswith("\n") else ""
     partials = [_Partial("", "", 1, 0.0)]
-    complete: dict[str, tuple[str, float]] = {}  # lower-case text -> (text, logprob), the likelier case kept
+    complete: dict[str, tuple[str, float]] = {}  # text -> (text, logprob); case variants are kept apart
     rows = 0
     for depth in range(1, max_words + 1):
         grown = []
@@ -595,21 +614,23 @@ def _propose(model, tokenizer, rule: _PhraseRule, left: str, max_words: int,
                                                       max_rows=PROPOSAL_ROWS if depth == 1 else NEXT_WORD_ROWS,
                                                       prompts=prompts)
             rows += prediction.rows
-            best: dict[str, tuple[str, float]] = {}
-            for word, prob in prediction.probs.items():
-                low = word.lower()
-                if prob > 0 and (low not in best or prob > best[low][1]):
-                    best[low] = (word, prob)
-            ranked = sorted(best.values(), key=lambda item: -item[1])
-            for word, prob in ranked[: max(NEXT_WORDS, POOL if depth == 1 else 0)]:
+            cases: dict[str, list[tuple[str, float]]] = {}  # lower-case word -> its case variants, likeliest first
+            for word, prob in sorted(prediction.probs.items(), key=lambda item: -item[1]):
+                if prob > 0:
+                    cases.setdefault(word.lower(), []).append((word, prob))
+            ranked = sorted(cases.values(), key=lambda variants: -variants[0][1])
+            for (word, prob), *others in ranked[: max(NEXT_WORDS, POOL if depth == 1 else 0)]:
                 low = word.lower()
                 totals = rule.add(partial.totals, low)
                 text = f"{partial.words} {word}" if partial.words else word
                 logprob = partial.logprob + math.log(prob)
                 if rule.complete(totals, low):
-                    key = text.lower()
-                    if key not in complete or logprob > complete[key][1]:
-                        complete[key] = (text, logprob)
+                    # the right side may want the other case ("o" after "--", but "O God"): read both in place
+                    for variant, variant_prob in [(word, prob), *others]:
+                        variant_text = f"{partial.words} {variant}" if partial.words else variant
+                        variant_logprob = partial.logprob + math.log(variant_prob)
+                        if variant_text not in complete or variant_logprob > complete[variant_text][1]:
+                            complete[variant_text] = (variant_text, variant_logprob)
                 if depth < max_words and rule.can_grow(totals):
                     grown.append(_Partial(text, low, totals, logprob))
         partials = sorted(grown, key=lambda p: -p.logprob)[:BEAM]
