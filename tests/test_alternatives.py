@@ -412,3 +412,14 @@ def test_the_songs_model_puts_back_a_word_taken_out_after_a_comma_a_repeated_one
             at = text.rindex(mark) + len(mark)
             shown = alternatives(songs, text=text, start=at, end=at, n=10, syllables=syllables)["alternatives"]
             assert word in [a["text"].lower() for a in shown[:3]], (word, shown)
+
+
+@pytest.mark.skipif(not (ROOT / "checkpoints" / "songs-lstm").exists(), reason="the shipped songs model is absent")
+def test_the_songs_model_spells_a_candidate_as_the_right_side_wants_it():
+    """After "together,--" the left side alone prefers the word "o" (as in "o' the"); with "God, what a sight!"
+    after it the candidate is "O", read in place in both cases and the likelier kept."""
+    text = ("Yellow and black men, red, brown, and white.\nAll chained together,--God, what a sight!\n")
+    at = text.index("--") + 2
+    with TestClient(create_app(Settings(models=(str(ROOT / "checkpoints" / "songs-lstm"),)))) as songs:
+        shown = [a["text"] for a in alternatives(songs, text=text, start=at, end=at, n=10, syllables=1)["alternatives"]]
+    assert "O" in shown and "o" not in shown, shown
