@@ -434,8 +434,9 @@ def _last_cut(text: str, lowest: int, highest: int) -> int:
 
 
 def _cut_at_insert(text: str, start: int, end: int) -> bool:
-    """Whether an insert's place is such a place in every version: after a word character each candidate begins
-    with the space `_in_place` puts before it, and the text as it is goes on with a space there or ends."""
+    """Whether an insert's place is such a place in every version: after a word character or a mark that closes,
+    each candidate begins with the space `_in_place` puts before it, and the text as it is goes on with a space
+    there or ends."""
     return start == end and _space_before(text[:start]) and text[end:end + 1] in ("", " ")
 
 
@@ -448,7 +449,8 @@ def _first_cut(text: str, lowest: int, highest: int) -> int:
 
 
 def _in_place(left: str, words: str, right: str) -> str:
-    """`words` as they stand between `left` and `right`: a space where a word character would touch it."""
+    """`words` as they stand between `left` and `right`: a space where they would touch a word character,
+    follow a mark that closes or precede one that opens."""
     if not words:
         return ""
     after = " " if right and (is_word_char(right[0]) or right[0] in _OPENING_MARKS) else ""
