@@ -1,5 +1,6 @@
 """A sentencepiece tokenizer that round-trips any Unicode string exactly, but the typographic quotes, dashes and
-ellipsis its vocabulary lacks, which it reads as ASCII.
+ellipsis its vocabulary lacks, which it reads as ASCII, and line breaks, which it reads as LF (a CRLF or a lone CR,
+as typed on Windows or an old Mac, is read as the LF of every training text).
 
 Why each setting is what it is: docs/tokenizer.md.
 """
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import sentencepiece as spm
+
+from .units import lf_line_breaks
 
 SPACE_MARK = "\u2581"  # sentencepiece's stand-in for a space
 LITERAL_SPACE_MARK = "<literal-u2581>"  # control piece for a U+2581 in the text itself
@@ -58,7 +61,8 @@ class TokenText(NamedTuple):
 
 
 class Tokenizer:
-    """Text <-> piece ids. `decode(encode(text)) == text` for every string."""
+    """Text <-> piece ids. `decode(encode(text)) == text` for every string but those with a CR or a character of
+    `folds` (module docstring); `token_texts` gives even those back as typed."""
 
     def __init__(self, model_proto: bytes):
         self.model_proto = model_proto
@@ -97,6 +101,7 @@ class Tokenizer:
         if not text:
             raise ValueError("cannot train a tokenizer on an empty text")
         check_unicode(text)
+        text = lf_line_breaks(text)
         writer = _BytesSink()
         spm.SentencePieceTrainer.train(
             sentence_iterator=_training_chunks(text),
@@ -120,7 +125,8 @@ class Tokenizer:
 
     def encode(self, text: str, *, add_bos: bool = False) -> list[int]:
         """Piece ids of `text`; `add_bos` marks it as the start of a text. A typographic quote, dash or ellipsis
-        the vocabulary lacks is read as the ASCII it stands for (`folds`)."""
+        the vocabulary lacks is read as the ASCII it stands for (`folds`), a CRLF or lone CR as LF."""
+        text = lf_line_breaks(text)
         if not text.isascii():
             check_unicode(text)
             if self.folds:
@@ -164,18 +170,22 @@ class Tokenizer:
         """Each piece of a text as a token: joined, the texts are `decode(ids)`. Given the `text` that `ids` encode,
         each token shows that text's own characters instead (a folded character as it was typed, on the piece
         that ends its reading, as a character spelt in bytes is: an ellipsis read as three full stops shows "",
-        "", "…"): joined, the texts are `text` and their bytes its UTF-8."""
+        "", "…"; a CRLF, on the piece of its LF): joined, the texts are `text` and their bytes its UTF-8."""
         decoder = self.incremental_decoder()
         tokens = [decoder.token(i) for i in ids]
         if tokens and (rest := decoder.flush()):  # an unfinished last character: U+FFFD, as `decode` has it
             tokens[-1] = tokens[-1]._replace(text=tokens[-1].text + rest)
-        if text is not None and self.folds and not text.isascii():
-            # where each character of the text begins in the text as read
-            places = list(itertools.accumulate((len(self.folds.get(c, c)) for c in text), initial=0))
+        if text is not None and ("\r" in text or self.folds and not text.isascii()):
+            # where each character of the text begins in the text as read (the CR of a CRLF is read as nothing)
+            places = list(itertools.accumulate(
+                (0 if c == "\r" and text[i + 1:i + 2] == "\n" else len(self.folds.get(c, c))
+                 for i, c in enumerate(text)), initial=0))
             read = begin = 0
             for index, token in enumerate(tokens):
                 read += len(token.text)
                 end = bisect.bisect_right(places, read) - 1  # the characters read in full by this piece
+                while end > begin and places[end] == places[end - 1]:  # a CR goes with the LF it comes before
+                    end -= 1
                 own = text[begin:end]
                 if own != token.text:
                     tokens[index] = TokenText(own, own.encode())

@@ -42,6 +42,12 @@ def classify(data: bytes, final: bool = False) -> tuple[str | None, str]:
     return None, text[start:end]
 
 
+def lf_line_breaks(text: str) -> str:
+    """`text` with each CRLF and each lone CR as LF: every text is read with the line breaks the models were
+    trained on, whatever system typed it (docs/tokenizer.md, "Line breaks")."""
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
 def is_word_char(char: str) -> bool:
     return char.isalnum() or char in APOSTROPHES
 

@@ -205,6 +205,16 @@ def test_an_insert_beside_a_mark_stands_a_space_apart_as_it_would_be_typed(clien
         assert candidate["logprob"] == pytest.approx(score_logprob(client, placed), abs=1e-3)
 
 
+def test_a_text_typed_on_windows_is_read_as_its_lf_copy_at_its_own_offsets(client):
+    typed = STANZA.replace("\n", "\r\n")
+    cold = typed.index("cold")
+    assert alternatives(client, text=typed, start=cold, end=cold + 4, n=5) == alternatives(
+        client, text=STANZA, start=COLD[0], end=COLD[1], n=5)
+    line_end = typed.index("\r\n")  # an insert at the end of the first line
+    assert alternatives(client, text=typed, start=line_end, end=line_end, n=5, syllables=1) == alternatives(
+        client, text=STANZA, start=STANZA.index("\n"), end=STANZA.index("\n"), n=5, syllables=1)
+
+
 def test_only_the_stanza_of_the_part_is_read_after_it(client):
     """The lines after a stanza break change nothing (the text past the part's stanza is not scored)."""
     one = alternatives(client, text=STANZA, start=COLD[0], end=COLD[1], n=5)

@@ -153,6 +153,21 @@ def test_a_typographic_apostrophe_is_read_as_the_ascii_one_and_shown_as_typed(cl
     assert "".join(echo["choices"][0]["logprobs"]["tokens"]) == typed
 
 
+@pytest.mark.parametrize("line_break", ["\r\n", "\r"])
+def test_a_text_typed_on_windows_or_an_old_mac_is_read_as_its_lf_copy_and_shown_as_typed(client, line_break):
+    lf = "ROMEO:\nBut soft, what light\n\nJULIET:\nAy me"
+    typed = lf.replace("\n", line_break)
+    for path, extra in (("/v1/predict", {"top_k": 5}), ("/v1/generate", {"max_new_tokens": 6, "seed": 3}),
+                        ("/v1/lines", {"n": 2, "seed": 3})):
+        answers = [client.post(path, json={"prompt": text, **extra}).json() for text in (typed, lf)]
+        assert {**answers[0], "id": None} == {**answers[1], "id": None}  # a generation's id is its own
+    scored, lf_scored = (client.post("/v1/score", json={"text": text}).json() for text in (typed, lf))
+    assert scored["nll"] == lf_scored["nll"] and scored["tokens"] == lf_scored["tokens"]
+    assert "".join(t["text"] for t in scored["token_logprobs"]) == typed
+    echo = client.post("/v1/completions", json={"prompt": typed, "max_tokens": 0, "echo": True}).json()
+    assert echo["choices"][0]["text"] == typed
+
+
 def test_generated_tokens_and_their_alternatives_carry_bytes(client, tokenizer):
     request = {"prompt": "你", "max_new_tokens": 60, "logprobs": 5, "temperature": 3, "seed": 5}
     body = client.post("/v1/generate", json=request).json()

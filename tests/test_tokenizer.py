@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from lyricist.model import Tokenizer
 from lyricist.model.tokenizer import MIN_VOCAB_SIZE
 
-TRICKY = ["\n", "\r", "\t", " ", "  ", "\u2581", "\x00", "\ufeff", "\u200b", "\u00a0", "\u3000", "\U0010ffff",
+TRICKY = ["\n", "\r", "\r\n", "\t", " ", "  ", "\u2581", "\x00", "\ufeff", "\u200b", "\u00a0", "\u3000", "\U0010ffff",
           "\ufffd", "\uffff", "😀", "👩‍👩‍👧", "漢", "e\u0301", "<0x41>", "<s>", "</s>", "<unk>", "<literal-u2581>",
           "\u2019", "\u201c", "\u02bc", "\u2013", "\u2014", "\u2212", "\u2026"]
 # Every Unicode scalar value (codec="utf-8" leaves out only lone surrogates, which are not characters).
@@ -18,9 +18,9 @@ hypothesis_settings = settings(max_examples=300, deadline=None, suppress_health_
 def as_read(text: str) -> str:
     """The text as the test tokenizer reads it: its corpus (tiny shakespeare, ASCII) has the apostrophe, the
     hyphen and the full stop and no double quote, so the typographic apostrophes, dashes and ellipsis are read as
-    those and the double quotes stay bytes."""
+    those and the double quotes stay bytes; and every line break as LF, whatever system typed it."""
     return re.sub("[\u2010-\u2015\u2212]", "-", re.sub("[\u2018\u2019\u201b\u02bc]", "'", text)).replace(
-        "\u2026", "...")
+        "\u2026", "...").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def test_the_typographic_quotes_a_vocabulary_lacks_are_read_as_ascii(tokenizer):
@@ -93,10 +93,21 @@ def test_whole_corpus_round_trips(tokenizer, shakespeare_text):
 
 
 def test_spaces_and_newlines_are_kept_exactly(tokenizer):
-    text = "  ROMEO:\n\n\tBut soft!   what light\r\n through yonder window breaks?  "
+    text = "  ROMEO:\n\n\tBut soft!   what light\n through yonder window breaks?  "
     assert tokenizer.decode(tokenizer.encode(text)) == text
     newline = tokenizer.encode("\n")
     assert len(newline) == 1 and tokenizer.pieces[newline[0]] == "\n"
+
+
+def test_windows_and_old_mac_line_breaks_are_read_as_lf_and_shown_as_typed(tokenizer):
+    lf = "ROMEO:\nBut soft!\n\nwhat light\n"
+    for typed in (lf.replace("\n", "\r\n"), lf.replace("\n", "\r"), "ROMEO:\r\nBut soft!\r\rwhat light\n"):
+        ids = tokenizer.encode(typed)
+        assert ids == tokenizer.encode(lf)
+        tokens = [t.text for t in tokenizer.token_texts(ids, typed)]
+        assert "".join(tokens) == typed
+        assert all(t in ("\n", "\r\n", "\r") for t in tokens if "\r" in t or "\n" in t)  # one token a break
+    assert tokenizer.token_texts(tokenizer.encode("a\r\n"), "a\r\n")[-1].text == "\r\n"  # the CR with its LF
 
 
 def test_multibyte_character_is_emitted_only_when_complete(tokenizer):

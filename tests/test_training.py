@@ -144,6 +144,21 @@ def test_a_checkpoint_is_never_overwritten_by_a_new_run(finished_run, corpus, ca
     assert "has finished" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("line_break", ["\r\n", "\r"])
+def test_a_corpus_saved_with_windows_or_old_mac_line_breaks_trains_as_its_lf_copy(corpus, tmp_path, line_break):
+    typed = tmp_path / "shakespeare-slice.txt"  # the same name: the checkpoint records the corpus's name
+    typed.write_bytes(corpus.read_bytes().replace(b"\n", line_break.encode()))
+    assert read_corpus(typed).text == read_corpus(corpus).text
+    runs = {}
+    for name, path in (("lf", corpus), ("typed", typed)):
+        assert lyricist_main(train_args(path, tmp_path / name, "optim.max_steps=3", "run.eval_every_steps=3")) == 0
+        runs[name] = load_checkpoint(tmp_path / name)
+    assert runs["typed"].tokenizer.piece_texts == runs["lf"].tokenizer.piece_texts
+    lf_weights, typed_weights = runs["lf"].model.state_dict(), runs["typed"].model.state_dict()
+    assert all(torch.equal(typed_weights[name], weights) for name, weights in lf_weights.items())
+    assert runs["typed"].training["corpus_sha256"] != runs["lf"].training["corpus_sha256"]  # the file's own
+
+
 @pytest.mark.parametrize("content, message", [
     (b"", "is empty"), (b"   \n\n", "is empty"), (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "looks binary"),
     ("caf\u00e9".encode("latin-1") * 100, "not UTF-8"), (b"to be or not to be\n" * 20, "too small"),

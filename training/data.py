@@ -11,6 +11,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from lyricist.model.units import lf_line_breaks
+
 VALIDATION_FRACTION = 0.1  # the tiny shakespeare benchmark split, applied to every corpus
 
 
@@ -56,7 +58,8 @@ class Corpus:
 
 
 def read_corpus(path: str | Path) -> Corpus:
-    """Any UTF-8 text file; a binary or empty file is refused with the reason."""
+    """Any UTF-8 text file, its line breaks read as LF (a file saved on Windows trains as its LF copy does); a
+    binary or empty file is refused with the reason. `sha256` is the file's own."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -67,7 +70,7 @@ def read_corpus(path: str | Path) -> Corpus:
     if b"\x00" in raw:
         raise CorpusError(f"corpus {path} looks binary (it contains NUL bytes); give a UTF-8 text file")
     try:
-        text = raw.decode("utf-8")
+        text = lf_line_breaks(raw.decode("utf-8"))
     except UnicodeDecodeError as error:
         raise CorpusError(f"corpus {path} is not UTF-8 text (bad byte at offset {error.start})") from None
     name = path.parent.name if path.stem in ("input", "train") else path.stem  # data/NAME/input.txt -> NAME
