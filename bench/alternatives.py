@@ -36,8 +36,10 @@ song before it (the same cases again): the text a songwriter has when revising a
 `--phrase` measures what the page asks when a songwriter selects a phrase: for each case, the word and up to the
 next two words of its line are the part, replaced in place with its own syllable count as `/v1/analyze` reads it
 (the page puts it in the Syllables field) and `max_words` their count; `--any-length` asks with no count. It prints
-the latency and how often the phrase itself ranks among the 10 best of the candidates and itself (`/v1/predict`
-has no phrases to compare with).
+the latency, how often the phrase itself ranks among the 10 best of the candidates and itself (`/v1/predict`
+has no phrases to compare with), and how varied the lists are: the share of alternatives that repeat a word back
+to back, and of those that are the third or later in their list to differ from better ones only in their last
+word ("in the valley spring", "in the valley flowers", "in the valley fine").
 
 `--ceiling` also asks for alternatives to the word in place (the part is the word itself, so the original is
 always read with both sides and ranked) and prints how often the word itself ranks among the 10 best of the
@@ -223,6 +225,7 @@ def measure_phrases(cases, model, tokenizer, lexicon, phonology, vocabulary, pro
     from lyricist.songwriting.lines import ConstraintError
 
     seconds, ranked, lengths, refused = [], 0, {}, 0
+    shown = echoes = third_endings = 0  # candidates returned; with a word back to back; a 3rd+ ending of an opening
     for text, gap, word, syllables, written, word_at in cases:
         line_end = written.find("\n", word_at)
         line_end = len(written) if line_end < 0 else line_end
@@ -240,6 +243,15 @@ def measure_phrases(cases, model, tokenizer, lexicon, phonology, vocabulary, pro
         finally:
             seconds.append(time.perf_counter() - began)
         ranked += result.rank <= 10
+        openings: dict[str, int] = {}
+        for alternative in result.alternatives:
+            found = [w.lower() for w in WORD.findall(alternative.text)]
+            shown += 1
+            echoes += any(a == b for a, b in zip(found, found[1:]))
+            if len(found) > 1:
+                opening = " ".join(found[:-1])
+                openings[opening] = openings.get(opening, 0) + 1
+                third_endings += openings[opening] > 2
     n = len(cases)
     ordered = sorted(seconds)
     asked = "any length" if args.any_length else "its own syllable count"
@@ -247,6 +259,8 @@ def measure_phrases(cases, model, tokenizer, lexicon, phonology, vocabulary, pro
           + ", ".join(f"{k} word{'s' if k > 1 else ''} {v}" for k, v in sorted(lengths.items()))
           + f", in place, {asked}; refused (422): {refused}")
     print(f"the phrase itself among the 10 best of the candidates and itself: {ranked / n:.1%}")
+    print(f"of the {shown} alternatives returned: a word repeated back to back {echoes / shown:.1%}, the third or "
+          f"later to differ from better ones only in its last word {third_endings / shown:.1%}")
     print(f"alternatives latency: p50 {statistics.median(ordered):.2f} s, p90 {ordered[int(0.9 * (n - 1))]:.2f} s "
           f"({args.threads} threads, in process)")
     print("reproduce: python " + " ".join(shlex.quote(a) for a in ["bench/alternatives.py", *sys.argv[1:]]))

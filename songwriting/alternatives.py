@@ -74,6 +74,7 @@ BACKWARD_SHARE = 0.5  # the backward reading's share in a candidate's weight
 BACKWARD_LINES = 1  # lines before the part's that the backward model reads after the candidate
 BACKWARD_LEFT_CHARS = 200  # ... at most this much of them (a line may be a whole pasted paragraph)
 ENCODE_STEP_CHARS = 100_000  # characters of versions encoded between two steps (model.steps)
+SAME_OPENING = 2  # candidates shown that differ only in their last word, while others are left
 PROPOSAL_TOLERANCE = 1e-3  # a proposal search follows pieces down to this share of the words' mass (constrained.py)
 _WORD = re.compile(r"(?:[^\W_]|['\u2019])+")
 _CLOSING_MARKS = frozenset(",.;:!?)]}”…")  # a word after one stands a space apart
@@ -259,7 +260,7 @@ def alternative_steps(
     ranked = sorted(scored, key=lambda a: -a.weight)  # stable: the original first among equals
     rank = ranked.index(first) + 1
     listed = bool(original) and rule.meets(original, max_words)  # what is asked for, and nothing else
-    shown = [a for a in ranked if a is not first or listed][:n]
+    shown = _varied_list([a for a in ranked if a is not first or listed], n)
     weighed = shown if first in shown else [*shown, first]
     shares = torch.softmax(torch.tensor([a.weight for a in weighed], dtype=torch.float64), 0).tolist()
     for alternative, share in zip(weighed, shares):
@@ -593,6 +594,33 @@ class _Partial:
     logprob: float  # under the model reading the left side only
 
 
+def _varied_list(ranked: list[Alternative], n: int) -> list[Alternative]:
+    """The `n` best of `ranked` (best first), with a candidate that differs from SAME_OPENING better ones only in
+    its last word ("in the valley spring", "in the valley flowers", ...) passed over while others are left:
+    a songwriter asking for other words wants other ideas, not one phrase ending ten ways."""
+    chosen, passed = [], []
+    openings: dict[str, int] = {}
+    for alternative in ranked:
+        opening = " ".join(alternative.text.lower().split()[:-1])  # "" for one word: never passed over
+        if opening and openings.get(opening, 0) >= SAME_OPENING:
+            passed.append(alternative)
+        else:
+            openings[opening] = openings.get(opening, 0) + 1
+            chosen.append(alternative)
+    return sorted((chosen + passed)[:n], key=lambda a: -a.weight)
+
+
+def _varied(partials: list[_Partial], count: int) -> list[_Partial]:
+    """The `count` likeliest partial replacements, those opening with a word no likelier one opens with first:
+    a beam of "loud and", "loud the", "loud in" would make every longer replacement one phrase four ways."""
+    opened, first, rest = set(), [], []
+    for partial in sorted(partials, key=lambda p: -p.logprob):
+        opening = partial.words.split(" ", 1)[0].lower()
+        (rest if opening in opened else first).append(partial)
+        opened.add(opening)
+    return (first + rest)[:count]
+
+
 def _propose(model, tokenizer, rule: _PhraseRule, left: str, max_words: int,
              prompts: PromptCache) -> Steps[tuple[list[tuple[str, float]], int]]:
     """Complete replacements, likeliest first by the left side alone (none where every word that fits is too
@@ -623,6 +651,8 @@ def _propose(model, tokenizer, rule: _PhraseRule, left: str, max_words: int,
             ranked = sorted(cases.values(), key=lambda variants: -variants[0][1])
             for (word, prob), *others in ranked[: max(NEXT_WORDS, POOL if depth == 1 else 0)]:
                 low = word.lower()
+                if low == partial.last:  # "was was": an echo inside the replacement, as beside it (_doubles)
+                    continue
                 totals = rule.add(partial.totals, low)
                 text = f"{partial.words} {word}" if partial.words else word
                 logprob = partial.logprob + math.log(prob)
@@ -635,7 +665,7 @@ def _propose(model, tokenizer, rule: _PhraseRule, left: str, max_words: int,
                             complete[variant_text] = (variant_text, variant_logprob)
                 if depth < max_words and rule.can_grow(totals):
                     grown.append(_Partial(text, low, totals, logprob))
-        partials = sorted(grown, key=lambda p: -p.logprob)[:BEAM]
+        partials = _varied(grown, BEAM)
         if not partials:
             break
     return sorted(complete.values(), key=lambda item: -item[1]), rows

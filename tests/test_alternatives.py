@@ -144,15 +144,16 @@ def test_at_a_line_end_the_stanza_rhyme_is_named_and_weighed(client):
     assert not any(a["rhymes_with"] for body in (mid_line, asked) for a in [*body["alternatives"], body["original"]])
 
 
-def test_no_candidate_echoes_the_word_beside_the_part(client):
+def test_no_candidate_echoes_the_word_beside_the_part_or_repeats_one_back_to_back(client):
     second_love = "O my love, my love is gone".rindex("love")
     for text, (start, end) in ((STANZA, COLD), ("O my love, my love is gone", (second_love, second_love + 4))):
         before, after = WORD.findall(text[:start])[-1].lower(), WORD.findall(text[end:])[0].lower()
-        for max_words in (1, 2):
+        for max_words in (1, 2, 4):
             for candidate in alternatives(client, text=text, start=start, end=end, n=32,
                                           max_words=max_words)["alternatives"]:
                 words = WORD.findall(candidate["text"].lower())
                 assert words[0] != before and words[-1] != after, candidate
+                assert all(word != following for word, following in zip(words, words[1:])), candidate
 
 
 def test_every_candidate_meets_the_constraints_by_the_dictionary_itself(client):
@@ -422,6 +423,23 @@ def test_the_songs_model_puts_back_a_word_taken_out_after_a_comma_a_repeated_one
             at = text.rindex(mark) + len(mark)
             shown = alternatives(songs, text=text, start=at, end=at, n=10, syllables=syllables)["alternatives"]
             assert word in [a["text"].lower() for a in shown[:3]], (word, shown)
+
+
+@pytest.mark.skipif(not (ROOT / "checkpoints" / "songs-lstm").exists(), reason="the shipped songs model is absent")
+def test_the_songs_model_offers_other_ideas_for_a_phrase_not_one_phrase_ending_many_ways():
+    """For "across the moor" the list was "and cold", "and early", "and deep", "and clear", "and green", "and wan",
+    ...; for "blew cold" in two syllables, "was was on" among them. Now no word follows itself, and at most two
+    of the ten shown differ only in their last word, where other candidates are left to show."""
+    text = "The wind blew cold across the moor,\nMy true love waited by the door"
+    with TestClient(create_app(Settings(models=(str(ROOT / "checkpoints" / "songs-lstm"),)))) as songs:
+        for part, asked in (("across the moor", {}), ("blew cold", {"syllables": 2}), ("the door", {"stress": "01"})):
+            at = text.index(part)
+            shown = [WORD.findall(a["text"].lower()) for a in alternatives(
+                songs, text=text, start=at, end=at + len(part), n=10, **asked)["alternatives"]]
+            assert len(shown) == 10
+            assert all(word != following for words in shown for word, following in zip(words, words[1:])), shown
+            openings = [" ".join(words[:-1]) for words in shown if len(words) > 1]
+            assert all(openings.count(opening) <= 2 for opening in openings), shown
 
 
 @pytest.mark.skipif(not (ROOT / "checkpoints" / "songs-lstm").exists(), reason="the shipped songs model is absent")
