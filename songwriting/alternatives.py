@@ -7,8 +7,9 @@ or an empty span to insert at). Two passes, and at a line's end the stanza's rhy
    `max_words` words, each word the exact next-word distribution over the words allowed
    (constrained.py): the model's training words the dictionary knows (`words.json`) and the text's own
    dictionary words (a name, a word the model never read), narrowed by `syllables`, `stress` (meter.py) and
-   `rhymes_with` (its last word). A longer replacement grows word by word from the `BEAM` likeliest partial
-   ones. The `POOL` likeliest complete ones go on.
+   `rhymes_with` (its last word). A longer replacement grows word by word from `BEAM` partial ones, the
+   likeliest that open with different words, and never by the word it ends on. The `POOL` likeliest complete
+   ones go on.
 2. **Ranking, with the right.** Each proposal is put in place and read with the rest of its line (at most
    `NEAR_CHARS`); the `RANKED` best by that are read again with the text up to the end of the part's stanza
    (at most `RIGHT_CHARS` characters after the part). The text before the part, up to the last place where
@@ -30,7 +31,8 @@ that closes (`Saturday,` then *Sunday*: a gap taken out after a comma) and after
 mark that opens follows, so that no candidate fuses with its neighbours. Case variants of a
 word ("cold", "Cold") are one candidate: the one the model finds likelier in place. A text that writes its
 apostrophes ’ gets its candidates so ("won’t"), each read in place as it is shown (a model whose vocabulary
-lacks ’ reads it as ': docs/tokenizer.md).
+lacks ’ reads it as ': docs/tokenizer.md). The `n` shown are the best, but for one that differs from
+`SAME_OPENING` better ones only in its last word, which gives way to the next while others are left.
 """
 
 from __future__ import annotations
@@ -610,7 +612,7 @@ def _varied_list(ranked: list[Alternative], n: int) -> list[Alternative]:
     return sorted((chosen + passed)[:n], key=lambda a: -a.weight)
 
 
-def _varied(partials: list[_Partial], count: int) -> list[_Partial]:
+def _varied_beam(partials: list[_Partial], count: int) -> list[_Partial]:
     """The `count` likeliest partial replacements, those opening with a word no likelier one opens with first:
     a beam of "loud and", "loud the", "loud in" would make every longer replacement one phrase four ways."""
     opened, first, rest = set(), [], []
@@ -665,7 +667,7 @@ def _propose(model, tokenizer, rule: _PhraseRule, left: str, max_words: int,
                             complete[variant_text] = (variant_text, variant_logprob)
                 if depth < max_words and rule.can_grow(totals):
                     grown.append(_Partial(text, low, totals, logprob))
-        partials = _varied(grown, BEAM)
+        partials = _varied_beam(grown, BEAM)
         if not partials:
             break
     return sorted(complete.values(), key=lambda item: -item[1]), rows
