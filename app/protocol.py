@@ -14,7 +14,7 @@ from pydantic_core import PydanticCustomError
 
 from lyricist.model.sampling import MAX_SEED, MAX_TEMPERATURE
 from lyricist.model.tokenizer import check_unicode
-from lyricist.model.units import is_word_char
+from lyricist.model.units import is_word_char, lf_line_breaks
 
 # Text the model will read. JSON can carry a lone surrogate ("\\ud800"), which is
 # no character; it is refused as a bad value of its field.
@@ -22,7 +22,8 @@ Text = Annotated[str, AfterValidator(check_unicode)]
 
 MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 64  # the engine looks for every stop string's every prefix after each token
-StopText = Annotated[Text, Field(max_length=MAX_STOP_CHARS)]
+# Matched against what the model writes, whose line breaks are LF: a CRLF or CR in one stands for LF.
+StopText = Annotated[Text, Field(max_length=MAX_STOP_CHARS), AfterValidator(lf_line_breaks)]
 MAX_TOP_K = 1_000_000  # more than any vocabulary; it keeps the value a machine integer
 MAX_LOGPROBS = 20
 MAX_COMPLETION_LOGPROBS = 5

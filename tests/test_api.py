@@ -9,6 +9,8 @@ from fastapi.testclient import TestClient
 from lyricist.app.server import create_app
 from lyricist.app.settings import Settings
 
+from .helpers import ROOT
+
 
 @pytest.fixture(scope="module")
 def client(served_checkpoint):
@@ -166,6 +168,18 @@ def test_a_text_typed_on_windows_or_an_old_mac_is_read_as_its_lf_copy_and_shown_
     assert "".join(t["text"] for t in scored["token_logprobs"]) == typed
     echo = client.post("/v1/completions", json={"prompt": typed, "max_tokens": 0, "echo": True}).json()
     assert echo["choices"][0]["text"] == typed
+
+
+@pytest.mark.skipif(not (ROOT / "checkpoints" / "songs-lstm").exists(), reason="the shipped songs model is absent")
+def test_a_stop_string_typed_with_windows_line_breaks_stops_at_the_line_break():
+    """What the model writes uses LF; a stop of "\r\n" (or "\r") is a line break too."""
+    body = {"prompt": "Twinkle, twinkle, little star,\n", "max_new_tokens": 30, "temperature": 0}
+    with TestClient(create_app(Settings(models=(str(ROOT / "checkpoints" / "songs-lstm"),)))) as songs:
+        whole = songs.post("/v1/generate", json=body).json()["text"]
+        assert "\n" in whole
+        for stop in ("\r\n", "\r", "\n"):
+            answer = songs.post("/v1/generate", json={**body, "stop": [stop]}).json()
+            assert answer["finish_reason"] == "stop" and answer["text"] == whole[:whole.index("\n")], stop
 
 
 def test_generated_tokens_and_their_alternatives_carry_bytes(client, tokenizer):
