@@ -27,7 +27,9 @@ lyrics before the real line as the prompt, and prints:
   hyphenated or clipped word, or one the dictionary lacks), against the real
   lines' own rates; the share that a reader splitting lines at their spaces
   cannot read (a word joined to another by a hyphen or glued to a mark:
-  "boy-bos-speed", "floors,Then"), against the real lines'; and the shares of
+  "boy-bos-speed", "floors,Then"), against the real lines'; the share with a loose edge (beginning with a
+  space, or ending on a mark standing apart that is no ellipsis or dash: 'said John, "'), against the real
+  lines'; and the shares of
   candidates that open with the same three words as another candidate of the
   same request, and that say the same words as another.
 
@@ -123,6 +125,13 @@ class Dictionary:
         word = found[-1] if found else ""
         return "-" in word or word[:1] in "'\u2019" or word[-1:] in "'\u2019" or (
             word.lower().strip("'\u2019") not in self.entries)
+
+    @staticmethod
+    def loose_edge(line: str) -> bool:
+        """The line begins with a space, or ends on a mark standing apart after its last word that is not an
+        ellipsis or a dash ('said John, "', 'rain, }', 'walls, .'): what no typed lyric does."""
+        tail = re.sub(r"\.(?:\s*\.)+", "\u2026", re.search(r"[^\w'\u2019]*$", line).group())
+        return line[:1].isspace() or re.search(r"\s(?![-\u2026])\S", tail) is not None
 
     def glued(self, line: str) -> bool:
         """A reader that splits the line at its spaces (each piece's outer marks stripped) meets something not in
@@ -339,8 +348,8 @@ def run(args: argparse.Namespace, base: str | None) -> None:
     free_nats = free_chars = 0.0
     free_met = {"syllables": 0, "rhyme": 0, "stress": 0, "both": 0}
     free_count = 0
-    quality = {"candidates": 0, "function_word_end": 0, "odd_end": 0, "glued": 0, "repeated_opening": 0,
-               "same_words": 0, "meeting_all": 0}
+    quality = {"candidates": 0, "function_word_end": 0, "odd_end": 0, "glued": 0, "loose_edge": 0,
+               "repeated_opening": 0, "same_words": 0, "meeting_all": 0}
     for index, task in enumerate(work):
         started = time.perf_counter()
         try:
@@ -360,6 +369,7 @@ def run(args: argparse.Namespace, base: str | None) -> None:
             quality["function_word_end"] += end in ENDLESS and end != (task["rhymes_with"] or "").lower()
             quality["odd_end"] += dictionary.odd_end(line["text"])
             quality["glued"] += dictionary.glued(line["text"])
+            quality["loose_edge"] += dictionary.loose_edge(line["text"])
             quality["repeated_opening"] += openings.count(opening) > 1
             quality["same_words"] += said.count(words) > 1
             quality["meeting_all"] += dictionary.meets(line["text"], task["syllables"], task["rhymes_with"],
@@ -414,6 +424,8 @@ def run(args: argparse.Namespace, base: str | None) -> None:
                     "real_lines": sum(dictionary.odd_end(task["real"]) for task in work) / total},
         "glued": {"candidates": quality["glued"] / shown,
                   "real_lines": sum(dictionary.glued(task["real"]) for task in work) / total},
+        "loose_edge": {"candidates": quality["loose_edge"] / shown,
+                       "real_lines": sum(dictionary.loose_edge(task["real"]) for task in work) / total},
         "repeated_opening": quality["repeated_opening"] / shown,
         "same_words": quality["same_words"] / shown,
         "candidates_meeting_every_constraint": quality["meeting_all"] / shown,

@@ -88,7 +88,9 @@ class Lexicon:
         self.primary: dict[str, int] = {}  # the count of its first pronunciation (the dictionary's own order)
         for word, counts in syllables.items():
             word = word.lower()
-            counts = list(counts)
+            # A pronunciation without a vowel ("sh" SH, "hmm" HH M) is no syllable: a word sung only so would
+            # fill any line for free ("stones sh;" as one syllable), so it is no word a line may use.
+            counts = [count for count in counts if count > 0]
             if word and counts and all(is_word_char(c) for c in word):
                 self.masks[word] = self.masks.get(word, 0) | mask_of(counts)
                 self.primary.setdefault(word, counts[0])
