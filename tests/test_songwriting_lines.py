@@ -343,24 +343,26 @@ def test_no_word_is_glued_to_a_mark_nor_a_line_ended_on_a_hyphen(tokenizer, line
     ("brack-pier", "boy-bos-speed") is a coinage, one glued to a mark ("floors,Then", "why--the") a misprint, and
     "the fired-" hangs. None is offered; a dash of two ("horn,--") may end a line, and a mark with a space after
     it is punctuation as a song writes it."""
-    bias = {piece for text in marks for piece in tokenizer.encode(text)}
+    seen = lines_of_a_model_that_loves(marks, 4.0, tokenizer, lines_model, lexicon, seeds=40, syllables=[3, 8])
+    for text in seen:
+        assert glued(text) is None, (glued(text), text)
+        assert not re.search(r"[^\W_]-$", text), text  # "fired-"
+    assert sum(any(mark in text for mark in marks) for text in seen) >= 10, seen  # the marks were there
+
+
+def lines_of_a_model_that_loves(texts, bias, tokenizer, lines_model, lexicon, seeds, syllables) -> list[str]:
+    """The lines offered after "KING:\nO my lord" for `seeds` seeds, the model's bias for the pieces of `texts`
+    raised by `bias` meanwhile."""
+    pieces = {piece for text in texts for piece in tokenizer.encode(text)}
     with torch.no_grad():
-        for piece in bias:
-            lines_model.decoder.bias[piece] += 4.0
+        lines_model.decoder.bias[list(pieces)] += bias
     try:
-        seen = []
-        for seed in range(40):
-            result = generate_lines(lines_model, tokenizer, lexicon, "KING:\nO my lord\n", n=4, syllables=[3, 8],
-                                    params=SamplingParams(seed=seed))
-            for line in result.lines:
-                seen.append(line.text)
-                assert glued(line.text) is None, (glued(line.text), line.text)
-                assert not re.search(r"[^\W_]-$", line.text), line.text  # "fired-"
-        assert sum(any(mark in text for mark in marks) for text in seen) >= 10, seen  # the marks were there
+        return [line.text for seed in range(seeds) for line in generate_lines(
+            lines_model, tokenizer, lexicon, "KING:\nO my lord\n", n=4, syllables=syllables,
+            params=SamplingParams(seed=seed)).lines]
     finally:
         with torch.no_grad():
-            for piece in bias:
-                lines_model.decoder.bias[piece] -= 4.0
+            lines_model.decoder.bias[list(pieces)] -= bias
 
 
 def loose_edge(text: str) -> bool:
@@ -374,23 +376,10 @@ def test_no_line_begins_with_a_space_or_ends_on_a_mark_standing_apart(tokenizer,
     """A model that loves spaces, quotes and brackets: lines such as ' sails,' and 'O then said John, "' (a
     quote opened at the line's end, what the songs model offered in 1 line of 10) are never offered; a quote
     that closes at once, an ellipsis or a dash may end a line."""
-    bias = {piece for text in (" ", '"', ' "', "(", " (", "}", " .") for piece in tokenizer.encode(text)}
-    with torch.no_grad():
-        for piece in bias:
-            lines_model.decoder.bias[piece] += 2.0
-    try:
-        seen = []
-        for seed in range(30):
-            result = generate_lines(lines_model, tokenizer, lexicon, "KING:\nO my lord\n", n=4, syllables=[2, 6],
-                                    params=SamplingParams(seed=seed))
-            for line in result.lines:
-                seen.append(line.text)
-                assert not loose_edge(line.text), line.text
-        assert sum(any(mark in text for mark in '"(}') for text in seen) >= 10, seen  # the marks were there
-    finally:
-        with torch.no_grad():
-            for piece in bias:
-                lines_model.decoder.bias[piece] -= 2.0
+    seen = lines_of_a_model_that_loves((" ", '"', ' "', "(", " (", "}", " ."), 2.0, tokenizer, lines_model, lexicon,
+                                       seeds=30, syllables=[2, 6])
+    assert not [text for text in seen if loose_edge(text)]
+    assert sum(any(mark in text for mark in '"(}') for text in seen) >= 10, seen  # the marks were there
 
 
 def test_a_word_sung_without_a_vowel_is_no_word_a_line_may_use():
